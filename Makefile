@@ -1,0 +1,66 @@
+# Front door for pulsec. `make run` and `make test` do all set-up on a fresh Debian machine:
+# they install missing -dev packages with apt-get and the JS dependencies with npm ci.
+# The C build itself is CMake (CMakeLists.txt); this file only sequences it.
+
+APT_PACKAGES := build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libwslay-dev \
+                libjansson-dev libssl-dev
+JOBS   ?= 2
+PORT   ?= 8000
+HOST   ?= 127.0.0.1
+BUILD  := build
+ASAN   := build-asan
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps deps-apt deps-npm build build-asan run test test-unit test-asan test-integration clean format
+
+all: build
+
+deps: deps-apt deps-npm
+
+# Installs only what is missing, so a machine that has everything pays one dpkg-query.
+deps-apt:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	  done); \
+	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# npm ci only when the lock file changed since the last install.
+deps-npm: node_modules/.pulsec-stamp
+node_modules/.pulsec-stamp: package-lock.json package.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+build: deps-apt
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: deps-apt
+	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DPULSEC_SANITIZE=ON >/dev/null
+	cmake --build $(ASAN) -j $(JOBS)
+
+run: build deps-npm
+	./$(BUILD)/examples/echo --host $(HOST) --port $(PORT) --static examples/echo/public
+
+test: test-unit test-asan test-integration
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-asan: build-asan
+	cd $(ASAN) && ctest --output-on-failure -j $(JOBS)
+
+# The integration suites drive the sanitizer build, so every real-socket scenario is also a
+# memory-error and leak check (servers exit non-zero when LeakSanitizer finds something).
+test-integration: build-asan deps-npm
+	PULSEC_BUILD_DIR=$(CURDIR)/$(ASAN) node --test --test-concurrency=2 tests/integration/
+
+clean:
+	rm -rf $(BUILD) $(ASAN)
+
+format:
+	clang-format -i include/*.h src/*.c src/*.h tests/unit/*.c tests/unit/*.h examples/*/*.c
