@@ -1,0 +1,283 @@
+/*
+ * pulsec: real-time, bidirectional channels between a C server and browser clients.
+ *
+ * This is the one public header. Every type is opaque and owned by the library; ownership is a
+ * tree: server -> session -> view -> channel -> listeners and pending requests. A child never
+ * outlives its parent, and the app never frees what the library allocated.
+ *
+ * Threads: everything runs on the server's libuv loop. Every function here must be called on
+ * the loop thread, from a callback of pulsec or of the loop, except ps_server_post(), which is
+ * the one thread-safe call.
+ *
+ * JSON values are jansson json_t. Unless a function says otherwise, json_t arguments are
+ * borrowed (pulsec takes its own reference when it keeps one) and json_t handed to callbacks
+ * are borrowed until the callback returns (json_incref() to keep them).
+ *
+ * Errors: functions that act return 0 or a negative code: a PS_E* code below, or a libuv
+ * UV_E* code passed through unchanged. ps_strerror() describes both.
+ */
+#ifndef PULSEC_H
+#define PULSEC_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(PS_BUILDING_LIBRARY)
+#define PS_EXTERN __attribute__((visibility("default")))
+#else
+#define PS_EXTERN
+#endif
+
+#define PS_VERSION_MAJOR 0
+#define PS_VERSION_MINOR 1
+#define PS_VERSION_PATCH 0
+
+/* "0.1.0" */
+PS_EXTERN const char *ps_version_string(void);
+
+/* ---- errors ---------------------------------------------------------------------------- */
+
+/*
+ * pulsec's own codes live in -30000..-30999, a range libuv never uses (libuv: -errno and
+ * -3000..-4095). Grouped by hundreds: -300xx channel and request outcomes, -301xx arguments and
+ * limits.
+ */
+#define PS_ERRNO_MAP(XX)                                                                           \
+    XX(ECLOSED, -30001, "channel, view or session is closed")                                      \
+    XX(ETIMEDOUT, -30002, "request timed out")                                                     \
+    XX(EREMOTE, -30003, "the peer answered with an error")                                         \
+    XX(EDENIED, -30004, "denied")                                                                  \
+    XX(EINVAL, -30101, "invalid argument")                                                         \
+    XX(ELIMIT, -30102, "limit reached")                                                            \
+    XX(ENOTFOUND, -30103, "not found")                                                             \
+    XX(EEXIST, -30104, "already exists")
+
+typedef enum ps_errno {
+    PS_OK = 0,
+#define PS__ERRNO_ENUM(name, value, text) PS_##name = value,
+    PS_ERRNO_MAP(PS__ERRNO_ENUM)
+#undef PS__ERRNO_ENUM
+} ps_errno;
+
+/* Describes a PS_E* or UV_E* code. Never NULL; static storage. */
+PS_EXTERN const char *ps_strerror(int err);
+/* "PS_ECLOSED", "EADDRINUSE", ... Never NULL; static storage. */
+PS_EXTERN const char *ps_err_name(int err);
+
+/* ---- logging and memory ---------------------------------------------------------------- */
+
+typedef enum ps_log_level {
+    PS_LOG_ERROR = 0,
+    PS_LOG_WARN = 1, /* default */
+    PS_LOG_INFO = 2,
+    PS_LOG_DEBUG = 3,
+} ps_log_level;
+
+/* Process-wide log threshold; messages go to stderr. */
+PS_EXTERN void ps_set_log_level(ps_log_level level);
+
+/*
+ * Replaces the allocator of pulsec and of jansson (json_set_alloc_funcs). Call before creating
+ * any server. malloc_fn returning NULL makes pulsec call its out-of-memory handler, which logs
+ * and aborts: internal allocations are never checked by callers.
+ */
+PS_EXTERN void ps_set_allocator(void *(*malloc_fn)(size_t), void *(*realloc_fn)(void *, size_t),
+                                void (*free_fn)(void *));
+
+/* ---- types ----------------------------------------------------------------------------- */
+
+typedef struct ps_server ps_server;       /* listener, routes, middleware, every session */
+typedef struct ps_session ps_session;     /* one Socket.IO namespace connection (a browser tab) */
+typedef struct ps_handshake ps_handshake; /* what a client sent when it connected */
+typedef struct ps_ack ps_ack;             /* a client's pending acknowledgement request */
+typedef struct ps_view ps_view;           /* a mounted component: state, props, channels */
+typedef struct ps_channel ps_channel;     /* a bidirectional event channel owned by a view */
+typedef struct ps_listener ps_listener;   /* one handler registered with ps_on() */
+typedef struct ps_reply ps_reply;         /* the answer owed to a client request */
+
+/* ---- server ---------------------------------------------------------------------------- */
+
+/*
+ * Options. A zeroed struct is valid and means the defaults written beside each field, so
+ * `ps_server_opts o = {0};` then setting a few fields is the intended use. Strings are copied.
+ */
+typedef struct ps_server_opts {
+    const char *host;            /* address to bind; NULL = "127.0.0.1" */
+    int port;                    /* 0 = let the kernel pick a free port (see ps_server_port) */
+    const char *path;            /* Socket.IO endpoint; NULL = "/socket.io/" */
+    const char *static_dir;      /* serve files from here; NULL = no static files */
+    uint32_t ping_interval_ms;   /* Engine.IO heartbeat; 0 = 25000 */
+    uint32_t ping_timeout_ms;    /* pong deadline after each ping; 0 = 20000 */
+    uint32_t connect_timeout_ms; /* Socket.IO CONNECT deadline after the handshake; 0 = 45000 */
+    uint32_t shutdown_grace_ms;  /* how long ps_server_stop waits for close replies; 0 = 2000 */
+    size_t max_payload;          /* largest WebSocket message accepted; 0 = 1 MiB (close 1009) */
+    size_t max_header_size;      /* request line + headers; 0 = 8 KiB (431) */
+    size_t max_body_size;        /* HTTP request body; 0 = 1 MiB (413) */
+    int backlog;                 /* listen(2) backlog; 0 = 511 */
+} ps_server_opts;
+
+/*
+ * Creates a server on `loop` (NULL: the server creates and owns a loop of its own). Nothing is
+ * bound until ps_server_listen(). Returns NULL only when opts is invalid (logged).
+ */
+PS_EXTERN ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts);
+
+/* Binds and starts accepting. Returns 0 or a UV_E* code (e.g. UV_EADDRINUSE). */
+PS_EXTERN int ps_server_listen(ps_server *srv);
+
+/* The bound port (useful with port 0), or -1 before ps_server_listen succeeded. */
+PS_EXTERN int ps_server_port(const ps_server *srv);
+
+PS_EXTERN uv_loop_t *ps_server_loop(const ps_server *srv);
+
+/*
+ * Graceful stop: stops accepting, disposes every view (dispose callbacks run, pending requests
+ * complete with PS_ECLOSED), closes every WebSocket with code 1001 and waits for the peers'
+ * close replies (at most shutdown_grace_ms), then releases the server's handles so that the loop
+ * runs out of work. Idempotent. Safe from any pulsec callback.
+ */
+PS_EXTERN void ps_server_stop(ps_server *srv);
+
+/*
+ * Listens (if not yet), then runs the loop until the server has stopped; SIGINT and SIGTERM
+ * call ps_server_stop(). Returns 0, or the UV_E* code of a failed listen.
+ */
+PS_EXTERN int ps_server_run(ps_server *srv);
+
+/*
+ * Frees the server. Call it only after the loop has returned from uv_run following
+ * ps_server_stop() (ps_server_run() returns at that point), or before ps_server_listen().
+ */
+PS_EXTERN void ps_server_free(ps_server *srv);
+
+/*
+ * Runs fn(srv, arg) on the loop thread, soon. The only thread-safe function of pulsec. Returns
+ * 0, or PS_ECLOSED once the server is stopping (fn will then never run).
+ */
+typedef void (*ps_post_fn)(ps_server *srv, void *arg);
+PS_EXTERN int ps_server_post(ps_server *srv, ps_post_fn fn, void *arg);
+
+/* Counters since the server started, for monitoring and tests. */
+typedef struct ps_server_stats {
+    uint64_t connections;      /* TCP connections open now */
+    uint64_t sessions;         /* Socket.IO namespace connections open now */
+    uint64_t views;            /* views attached now */
+    uint64_t channels;         /* channels open now */
+    uint64_t sessions_total;   /* Socket.IO connections accepted since start */
+    uint64_t messages_in;      /* Socket.IO packets received */
+    uint64_t messages_out;     /* Socket.IO packets sent */
+    uint64_t messages_dropped; /* app messages dropped: unknown type, bad fields, closed channel */
+    uint64_t protocol_errors;  /* connections closed for bad frames or packets */
+} ps_server_stats;
+PS_EXTERN void ps_server_get_stats(const ps_server *srv, ps_server_stats *out);
+
+/* ---- handshake ------------------------------------------------------------------------- */
+
+/* Every pointer returned here is borrowed and valid until the session closes. */
+
+/* Header value by case-insensitive name (the last one if repeated), or NULL. */
+PS_EXTERN const char *ps_handshake_header(const ps_handshake *hs, const char *name);
+/* Query parameter of the connection URL, URL-decoded, or NULL. */
+PS_EXTERN const char *ps_handshake_query(const ps_handshake *hs, const char *name);
+/* Cookie value from the Cookie header, or NULL. */
+PS_EXTERN const char *ps_handshake_cookie(const ps_handshake *hs, const char *name);
+/* The Socket.IO CONNECT auth object; an empty object when the client sent none. */
+PS_EXTERN json_t *ps_handshake_auth(const ps_handshake *hs);
+/* The peer's address as text ("127.0.0.1"). */
+PS_EXTERN const char *ps_handshake_address(const ps_handshake *hs);
+
+/* ---- sessions -------------------------------------------------------------------------- */
+
+/*
+ * Connect middleware: runs in registration order for every Socket.IO CONNECT, before the
+ * namespace's own connect hook. Return 0 to go on, or the value of ps_session_deny() to refuse
+ * the connection (the client gets CONNECT_ERROR and no later middleware runs). The session
+ * exists already: middleware may attach data to it. `hs` stays valid while the session lives.
+ */
+typedef int (*ps_connect_fn)(ps_session *s, const ps_handshake *hs, void *user);
+PS_EXTERN int ps_use_connect(ps_server *srv, ps_connect_fn fn, void *user);
+
+/*
+ * Marks a connecting session as refused with `message` (copied) and optional `data` (borrowed)
+ * and returns PS_EDENIED, for `return ps_session_deny(s, "not authorized", NULL);`. The client
+ * sees connect_error with err.message and err.data. Only meaningful inside a connect hook.
+ */
+PS_EXTERN int ps_session_deny(ps_session *s, const char *message, json_t *data);
+
+/*
+ * A client's request for an acknowledgement. Answer it exactly once with ps_ack_send(), inside
+ * the event callback or later after ps_ack_keep(). If the callback returns without sending or
+ * keeping it, pulsec sends an empty acknowledgement so that the client never waits forever.
+ */
+PS_EXTERN ps_ack *ps_ack_keep(ps_ack *ack);
+/*
+ * Sends the acknowledgement with `args` (a JSON array, borrowed; NULL = no arguments) and, for a
+ * kept ack, frees it. Returns 0, PS_ECLOSED if the session closed meanwhile (the ack is freed all
+ * the same), or PS_EINVAL if args is not an array.
+ */
+PS_EXTERN int ps_ack_send(ps_ack *ack, json_t *args);
+
+/*
+ * Raw Socket.IO events. `args` is the JSON array of the event's arguments (borrowed); `ack` is
+ * NULL unless the client asked for an acknowledgement. On the main namespace, "message" events
+ * carry pulsec's channel and view protocol and never reach this callback.
+ */
+typedef void (*ps_event_fn)(ps_session *s, const char *event, json_t *args, ps_ack *ack,
+                            void *user);
+/* `reason` is static text: "client disconnect", "transport close", "ping timeout", ... */
+typedef void (*ps_disconnect_fn)(ps_session *s, const char *reason, void *user);
+
+typedef struct ps_namespace_hooks {
+    ps_connect_fn connect;       /* optional: after the connect middleware */
+    ps_event_fn event;           /* optional: raw events */
+    ps_disconnect_fn disconnect; /* optional: once per accepted session, before it is freed */
+    void *user;
+} ps_namespace_hooks;
+
+/*
+ * Registers a namespace ("/admin") or sets the hooks of the main one ("/", which always exists).
+ * Clients connecting to any other namespace get CONNECT_ERROR "Invalid namespace". `hooks` is
+ * copied. Returns 0 or PS_EINVAL.
+ */
+PS_EXTERN int ps_namespace(ps_server *srv, const char *name, const ps_namespace_hooks *hooks);
+
+/* Emits `event` with `args` (a JSON array, borrowed; NULL = none). 0, PS_ECLOSED or PS_EINVAL. */
+PS_EXTERN int ps_session_emit(ps_session *s, const char *event, json_t *args);
+
+/*
+ * Emits with an acknowledgement request. `cb` is called exactly once, never from inside this
+ * function: with PS_OK and the ack's arguments (a JSON array, borrowed), with PS_ETIMEDOUT after
+ * timeout_ms (0 = no timeout), or with PS_ECLOSED when the session closes first (args NULL).
+ * If this function returns non-zero, cb is never called.
+ */
+typedef void (*ps_ack_cb)(ps_session *s, int status, json_t *args, void *user);
+PS_EXTERN int ps_session_emit_ack(ps_session *s, const char *event, json_t *args,
+                                  uint32_t timeout_ms, ps_ack_cb cb, void *user);
+
+/* Sends DISCONNECT to the client and closes the session (dispose and disconnect hooks run). */
+PS_EXTERN int ps_session_disconnect(ps_session *s);
+
+/* The Socket.IO socket id sent to the client (not the Engine.IO sid, which is a secret). */
+PS_EXTERN const char *ps_session_id(const ps_session *s);
+PS_EXTERN const char *ps_session_namespace(const ps_session *s);
+PS_EXTERN const ps_handshake *ps_session_handshake(const ps_session *s);
+PS_EXTERN ps_server *ps_session_server(const ps_session *s);
+/*
+ * App data. free_fn (optional) runs when the session is freed, after the disconnect hook and
+ * after every view's dispose callback.
+ */
+PS_EXTERN void ps_session_set_data(ps_session *s, void *data, void (*free_fn)(void *));
+PS_EXTERN void *ps_session_data(const ps_session *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PULSEC_H */

@@ -1,0 +1,126 @@
+/*
+ * common: what every layer of pulsec shares and nothing else. Allocation with an out-of-memory
+ * hook (internal code never checks for NULL, peer-sized allocations use ps__trymalloc), a growable
+ * byte buffer, an intrusive doubly linked list, random ids and logging. No libuv, no sockets.
+ */
+#ifndef PS_COMMON_H
+#define PS_COMMON_H
+
+#include "pulsec.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define PS__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define PS__CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
+#define PS__STRLIT(s) (s), (sizeof(s) - 1)
+
+/* ---- memory ---------------------------------------------------------------------------- */
+
+void *ps__malloc(size_t n);
+void *ps__calloc(size_t count, size_t n);
+void *ps__realloc(void *p, size_t n);
+/* Returns NULL instead of aborting: for sizes a peer chose (bodies, messages). */
+void *ps__trymalloc(size_t n);
+void *ps__tryrealloc(void *p, size_t n);
+void ps__free(void *p);
+char *ps__strdup(const char *s);
+char *ps__strndup(const char *s, size_t n);
+
+/* ---- byte buffer ----------------------------------------------------------------------- */
+
+typedef struct ps__buf {
+    char *base; /* NUL-terminated when len > 0 or after ps__buf_cstr */
+    size_t len; /* bytes in use */
+    size_t cap; /* bytes allocated */
+} ps__buf;
+
+void ps__buf_init(ps__buf *b);
+void ps__buf_free(ps__buf *b);
+void ps__buf_reset(ps__buf *b);
+/* Grows to hold at least `extra` more bytes (+1 for a terminating NUL); aborts on OOM. */
+void ps__buf_reserve(ps__buf *b, size_t extra);
+/* Same, but fails with -1 instead of aborting when the peer chose the size. */
+int ps__buf_tryreserve(ps__buf *b, size_t extra);
+void ps__buf_append(ps__buf *b, const void *data, size_t len);
+void ps__buf_appendc(ps__buf *b, char c);
+void ps__buf_appends(ps__buf *b, const char *s);
+void ps__buf_printf(ps__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Drops the first n bytes (consumed input). */
+void ps__buf_consume(ps__buf *b, size_t n);
+/* Hands the allocation to the caller (who frees it with ps__free) and empties b. */
+char *ps__buf_steal(ps__buf *b, size_t *len);
+const char *ps__buf_cstr(ps__buf *b);
+
+/* ---- intrusive list (circular, with a sentinel head) ----------------------------------- */
+
+typedef struct ps__list {
+    struct ps__list *prev;
+    struct ps__list *next;
+} ps__list;
+
+static inline void ps__list_init(ps__list *h)
+{
+    h->prev = h->next = h;
+}
+static inline bool ps__list_empty(const ps__list *h)
+{
+    return h->next == h;
+}
+static inline void ps__list_insert_tail(ps__list *h, ps__list *n)
+{
+    n->prev = h->prev;
+    n->next = h;
+    h->prev->next = n;
+    h->prev = n;
+}
+/* Safe on a node that was already removed (it then points at itself). */
+static inline void ps__list_remove(ps__list *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    n->prev = n->next = n;
+}
+#define ps__list_foreach(pos, head) for ((pos) = (head)->next; (pos) != (head); (pos) = (pos)->next)
+#define ps__list_foreach_safe(pos, tmp, head)                                                      \
+    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->next)
+
+/* ---- ids ------------------------------------------------------------------------------- */
+
+/* Fills buf with n bytes from the kernel CSPRNG (getrandom); aborts if the kernel refuses. */
+void ps__random_bytes(void *buf, size_t n);
+/* 32 lowercase hex characters + NUL: channel and request ids (DESIGN §3). */
+#define PS__HEX_ID_LEN 32
+void ps__random_hex_id(char out[PS__HEX_ID_LEN + 1]);
+/* 20 URL-safe base64 characters + NUL: Engine.IO and Socket.IO sids. */
+#define PS__SID_LEN 20
+void ps__random_sid(char out[PS__SID_LEN + 1]);
+
+/* ---- text helpers ---------------------------------------------------------------------- */
+
+bool ps__utf8_valid(const uint8_t *s, size_t len);
+bool ps__strcaseeq(const char *a, const char *b);
+bool ps__strncaseeq(const char *a, size_t alen, const char *b);
+/* Decodes %XX and (if plus_is_space) '+' in place; returns the new length or -1 on a bad escape. */
+long ps__url_decode(char *s, size_t len, bool plus_is_space);
+/* Encodes bytes as standard base64 with padding into out (4*ceil(n/3)+1 bytes); returns length. */
+size_t ps__base64_encode(const uint8_t *in, size_t n, char *out);
+/* Compact JSON, keys in insertion order (what the Socket.IO JS encoder produces). */
+#define PS__JSON_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY)
+
+/* ---- logging --------------------------------------------------------------------------- */
+
+void ps__log_set_level(int level);
+void ps__log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define PS__ERROR(...) ps__log(PS_LOG_ERROR, __VA_ARGS__)
+#define PS__WARN(...) ps__log(PS_LOG_WARN, __VA_ARGS__)
+#define PS__INFO(...) ps__log(PS_LOG_INFO, __VA_ARGS__)
+#define PS__DEBUG(...) ps__log(PS_LOG_DEBUG, __VA_ARGS__)
+
+/* Monotonic milliseconds, for logs and stats (timers use the loop clock). */
+uint64_t ps__now_ms(void);
+
+#endif

@@ -1,0 +1,568 @@
+/*
+ * http: one ps__http_conn per accepted TCP connection until it is upgraded or closed. The
+ * request being parsed is accumulated in a few buffers (url, headers as name\0value\0 pairs,
+ * body) and dispatched on message completion; responses are written synchronously, in order,
+ * so pipelined requests need no queue. Limits are enforced while parsing, before any buffer can
+ * grow past them.
+ */
+#include "http.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_HEADERS 100
+#define MAX_STATIC_FILE (64u * 1024 * 1024)
+
+struct ps__http_conn {
+    ps__conn *conn;
+    const ps__http_config *cfg;
+    http_parser parser;
+    ps__buf url;
+    ps__buf hbuf;                 /* name\0value\0 ... */
+    size_t hoff[MAX_HEADERS][2];  /* offsets of name and value in hbuf */
+    size_t nheaders;
+    bool in_value;                /* the last header callback was a value */
+    size_t header_bytes;          /* request line + headers so far */
+    ps__buf body;
+    int error_status;             /* a limit was hit: answer this and close */
+    bool message_done;
+    bool taken;                   /* handed over by an upgrade */
+    bool closing;
+    const char *rest;             /* bytes after an upgrade request */
+    size_t rest_len;
+};
+
+static void hc_on_read(ps__conn *c, const char *data, size_t len);
+static void hc_on_eof(ps__conn *c);
+static void hc_on_close(ps__conn *c);
+static const ps__conn_cbs hc_cbs = {hc_on_read, hc_on_eof, hc_on_close};
+
+/* ---- small public helpers -------------------------------------------------------------- */
+
+const char *ps__http_status_text(int status)
+{
+    switch (status) {
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 426: return "Upgrade Required";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+const char *ps__http_content_type(const char *path)
+{
+    static const struct {
+        const char *ext;
+        const char *type;
+    } types[] = {
+        {".html", "text/html; charset=utf-8"},
+        {".htm", "text/html; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".json", "application/json"},
+        {".map", "application/json"},
+        {".txt", "text/plain; charset=utf-8"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".jpg", "image/jpeg"},
+        {".jpeg", "image/jpeg"},
+        {".gif", "image/gif"},
+        {".webp", "image/webp"},
+        {".ico", "image/x-icon"},
+        {".wasm", "application/wasm"},
+        {".woff", "font/woff"},
+        {".woff2", "font/woff2"},
+        {".xml", "application/xml"},
+        {".pdf", "application/pdf"},
+    };
+    const char *dot = strrchr(path, '.');
+    const char *slash = strrchr(path, '/');
+    if (dot && (!slash || dot > slash)) {
+        for (size_t i = 0; i < PS__ARRAY_SIZE(types); i++)
+            if (ps__strcaseeq(dot, types[i].ext))
+                return types[i].type;
+    }
+    return "application/octet-stream";
+}
+
+const char *ps__http_header_get(const ps__http_req *req, const char *name)
+{
+    const char *found = NULL;
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (ps__strcaseeq(req->headers[i].name, name))
+            found = req->headers[i].value;
+    return found;
+}
+
+bool ps__http_header_has_token(const ps__http_req *req, const char *name, const char *token)
+{
+    size_t tlen = strlen(token);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (!ps__strcaseeq(req->headers[i].name, name))
+            continue;
+        const char *p = req->headers[i].value;
+        while (*p) {
+            while (*p == ' ' || *p == '\t' || *p == ',')
+                p++;
+            const char *start = p;
+            while (*p && *p != ',')
+                p++;
+            const char *end = p;
+            while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+                end--;
+            if ((size_t)(end - start) == tlen && ps__strncaseeq(start, tlen, token))
+                return true;
+        }
+    }
+    return false;
+}
+
+bool ps__http_query_get(const char *query, const char *name, ps__buf *out)
+{
+    size_t nlen = strlen(name);
+    const char *p = query;
+    while (p && *p) {
+        const char *amp = strchr(p, '&');
+        size_t plen = amp ? (size_t)(amp - p) : strlen(p);
+        const char *eq = memchr(p, '=', plen);
+        size_t klen = eq ? (size_t)(eq - p) : plen;
+        if (klen == nlen && memcmp(p, name, nlen) == 0) {
+            ps__buf_reset(out);
+            if (eq)
+                ps__buf_append(out, eq + 1, plen - klen - 1);
+            else
+                ps__buf_reserve(out, 0);
+            long n = ps__url_decode(out->base, out->len, true);
+            if (n < 0)
+                return false;
+            out->len = (size_t)n;
+            out->base[n] = '\0';
+            return true;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return false;
+}
+
+char *ps__http_resolve_static(const char *root, const char *raw_path)
+{
+    size_t n = strlen(raw_path);
+    char *path = ps__strndup(raw_path, n);
+    long dlen = ps__url_decode(path, n, false);
+    char *result = NULL;
+    if (dlen < 0 || memchr(path, '\0', (size_t)dlen) || path[0] != '/')
+        goto out;
+    /* Refuse any ".." segment outright, whatever realpath would make of it. */
+    for (const char *seg = path; seg && *seg;) {
+        while (*seg == '/')
+            seg++;
+        const char *end = strchr(seg, '/');
+        size_t slen = end ? (size_t)(end - seg) : strlen(seg);
+        if ((slen == 2 && seg[0] == '.' && seg[1] == '.') || memchr(seg, '\\', slen))
+            goto out;
+        seg = end;
+    }
+    ps__buf full;
+    ps__buf_init(&full);
+    ps__buf_appends(&full, root);
+    ps__buf_appends(&full, path);
+    struct stat st;
+    if (stat(full.base, &st) == 0 && S_ISDIR(st.st_mode)) {
+        if (full.base[full.len - 1] != '/')
+            ps__buf_appendc(&full, '/');
+        ps__buf_appends(&full, "index.html");
+    }
+    char real[PATH_MAX];
+    if (realpath(full.base, real)) {
+        size_t rlen = strlen(root);
+        if (strncmp(real, root, rlen) == 0 && (real[rlen] == '/' || real[rlen] == '\0'))
+            result = ps__strdup(real);
+    }
+    ps__buf_free(&full);
+out:
+    ps__free(path);
+    return result;
+}
+
+/* ---- responses ------------------------------------------------------------------------- */
+
+void ps__http_respond(ps__http_req *req, int status, const char *content_type, const char *body,
+                      size_t body_len, const char *extra_headers)
+{
+    ps__http_conn *hc = req->hc;
+    if (req->answered || hc->closing)
+        return;
+    req->answered = true;
+    if (status >= 400 && req->upgrade)
+        req->keep_alive = false;
+    ps__buf head;
+    ps__buf_init(&head);
+    ps__buf_printf(&head,
+                   "HTTP/1.1 %d %s\r\n"
+                   "Content-Length: %zu\r\n"
+                   "Connection: %s\r\n",
+                   status, ps__http_status_text(status), body_len,
+                   req->keep_alive ? "keep-alive" : "close");
+    if (content_type)
+        ps__buf_printf(&head, "Content-Type: %s\r\n", content_type);
+    if (extra_headers)
+        ps__buf_appends(&head, extra_headers);
+    ps__buf_appends(&head, "\r\n");
+    uv_buf_t bufs[2] = {uv_buf_init(head.base, (unsigned)head.len),
+                        uv_buf_init((char *)body, (unsigned)body_len)};
+    bool head_only = req->method_id == HTTP_HEAD;
+    ps__conn_writev(hc->conn, bufs, head_only || !body ? 1 : 2);
+    ps__buf_free(&head);
+}
+
+void ps__http_respond_json_error(ps__http_req *req, int status, int code, const char *message)
+{
+    json_t *j = json_pack("{s:i,s:s}", "code", code, "message", message);
+    char *s = json_dumps(j, PS__JSON_FLAGS);
+    ps__http_respond(req, status, "application/json", s, strlen(s), NULL);
+    free(s);
+    json_decref(j);
+}
+
+static void respond_text(ps__http_req *req, int status, const char *extra)
+{
+    char body[64];
+    int n = snprintf(body, sizeof body, "%d %s\n", status, ps__http_status_text(status));
+    ps__http_respond(req, status, "text/plain; charset=utf-8", body, (size_t)n, extra);
+}
+
+/* Answers an error outside any dispatched request (limits, parse errors), then closes. */
+static void respond_fatal(ps__http_conn *hc, int status)
+{
+    ps__http_req req = {.hc = hc, .keep_alive = false, .method_id = -1};
+    respond_text(&req, status, NULL);
+    hc->closing = true;
+    ps__conn_close(hc->conn);
+}
+
+ps__conn *ps__http_take_conn(ps__http_req *req, const char **rest, size_t *rest_len)
+{
+    ps__http_conn *hc = req->hc;
+    req->answered = true;
+    hc->taken = true;
+    *rest = hc->rest;
+    *rest_len = hc->rest_len;
+    ps__conn *c = hc->conn;
+    c->cbs = NULL;
+    c->data = NULL;
+    return c;
+}
+
+/* ---- static files ---------------------------------------------------------------------- */
+
+static void serve_static(ps__http_req *req, const char *root)
+{
+    if (req->method_id != HTTP_GET && req->method_id != HTTP_HEAD) {
+        respond_text(req, 405, "Allow: GET, HEAD\r\n");
+        return;
+    }
+    char *file = ps__http_resolve_static(root, req->path);
+    if (!file) {
+        respond_text(req, 404, NULL);
+        return;
+    }
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > MAX_STATIC_FILE) {
+        if (fd >= 0)
+            close(fd);
+        ps__free(file);
+        respond_text(req, 404, NULL);
+        return;
+    }
+    /* Static files are the demo pages' few bundles: reading them synchronously keeps this simple
+     * and costs the loop far less than a single TLS handshake would. */
+    size_t size = (size_t)st.st_size;
+    char *data = ps__malloc(size ? size : 1);
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, data + got, size - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got != size)
+        respond_text(req, 500, NULL);
+    else
+        ps__http_respond(req, 200, ps__http_content_type(file), data, size,
+                         "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n");
+    ps__free(data);
+    ps__free(file);
+}
+
+/* ---- parsing --------------------------------------------------------------------------- */
+
+static void request_reset(ps__http_conn *hc)
+{
+    ps__buf_reset(&hc->url);
+    ps__buf_reset(&hc->hbuf);
+    ps__buf_reset(&hc->body);
+    hc->nheaders = 0;
+    hc->in_value = false;
+    hc->header_bytes = 0;
+    hc->message_done = false;
+}
+
+static int count_header_bytes(ps__http_conn *hc, size_t len)
+{
+    hc->header_bytes += len;
+    if (hc->header_bytes > hc->cfg->max_header_size) {
+        hc->error_status = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    request_reset(p->data);
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    ps__http_conn *hc = p->data;
+    if (count_header_bytes(hc, len))
+        return -1;
+    ps__buf_append(&hc->url, at, len);
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    ps__http_conn *hc = p->data;
+    if (count_header_bytes(hc, len))
+        return -1;
+    if (hc->in_value || hc->nheaders == 0) {
+        if (hc->nheaders == MAX_HEADERS) {
+            hc->error_status = 431;
+            return -1;
+        }
+        if (hc->nheaders > 0)
+            ps__buf_appendc(&hc->hbuf, '\0');
+        hc->hoff[hc->nheaders][0] = hc->hbuf.len;
+        hc->hoff[hc->nheaders][1] = SIZE_MAX;
+        hc->nheaders++;
+        hc->in_value = false;
+    }
+    ps__buf_append(&hc->hbuf, at, len);
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    ps__http_conn *hc = p->data;
+    if (count_header_bytes(hc, len))
+        return -1;
+    if (!hc->in_value) {
+        ps__buf_appendc(&hc->hbuf, '\0');
+        hc->hoff[hc->nheaders - 1][1] = hc->hbuf.len;
+        hc->in_value = true;
+    }
+    ps__buf_append(&hc->hbuf, at, len);
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    ps__http_conn *hc = p->data;
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > hc->cfg->max_body_size) {
+        hc->error_status = 413;
+        return -1;
+    }
+    /* An empty value after the last field still needs its terminator and offset. */
+    if (hc->nheaders > 0 && !hc->in_value) {
+        ps__buf_appendc(&hc->hbuf, '\0');
+        hc->hoff[hc->nheaders - 1][1] = hc->hbuf.len;
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    ps__http_conn *hc = p->data;
+    if (hc->body.len + len > hc->cfg->max_body_size) {
+        hc->error_status = 413;
+        return -1;
+    }
+    ps__buf_append(&hc->body, at, len);
+    return 0;
+}
+
+static void dispatch(ps__http_conn *hc);
+
+static int on_message_complete(http_parser *p)
+{
+    ps__http_conn *hc = p->data;
+    hc->message_done = true;
+    if (p->upgrade)
+        return 0; /* dispatched after http_parser_execute returns, with the leftover bytes */
+    dispatch(hc);
+    /* Stop parsing after a response that closes the connection (or a takeover). */
+    return hc->closing || hc->taken ? -1 : 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static void dispatch(ps__http_conn *hc)
+{
+    ps__http_header headers[MAX_HEADERS];
+    ps__buf_reserve(&hc->hbuf, 0);
+    ps__buf_reserve(&hc->url, 0);
+    for (size_t i = 0; i < hc->nheaders; i++) {
+        headers[i].name = hc->hbuf.base + hc->hoff[i][0];
+        headers[i].value = hc->hoff[i][1] == SIZE_MAX ? "" : hc->hbuf.base + hc->hoff[i][1];
+    }
+    /* Split path and query in place: the url buffer is ours until the next request. */
+    char *url = hc->url.base;
+    ps__buf pathbuf;
+    ps__buf_init(&pathbuf);
+    char *q = strchr(url, '?');
+    ps__buf_append(&pathbuf, url, q ? (size_t)(q - url) : strlen(url));
+    ps__http_req req = {
+        .hc = hc,
+        .method = http_method_str(hc->parser.method),
+        .method_id = hc->parser.method,
+        .url = url,
+        .path = pathbuf.base,
+        .query = q ? q + 1 : "",
+        .headers = headers,
+        .nheaders = hc->nheaders,
+        .body = hc->body.base ? hc->body.base : "",
+        .body_len = hc->body.len,
+        .upgrade = hc->parser.upgrade,
+        .keep_alive = http_should_keep_alive(&hc->parser) && !hc->parser.upgrade,
+    };
+    if (req.path[0] != '/' && strcmp(req.method, "OPTIONS") != 0) {
+        req.keep_alive = false;
+        respond_text(&req, 400, NULL);
+    } else if (strcmp(req.path, "/healthz") == 0) {
+        if (req.method_id == HTTP_GET || req.method_id == HTTP_HEAD)
+            ps__http_respond(&req, 200, "application/json", PS__STRLIT("{\"status\":\"ok\"}"),
+                             "Cache-Control: no-store\r\n");
+        else
+            respond_text(&req, 405, "Allow: GET, HEAD\r\n");
+    } else if (hc->cfg->on_request && hc->cfg->on_request(hc->cfg->user, &req)) {
+        /* answered or taken by the layer above */
+    } else if (req.upgrade) {
+        req.keep_alive = false;
+        respond_text(&req, 404, NULL);
+    } else if (hc->cfg->static_root) {
+        serve_static(&req, hc->cfg->static_root);
+    } else {
+        respond_text(&req, 404, NULL);
+    }
+    if (!req.answered)
+        respond_text(&req, 500, NULL);
+    ps__buf_free(&pathbuf);
+    if (!hc->taken && !req.keep_alive) {
+        hc->closing = true;
+        ps__conn_close(hc->conn);
+    }
+}
+
+static void hc_free(ps__http_conn *hc)
+{
+    ps__buf_free(&hc->url);
+    ps__buf_free(&hc->hbuf);
+    ps__buf_free(&hc->body);
+    ps__free(hc);
+}
+
+static void hc_on_read(ps__conn *c, const char *data, size_t len)
+{
+    ps__http_conn *hc = c->data;
+    if (hc->closing)
+        return;
+    size_t n = http_parser_execute(&hc->parser, &settings, data, len);
+    if (hc->taken) {
+        hc_free(hc);
+        return;
+    }
+    if (hc->closing)
+        return;
+    if (hc->parser.upgrade && hc->message_done) {
+        hc->rest = data + n;
+        hc->rest_len = len - n;
+        dispatch(hc);
+        if (hc->taken)
+            hc_free(hc);
+        return;
+    }
+    if (n != len || HTTP_PARSER_ERRNO(&hc->parser) != HPE_OK) {
+        int status = hc->error_status;
+        if (!status)
+            status = HTTP_PARSER_ERRNO(&hc->parser) == HPE_HEADER_OVERFLOW ? 431 : 400;
+        PS__DEBUG("http %s: %s -> %d", c->peer, http_errno_name(HTTP_PARSER_ERRNO(&hc->parser)),
+                  status);
+        respond_fatal(hc, status);
+    }
+}
+
+static void hc_on_eof(ps__conn *c)
+{
+    ps__http_conn *hc = c->data;
+    hc->closing = true;
+    ps__conn_close(c);
+}
+
+static void hc_on_close(ps__conn *c)
+{
+    hc_free(c->data);
+}
+
+void ps__http_attach(ps__conn *c, const ps__http_config *cfg)
+{
+    ps__http_conn *hc = ps__calloc(1, sizeof *hc);
+    hc->conn = c;
+    hc->cfg = cfg;
+    http_parser_init(&hc->parser, HTTP_REQUEST);
+    hc->parser.data = hc;
+    c->cbs = &hc_cbs;
+    c->data = hc;
+}
+
+void ps__http_close_idle(ps__listener *l)
+{
+    ps__list *pos, *tmp;
+    ps__list_foreach_safe(pos, tmp, &l->conns)
+    {
+        ps__conn *c = PS__CONTAINER_OF(pos, ps__conn, link);
+        if (c->cbs == &hc_cbs) {
+            ((ps__http_conn *)c->data)->closing = true;
+            ps__conn_close(c);
+        }
+    }
+}

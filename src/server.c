@@ -1,0 +1,344 @@
+/*
+ * server: the composition root. Owns the options, the listener, the HTTP configuration and the
+ * session layer, wires them together, and runs the graceful stop: stop accepting, close every
+ * WebSocket with 1001, close idle HTTP connections, abort whatever is left after the grace
+ * period, then release the server's own handles so that the loop runs out of work.
+ */
+#include "session.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct post_item {
+    ps__list link;
+    ps_post_fn fn;
+    void *arg;
+} post_item;
+
+/* Allocated apart from the server: its handle is closed asynchronously, and other threads may
+ * hold the pointer until they see `closed`. */
+typedef struct post_queue {
+    uv_async_t async;
+    uv_mutex_t mu;
+    ps__list items;
+    ps_server *srv;
+    bool closed;
+} post_queue;
+
+struct ps_server {
+    uv_loop_t *loop;
+    uv_loop_t *own_loop; /* non-NULL when the server created the loop */
+    ps_server_opts opts;
+    char *host;
+    char *path;
+    ps__listener listener;
+    ps__http_config http;
+    ps__sessions sessions;
+    post_queue *posts;
+    uv_signal_t *signals[2];
+    ps__timer *grace;
+    bool listening;
+    bool stopping;
+    bool stopped; /* every handle released */
+};
+
+static void apply_defaults(ps_server_opts *o)
+{
+    if (!o->ping_interval_ms)
+        o->ping_interval_ms = 25000;
+    if (!o->ping_timeout_ms)
+        o->ping_timeout_ms = 20000;
+    if (!o->connect_timeout_ms)
+        o->connect_timeout_ms = 45000;
+    if (!o->shutdown_grace_ms)
+        o->shutdown_grace_ms = 2000;
+    if (!o->max_payload)
+        o->max_payload = 1024 * 1024;
+    if (!o->max_header_size)
+        o->max_header_size = 8 * 1024;
+    if (!o->max_body_size)
+        o->max_body_size = 1024 * 1024;
+    if (!o->backlog)
+        o->backlog = 511;
+}
+
+static bool server_on_request(void *user, ps__http_req *req)
+{
+    ps_server *srv = user;
+    size_t plen = strlen(srv->path);
+    /* "/socket.io/" also owns "/socket.io" and anything below it, as the reference does. */
+    size_t cmp = srv->path[plen - 1] == '/' ? plen - 1 : plen;
+    if (strncmp(req->path, srv->path, cmp) != 0 ||
+        (req->path[cmp] != '\0' && req->path[cmp] != '/'))
+        return false;
+    ps__eio_handle_request(&srv->sessions.sio.eio, req);
+    return true;
+}
+
+static void server_on_conn(ps__listener *l, ps__conn *c)
+{
+    ps_server *srv = l->data;
+    ps__http_attach(c, &srv->http);
+}
+
+/* ---- posting from other threads -------------------------------------------------------- */
+
+static void posts_run(uv_async_t *h)
+{
+    post_queue *q = (post_queue *)h;
+    ps__list batch;
+    ps__list_init(&batch);
+    uv_mutex_lock(&q->mu);
+    if (!ps__list_empty(&q->items)) {
+        batch.next = q->items.next;
+        batch.prev = q->items.prev;
+        batch.next->prev = &batch;
+        batch.prev->next = &batch;
+        ps__list_init(&q->items);
+    }
+    uv_mutex_unlock(&q->mu);
+    while (!ps__list_empty(&batch)) {
+        post_item *it = PS__CONTAINER_OF(batch.next, post_item, link);
+        ps__list_remove(&it->link);
+        if (q->srv)
+            it->fn(q->srv, it->arg);
+        ps__free(it);
+    }
+}
+
+static void posts_on_close(uv_handle_t *h)
+{
+    post_queue *q = (post_queue *)h;
+    /* Items posted before the close was seen still run their course: none are left behind. */
+    posts_run(&q->async);
+    uv_mutex_destroy(&q->mu);
+    ps__free(q);
+}
+
+int ps_server_post(ps_server *srv, ps_post_fn fn, void *arg)
+{
+    post_queue *q = srv->posts;
+    if (!fn)
+        return PS_EINVAL;
+    post_item *it = ps__malloc(sizeof *it);
+    it->fn = fn;
+    it->arg = arg;
+    uv_mutex_lock(&q->mu);
+    if (q->closed) {
+        uv_mutex_unlock(&q->mu);
+        ps__free(it);
+        return PS_ECLOSED;
+    }
+    ps__list_insert_tail(&q->items, &it->link);
+    uv_async_send(&q->async);
+    uv_mutex_unlock(&q->mu);
+    return 0;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
+{
+    ps_server_opts o = {0};
+    if (opts)
+        o = *opts;
+    apply_defaults(&o);
+    const char *path = o.path ? o.path : "/socket.io/";
+    if (path[0] != '/' || o.port < 0 || o.port > 65535) {
+        PS__ERROR("invalid options: path must start with '/', port must be 0..65535");
+        return NULL;
+    }
+    char *root = NULL;
+    if (o.static_dir) {
+        char real[PATH_MAX];
+        if (!realpath(o.static_dir, real)) {
+            PS__ERROR("static directory %s: not found", o.static_dir);
+            return NULL;
+        }
+        root = ps__strdup(real);
+    }
+    ps_server *srv = ps__calloc(1, sizeof *srv);
+    if (!loop) {
+        srv->own_loop = ps__malloc(sizeof *srv->own_loop);
+        uv_loop_init(srv->own_loop);
+        loop = srv->own_loop;
+    }
+    srv->loop = loop;
+    srv->opts = o;
+    srv->host = ps__strdup(o.host ? o.host : "127.0.0.1");
+    srv->path = ps__strdup(path);
+    srv->opts.host = srv->host;
+    srv->opts.path = srv->path;
+    srv->opts.static_dir = root;
+    srv->http.static_root = root;
+    srv->http.max_header_size = o.max_header_size;
+    srv->http.max_body_size = o.max_body_size;
+    srv->http.on_request = server_on_request;
+    srv->http.user = srv;
+    ps__listener_init(&srv->listener, loop);
+    srv->listener.on_conn = server_on_conn;
+    srv->listener.data = srv;
+    ps__eio_config ec = {
+        .ping_interval_ms = o.ping_interval_ms,
+        .ping_timeout_ms = o.ping_timeout_ms,
+        .max_payload = o.max_payload,
+        .close_timeout_ms = o.shutdown_grace_ms,
+    };
+    ps__sessions_init(&srv->sessions, srv, loop, &ec, o.connect_timeout_ms);
+
+    srv->posts = ps__calloc(1, sizeof *srv->posts);
+    srv->posts->srv = srv;
+    ps__list_init(&srv->posts->items);
+    uv_mutex_init(&srv->posts->mu);
+    uv_async_init(loop, &srv->posts->async, posts_run);
+    return srv;
+}
+
+int ps_server_listen(ps_server *srv)
+{
+    if (srv->stopping)
+        return PS_ECLOSED;
+    if (srv->listening)
+        return 0;
+    int rc = ps__listener_start(&srv->listener, srv->host, srv->opts.port, srv->opts.backlog);
+    if (rc == 0)
+        srv->listening = true;
+    return rc;
+}
+
+int ps_server_port(const ps_server *srv)
+{
+    return srv->listening ? srv->listener.port : -1;
+}
+
+uv_loop_t *ps_server_loop(const ps_server *srv)
+{
+    return srv->loop;
+}
+
+static void signal_on_close(uv_handle_t *h)
+{
+    ps__free(h);
+}
+
+/* The last step of a stop: nothing of ours may keep the loop alive after this. */
+static void maybe_finish(ps_server *srv)
+{
+    if (srv->stopped || !srv->stopping || srv->listener.nconns > 0 || !srv->listener.closed)
+        return;
+    srv->stopped = true;
+    ps__timer_free(srv->grace);
+    srv->grace = NULL;
+    for (int i = 0; i < 2; i++) {
+        if (srv->signals[i]) {
+            uv_close((uv_handle_t *)srv->signals[i], signal_on_close);
+            srv->signals[i] = NULL;
+        }
+    }
+    post_queue *q = srv->posts;
+    uv_mutex_lock(&q->mu);
+    q->closed = true;
+    uv_mutex_unlock(&q->mu);
+    uv_close((uv_handle_t *)&q->async, posts_on_close);
+}
+
+static void on_listener_closed(ps__listener *l)
+{
+    maybe_finish(l->data);
+}
+
+static void on_conn_gone(ps__listener *l)
+{
+    maybe_finish(l->data);
+}
+
+static void grace_expired(ps__timer *t, void *data)
+{
+    ps_server *srv = data;
+    ps__list *pos, *tmp;
+    ps__list_foreach_safe(pos, tmp, &srv->listener.conns)
+    {
+        ps__conn_abort(PS__CONTAINER_OF(pos, ps__conn, link));
+    }
+}
+
+void ps_server_stop(ps_server *srv)
+{
+    if (srv->stopping)
+        return;
+    srv->stopping = true;
+    srv->listener.on_conn_gone = on_conn_gone;
+    ps__listener_close(&srv->listener, on_listener_closed);
+    ps__sessions_shutdown(&srv->sessions);
+    ps__http_close_idle(&srv->listener);
+    srv->grace = ps__timer_new(srv->loop, grace_expired, srv);
+    /* The WebSocket close handshakes have their own timeout of the same length; this one
+     * catches connections stuck in a flush. */
+    ps__timer_start(srv->grace, srv->opts.shutdown_grace_ms + 500);
+    maybe_finish(srv);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    ps_server *srv = h->data;
+    PS__INFO("signal %d: stopping", signum);
+    ps_server_stop(srv);
+}
+
+int ps_server_run(ps_server *srv)
+{
+    int rc = ps_server_listen(srv);
+    if (rc != 0)
+        return rc;
+    int signums[2] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; i++) {
+        srv->signals[i] = ps__malloc(sizeof(uv_signal_t));
+        uv_signal_init(srv->loop, srv->signals[i]);
+        srv->signals[i]->data = srv;
+        uv_signal_start(srv->signals[i], on_signal, signums[i]);
+    }
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+    return 0;
+}
+
+void ps_server_free(ps_server *srv)
+{
+    if (!srv)
+        return;
+    if (!srv->stopped) {
+        /* Never listened (or stop not run to its end): release the handles ourselves. */
+        if (!srv->stopping)
+            ps_server_stop(srv);
+        if (srv->own_loop)
+            uv_run(srv->own_loop, UV_RUN_DEFAULT);
+    }
+    if (srv->own_loop) {
+        uv_run(srv->own_loop, UV_RUN_NOWAIT);
+        if (uv_loop_close(srv->own_loop) != 0)
+            PS__WARN("loop still has open handles at ps_server_free");
+        ps__free(srv->own_loop);
+    }
+    ps__sessions_free(&srv->sessions);
+    ps__free(srv->host);
+    ps__free(srv->path);
+    ps__free(srv->http.static_root);
+    ps__free(srv);
+}
+
+void ps_server_get_stats(const ps_server *srv, ps_server_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->connections = srv->listener.nconns;
+    ps__sessions_stats(&srv->sessions, out);
+}
+
+int ps_namespace(ps_server *srv, const char *name, const ps_namespace_hooks *hooks)
+{
+    return ps__sessions_add_namespace(&srv->sessions, name, hooks);
+}
+
+int ps_use_connect(ps_server *srv, ps_connect_fn fn, void *user)
+{
+    return ps__sessions_use_connect(&srv->sessions, fn, user);
+}

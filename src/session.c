@@ -1,0 +1,414 @@
+/*
+ * session: public sessions on top of Socket.IO namespace sockets. A ps_session is created when
+ * a CONNECT arrives, runs the connect middleware and the namespace hook, and is freed after its
+ * socket disconnects: first the layer above disposes what the session owns, then the app's
+ * disconnect hook runs, then the app's data destructor. The socket keeps a reference on the
+ * session's behalf across every app callback, so the app may disconnect from inside one.
+ */
+#include "session.h"
+
+#include <stdio.h>
+
+struct ps_handshake {
+    const ps__eio_handshake *eio;
+    json_t *auth;
+    json_t *query;   /* decoded query parameters, filled on first use */
+    json_t *cookies; /* parsed Cookie header, filled on first use */
+};
+
+struct ps_session {
+    ps__sessions *layer;
+    ps__sio_socket *sock;
+    ps__namespace *nsp;
+    ps__list link; /* in layer->sessions once accepted */
+    ps_handshake hs;
+    void *data;
+    void (*free_data)(void *);
+    void *ext_data;
+    bool accepted;
+    bool closed;
+};
+
+struct ps_ack {
+    ps__sio_socket *sock; /* referenced while the ack exists */
+    int64_t id;
+    bool sent;
+    bool kept;
+    bool in_callback;
+};
+
+/* ---- handshake ------------------------------------------------------------------------- */
+
+const char *ps_handshake_header(const ps_handshake *hs, const char *name)
+{
+    const char *found = NULL;
+    for (size_t i = 0; i < hs->eio->nheaders; i++)
+        if (ps__strcaseeq(hs->eio->headers[i].name, name))
+            found = hs->eio->headers[i].value;
+    return found;
+}
+
+const char *ps_handshake_query(const ps_handshake *hs, const char *name)
+{
+    ps_handshake *m = (ps_handshake *)hs;
+    json_t *cached = json_object_get(m->query, name);
+    if (cached)
+        return json_string_value(cached);
+    ps__buf v;
+    ps__buf_init(&v);
+    const char *out = NULL;
+    if (ps__http_query_get(hs->eio->query, name, &v)) {
+        json_object_set_new(m->query, name, json_stringn_nocheck(ps__buf_cstr(&v), v.len));
+        out = json_string_value(json_object_get(m->query, name));
+    }
+    ps__buf_free(&v);
+    return out;
+}
+
+static void parse_cookies(ps_handshake *hs)
+{
+    const char *header = ps_handshake_header(hs, "Cookie");
+    const char *p = header;
+    while (p && *p) {
+        while (*p == ' ' || *p == ';')
+            p++;
+        const char *eq = strchr(p, '=');
+        const char *end = strchr(p, ';');
+        if (!end)
+            end = p + strlen(p);
+        if (eq && eq < end) {
+            char *name = ps__strndup(p, (size_t)(eq - p));
+            const char *v = eq + 1;
+            size_t vlen = (size_t)(end - v);
+            if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"')
+                v++, vlen -= 2;
+            json_object_set_new(hs->cookies, name, json_stringn_nocheck(v, vlen));
+            ps__free(name);
+        }
+        p = end;
+    }
+}
+
+const char *ps_handshake_cookie(const ps_handshake *hs, const char *name)
+{
+    ps_handshake *m = (ps_handshake *)hs;
+    if (!m->cookies) {
+        m->cookies = json_object();
+        parse_cookies(m);
+    }
+    return json_string_value(json_object_get(m->cookies, name));
+}
+
+json_t *ps_handshake_auth(const ps_handshake *hs)
+{
+    return hs->auth;
+}
+
+const char *ps_handshake_address(const ps_handshake *hs)
+{
+    return hs->eio->address;
+}
+
+/* ---- acks ------------------------------------------------------------------------------ */
+
+static void ack_free(ps_ack *ack)
+{
+    ps__sio_socket_unref(ack->sock);
+    ps__free(ack);
+}
+
+ps_ack *ps_ack_keep(ps_ack *ack)
+{
+    ack->kept = true;
+    return ack;
+}
+
+int ps_ack_send(ps_ack *ack, json_t *args)
+{
+    if (args && !json_is_array(args))
+        return PS_EINVAL;
+    int rc = PS_ECLOSED;
+    if (!ack->sent) {
+        ack->sent = true;
+        rc = ps__sio_send_ack(ack->sock, ack->id, args);
+    }
+    if (!ack->in_callback)
+        ack_free(ack);
+    return rc;
+}
+
+/* ---- sessions -------------------------------------------------------------------------- */
+
+static ps__sessions *layer_of(ps__sio_server *sio)
+{
+    return PS__CONTAINER_OF(sio, ps__sessions, sio);
+}
+
+static ps__namespace *find_nsp(ps__sessions *ss, const char *name)
+{
+    for (size_t i = 0; i < ss->nnsps; i++)
+        if (strcmp(ss->nsps[i].name, name) == 0)
+            return &ss->nsps[i];
+    return NULL;
+}
+
+static bool sess_has_namespace(ps__sio_server *sio, const char *nsp)
+{
+    return find_nsp(layer_of(sio), nsp) != NULL;
+}
+
+static void session_free(ps_session *s)
+{
+    if (s->free_data)
+        s->free_data(s->data);
+    json_decref(s->hs.auth);
+    json_decref(s->hs.query);
+    json_decref(s->hs.cookies);
+    ps__free(s);
+}
+
+static int sess_on_connect(ps__sio_socket *sock, json_t *auth)
+{
+    ps__sessions *ss = layer_of(ps__sio_conn_server(ps__sio_socket_conn(sock)));
+    ps_session *s = ps__calloc(1, sizeof *s);
+    s->layer = ss;
+    s->sock = sock;
+    s->nsp = find_nsp(ss, ps__sio_socket_nsp(sock));
+    ps__list_init(&s->link);
+    s->hs.eio = ps__eio_get_handshake(ps__sio_conn_eio(ps__sio_socket_conn(sock)));
+    s->hs.auth = json_incref(auth);
+    s->hs.query = json_object();
+    ps__sio_socket_set_up(sock, s);
+    int rc = 0;
+    for (size_t i = 0; i < ss->nconnect_mw && rc == 0; i++)
+        rc = ss->connect_mw[i].fn(s, &s->hs, ss->connect_mw[i].user);
+    if (rc == 0 && s->nsp->hooks.connect)
+        rc = s->nsp->hooks.connect(s, &s->hs, s->nsp->hooks.user);
+    if (rc == 0 && ps__sio_socket_closed(sock))
+        rc = PS_ECLOSED;
+    if (rc != 0) {
+        ps__sio_socket_set_up(sock, NULL);
+        session_free(s);
+        return rc;
+    }
+    s->accepted = true;
+    ps__list_insert_tail(&ss->sessions, &s->link);
+    return 0;
+}
+
+static void sess_on_event(ps__sio_socket *sock, const char *name, json_t *args, int64_t ack_id)
+{
+    ps_session *s = ps__sio_socket_up(sock);
+    ps__sessions *ss = s->layer;
+    if (ss->ext.on_message && strcmp(name, "message") == 0 && strcmp(s->nsp->name, "/") == 0) {
+        ss->ext.on_message(s, args, ack_id, ss->ext.user);
+        return;
+    }
+    ps_ack *ack = NULL;
+    if (ack_id >= 0) {
+        ack = ps__calloc(1, sizeof *ack);
+        ack->sock = sock;
+        ack->id = ack_id;
+        ack->in_callback = true;
+        ps__sio_socket_ref(sock);
+    }
+    if (s->nsp->hooks.event)
+        s->nsp->hooks.event(s, name, args, ack, s->nsp->hooks.user);
+    if (ack) {
+        ack->in_callback = false;
+        if (!ack->sent && !ack->kept)
+            ps_ack_send(ack, NULL); /* the client must never wait forever */
+        else if (ack->sent)
+            ack_free(ack);
+        /* kept and unsent: the app owns it now */
+    }
+}
+
+static void sess_on_disconnect(ps__sio_socket *sock, const char *reason)
+{
+    ps_session *s = ps__sio_socket_up(sock);
+    if (!s)
+        return;
+    ps__sessions *ss = s->layer;
+    s->closed = true;
+    ps__list_remove(&s->link);
+    if (ss->ext.on_session_close)
+        ss->ext.on_session_close(s, ss->ext.user);
+    if (s->nsp->hooks.disconnect)
+        s->nsp->hooks.disconnect(s, reason, s->nsp->hooks.user);
+    ps__sio_socket_set_up(sock, NULL);
+    session_free(s);
+}
+
+static const ps__sio_cbs sess_sio_cbs = {
+    .has_namespace = sess_has_namespace,
+    .on_connect = sess_on_connect,
+    .on_event = sess_on_event,
+    .on_disconnect = sess_on_disconnect,
+};
+
+/* ---- layer ----------------------------------------------------------------------------- */
+
+void ps__sessions_init(ps__sessions *ss, ps_server *server, uv_loop_t *loop,
+                       const ps__eio_config *cfg, uint32_t connect_timeout_ms)
+{
+    memset(ss, 0, sizeof *ss);
+    ps__sio_server_init(&ss->sio, loop, cfg, connect_timeout_ms, &sess_sio_cbs, ss);
+    ss->server = server;
+    ps__list_init(&ss->sessions);
+    ps_namespace_hooks none = {0};
+    ss->nsps = ps__calloc(1, sizeof *ss->nsps);
+    ss->nsps[0].name = ps__strdup("/");
+    ss->nsps[0].hooks = none;
+    ss->nnsps = 1;
+}
+
+void ps__sessions_free(ps__sessions *ss)
+{
+    for (size_t i = 0; i < ss->nnsps; i++)
+        ps__free(ss->nsps[i].name);
+    ps__free(ss->nsps);
+    ps__free(ss->connect_mw);
+}
+
+void ps__sessions_set_ext(ps__sessions *ss, const ps__session_ext *ext)
+{
+    ss->ext = *ext;
+}
+
+void ps__sessions_shutdown(ps__sessions *ss)
+{
+    ps__eio_server_shutdown(&ss->sio.eio);
+}
+
+void ps__sessions_stats(const ps__sessions *ss, ps_server_stats *out)
+{
+    out->sessions = ss->sio.stats.sockets;
+    out->sessions_total = ss->sio.stats.sockets_total;
+    out->messages_in = ss->sio.stats.packets_in;
+    out->messages_out = ss->sio.stats.packets_out;
+    out->protocol_errors = ss->sio.stats.protocol_errors;
+}
+
+ps__sessions *ps__session_layer(const ps_session *s)
+{
+    return s->layer;
+}
+
+bool ps__session_closed(const ps_session *s)
+{
+    return s->closed || ps__sio_socket_closed(s->sock);
+}
+
+void *ps__session_ext_data(const ps_session *s)
+{
+    return s->ext_data;
+}
+
+void ps__session_set_ext_data(ps_session *s, void *data)
+{
+    s->ext_data = data;
+}
+
+/* ---- public ---------------------------------------------------------------------------- */
+
+int ps__sessions_add_namespace(ps__sessions *ss, const char *name, const ps_namespace_hooks *hooks)
+{
+    if (!name || name[0] != '/' || strlen(name) >= PS__SIO_MAX_NSP || strchr(name, ','))
+        return PS_EINVAL;
+    ps__namespace *n = find_nsp(ss, name);
+    if (!n) {
+        ss->nsps = ps__realloc(ss->nsps, (ss->nnsps + 1) * sizeof *ss->nsps);
+        n = &ss->nsps[ss->nnsps++];
+        n->name = ps__strdup(name);
+    }
+    ps_namespace_hooks none = {0};
+    n->hooks = hooks ? *hooks : none;
+    return 0;
+}
+
+int ps__sessions_use_connect(ps__sessions *ss, ps_connect_fn fn, void *user)
+{
+    if (!fn)
+        return PS_EINVAL;
+    ss->connect_mw = ps__realloc(ss->connect_mw, (ss->nconnect_mw + 1) * sizeof *ss->connect_mw);
+    ss->connect_mw[ss->nconnect_mw].fn = fn;
+    ss->connect_mw[ss->nconnect_mw].user = user;
+    ss->nconnect_mw++;
+    return 0;
+}
+
+int ps_session_deny(ps_session *s, const char *message, json_t *data)
+{
+    ps__sio_socket_deny(s->sock, message, data);
+    return PS_EDENIED;
+}
+
+int ps_session_emit(ps_session *s, const char *event, json_t *args)
+{
+    return ps__sio_emit(s->sock, event, args);
+}
+
+typedef struct emit_ack_ctx {
+    ps_session *s;
+    ps_ack_cb cb;
+    void *user;
+} emit_ack_ctx;
+
+static void on_emit_ack(ps__sio_socket *sock, int status, json_t *args, void *user)
+{
+    emit_ack_ctx *ctx = user;
+    ctx->cb(ctx->s, status, args, ctx->user);
+    ps__free(ctx);
+}
+
+int ps_session_emit_ack(ps_session *s, const char *event, json_t *args, uint32_t timeout_ms,
+                        ps_ack_cb cb, void *user)
+{
+    if (!cb)
+        return PS_EINVAL;
+    emit_ack_ctx *ctx = ps__malloc(sizeof *ctx);
+    ctx->s = s;
+    ctx->cb = cb;
+    ctx->user = user;
+    int rc = ps__sio_emit_ack(s->sock, event, args, timeout_ms, on_emit_ack, ctx);
+    if (rc != 0)
+        ps__free(ctx);
+    return rc;
+}
+
+int ps_session_disconnect(ps_session *s)
+{
+    return ps__sio_disconnect(s->sock);
+}
+
+const char *ps_session_id(const ps_session *s)
+{
+    return ps__sio_socket_id(s->sock);
+}
+
+const char *ps_session_namespace(const ps_session *s)
+{
+    return s->nsp->name;
+}
+
+const ps_handshake *ps_session_handshake(const ps_session *s)
+{
+    return &s->hs;
+}
+
+ps_server *ps_session_server(const ps_session *s)
+{
+    return s->layer->server;
+}
+
+void ps_session_set_data(ps_session *s, void *data, void (*free_fn)(void *))
+{
+    s->data = data;
+    s->free_data = free_fn;
+}
+
+void *ps_session_data(const ps_session *s)
+{
+    return s->data;
+}

@@ -1,0 +1,62 @@
+/*
+ * session: ps_session, one accepted Socket.IO namespace connection, and what surrounds it: the
+ * namespace registry with the app's hooks, the connect middleware stack, handshake accessors,
+ * and raw events with acknowledgements. The view and channel layer above plugs in through
+ * ps__session_ext: it receives the main namespace's "message" events and hears of every
+ * session's end before the app's disconnect hook runs.
+ */
+#ifndef PS_SESSION_H
+#define PS_SESSION_H
+
+#include "socketio.h"
+
+typedef struct ps__sessions ps__sessions;
+
+/* The layer above sessions (views and channels). */
+typedef struct ps__session_ext {
+    /* A "message" event on the main namespace: one argument expected (borrowed), may be any
+     * JSON; ack_id -1 when none. */
+    void (*on_message)(ps_session *s, json_t *args, int64_t ack_id, void *user);
+    /* The session is ending: dispose everything it owns. */
+    void (*on_session_close)(ps_session *s, void *user);
+    void *user;
+} ps__session_ext;
+
+typedef struct ps__namespace {
+    char *name;
+    ps_namespace_hooks hooks;
+} ps__namespace;
+
+typedef struct ps__connect_mw {
+    ps_connect_fn fn;
+    void *user;
+} ps__connect_mw;
+
+struct ps__sessions {
+    ps__sio_server sio;
+    ps_server *server; /* handed back by ps_session_server() */
+    ps__namespace *nsps;
+    size_t nnsps;
+    ps__connect_mw *connect_mw;
+    size_t nconnect_mw;
+    ps__list sessions;
+    ps__session_ext ext;
+};
+
+void ps__sessions_init(ps__sessions *ss, ps_server *server, uv_loop_t *loop,
+                       const ps__eio_config *cfg, uint32_t connect_timeout_ms);
+void ps__sessions_free(ps__sessions *ss);
+void ps__sessions_set_ext(ps__sessions *ss, const ps__session_ext *ext);
+/* Starts the end of every connection (server stop). */
+void ps__sessions_shutdown(ps__sessions *ss);
+int ps__sessions_add_namespace(ps__sessions *ss, const char *name, const ps_namespace_hooks *hooks);
+int ps__sessions_use_connect(ps__sessions *ss, ps_connect_fn fn, void *user);
+ps__sessions *ps__session_layer(const ps_session *s);
+bool ps__session_closed(const ps_session *s);
+/* Per-session slot for the layer above; freed by that layer in on_session_close. */
+void *ps__session_ext_data(const ps_session *s);
+void ps__session_set_ext_data(ps_session *s, void *data);
+/* Stats (ps_server_get_stats) */
+void ps__sessions_stats(const ps__sessions *ss, ps_server_stats *out);
+
+#endif

@@ -1,0 +1,578 @@
+/*
+ * socketio: the Socket.IO v5 codec and the namespace sockets of each Engine.IO session.
+ *
+ * A ps__sio_conn lives exactly as long as its Engine.IO session; its sockets are freed when they
+ * disconnect and nothing holds a reference (upper layers hold one across app callbacks, so an
+ * app may disconnect a socket from inside its own event handler). Every emit-with-ack completes
+ * exactly once: the ack arrives, its timer fires, or the socket closes, whichever is first.
+ */
+#include "socketio.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+struct ps__sio_conn {
+    ps__sio_server *srv;
+    ps__eio *eio;
+    ps__list sockets;
+    ps__timer *connect_timer;
+};
+
+enum { SOCK_CONNECTING, SOCK_CONNECTED, SOCK_CLOSED };
+
+struct ps__sio_socket {
+    ps__sio_conn *conn;
+    ps__list link; /* in conn->sockets while not closed */
+    char *nsp;
+    char id[PS__SID_LEN + 1];
+    void *up;
+    int refs;
+    int state;
+    ps__list acks; /* pending_ack, oldest first */
+    int64_t next_ack_id;
+    ps__buf early; /* packets emitted during on_connect: [size_t len][bytes]... */
+    json_t *deny;
+};
+
+typedef struct pending_ack {
+    ps__list link;
+    ps__sio_socket *sock;
+    int64_t id;
+    ps__timer *timer;
+    ps__sio_ack_cb cb;
+    void *user;
+} pending_ack;
+
+/* ---- codec ----------------------------------------------------------------------------- */
+
+bool ps__sio_reserved_event(const char *name)
+{
+    static const char *reserved[] = {"connect",       "connect_error", "disconnect",
+                                     "disconnecting", "newListener",   "removeListener"};
+    for (size_t i = 0; i < PS__ARRAY_SIZE(reserved); i++)
+        if (strcmp(name, reserved[i]) == 0)
+            return true;
+    return false;
+}
+
+void ps__sio_packet_clear(ps__sio_packet *p)
+{
+    json_decref(p->data);
+    p->data = NULL;
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+int ps__sio_decode(const char *s, size_t len, ps__sio_packet *p, const char **err)
+{
+    size_t i = 0;
+    p->data = NULL;
+    p->id = -1;
+    p->attachments = 0;
+    strcpy(p->nsp, "/");
+    if (len == 0 || s[0] < '0' || s[0] > '6') {
+        *err = "invalid packet type";
+        return -1;
+    }
+    p->type = s[i++] - '0';
+    if (p->type == PS__SIO_BINARY_EVENT || p->type == PS__SIO_BINARY_ACK) {
+        size_t start = i;
+        int n = 0;
+        while (i < len && is_digit(s[i]) && i - start < 4)
+            n = n * 10 + (s[i++] - '0');
+        if (i == start || i >= len || s[i] != '-') {
+            *err = "invalid attachments";
+            return -1;
+        }
+        i++;
+        if (n < 1 || n > PS__SIO_MAX_ATTACHMENTS) {
+            *err = "too many attachments";
+            return -1;
+        }
+        p->attachments = n;
+    }
+    if (i < len && s[i] == '/') {
+        size_t start = i;
+        while (i < len && s[i] != ',')
+            i++;
+        size_t n = i - start;
+        if (n >= PS__SIO_MAX_NSP) {
+            *err = "namespace too long";
+            return -1;
+        }
+        memcpy(p->nsp, s + start, n);
+        p->nsp[n] = '\0';
+        if (memchr(p->nsp, '\0', n)) {
+            *err = "invalid namespace";
+            return -1;
+        }
+        if (i < len)
+            i++; /* the comma */
+    }
+    if (i < len && is_digit(s[i])) {
+        int64_t id = 0;
+        size_t start = i;
+        while (i < len && is_digit(s[i])) {
+            if (i - start >= 15) { /* JS integers are exact below 2^53 */
+                *err = "invalid ack id";
+                return -1;
+            }
+            id = id * 10 + (s[i++] - '0');
+        }
+        p->id = id;
+    }
+    if (i < len) {
+        json_error_t jerr;
+        p->data = json_loadb(s + i, len - i, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+        if (!p->data) {
+            *err = "invalid JSON payload";
+            return -1;
+        }
+    }
+    switch (p->type) {
+    case PS__SIO_CONNECT:
+        if (p->data && !json_is_object(p->data))
+            goto bad_payload;
+        break;
+    case PS__SIO_DISCONNECT:
+        if (p->data)
+            goto bad_payload;
+        break;
+    case PS__SIO_EVENT:
+    case PS__SIO_BINARY_EVENT: {
+        if (!json_is_array(p->data) || json_array_size(p->data) == 0)
+            goto bad_payload;
+        json_t *name = json_array_get(p->data, 0);
+        if (!(json_is_string(name) && !ps__sio_reserved_event(json_string_value(name))) &&
+            !json_is_number(name))
+            goto bad_payload;
+        break;
+    }
+    case PS__SIO_ACK:
+    case PS__SIO_BINARY_ACK:
+        if (!json_is_array(p->data) || p->id < 0)
+            goto bad_payload;
+        break;
+    case PS__SIO_CONNECT_ERROR:
+        if (!json_is_object(p->data) && !json_is_string(p->data))
+            goto bad_payload;
+        break;
+    }
+    return 0;
+bad_payload:
+    *err = "invalid payload";
+    ps__sio_packet_clear(p);
+    return -1;
+}
+
+static int dump_to_buf(const char *buffer, size_t size, void *data)
+{
+    ps__buf_append(data, buffer, size);
+    return 0;
+}
+
+void ps__sio_encode(ps__buf *out, int type, const char *nsp, int64_t id, const json_t *data)
+{
+    ps__buf_appendc(out, '4');
+    ps__buf_appendc(out, (char)('0' + type));
+    if (nsp && strcmp(nsp, "/") != 0) {
+        ps__buf_appends(out, nsp);
+        ps__buf_appendc(out, ',');
+    }
+    if (id >= 0)
+        ps__buf_printf(out, "%" PRId64, id);
+    if (data)
+        json_dump_callback(data, dump_to_buf, out, PS__JSON_FLAGS);
+}
+
+/* ---- sockets --------------------------------------------------------------------------- */
+
+static ps__sio_socket *find_socket(ps__sio_conn *c, const char *nsp)
+{
+    ps__list *pos;
+    ps__list_foreach(pos, &c->sockets)
+    {
+        ps__sio_socket *s = PS__CONTAINER_OF(pos, ps__sio_socket, link);
+        if (strcmp(s->nsp, nsp) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+void ps__sio_socket_ref(ps__sio_socket *s)
+{
+    s->refs++;
+}
+
+void ps__sio_socket_unref(ps__sio_socket *s)
+{
+    if (--s->refs > 0)
+        return;
+    ps__buf_free(&s->early);
+    json_decref(s->deny);
+    ps__free(s->nsp);
+    ps__free(s);
+}
+
+static int send_packet(ps__sio_socket *s, int type, int64_t id, const json_t *data)
+{
+    ps__buf out;
+    ps__buf_init(&out);
+    ps__sio_encode(&out, type, s->nsp, id, data);
+    int rc;
+    if (s->state == SOCK_CONNECTING && type != PS__SIO_CONNECT && type != PS__SIO_CONNECT_ERROR) {
+        /* The CONNECT reply must precede everything else in this namespace. */
+        ps__buf_append(&s->early, &out.len, sizeof out.len);
+        ps__buf_append(&s->early, out.base, out.len);
+        rc = 0;
+    } else {
+        rc = ps__eio_send_packet(s->conn->eio, out.base, out.len);
+        if (rc == 0)
+            s->conn->srv->stats.packets_out++;
+    }
+    ps__buf_free(&out);
+    return rc;
+}
+
+static void flush_early(ps__sio_socket *s)
+{
+    size_t off = 0;
+    while (off + sizeof(size_t) <= s->early.len) {
+        size_t n;
+        memcpy(&n, s->early.base + off, sizeof n);
+        off += sizeof n;
+        if (ps__eio_send_packet(s->conn->eio, s->early.base + off, n) == 0)
+            s->conn->srv->stats.packets_out++;
+        off += n;
+    }
+    ps__buf_free(&s->early);
+}
+
+static void ack_complete(pending_ack *a, int status, json_t *args)
+{
+    ps__list_remove(&a->link);
+    ps__timer_free(a->timer);
+    ps__sio_socket *s = a->sock;
+    ps__sio_socket_ref(s);
+    a->cb(s, status, args, a->user);
+    ps__sio_socket_unref(s);
+    ps__free(a);
+}
+
+static void ack_on_timeout(ps__timer *t, void *data)
+{
+    ack_complete(data, PS_ETIMEDOUT, NULL);
+}
+
+/* Disconnects a socket: fails its pending acks, tells the upper layer (if it had accepted the
+ * socket), and drops the connection's reference. */
+static void socket_close(ps__sio_socket *s, const char *reason)
+{
+    if (s->state == SOCK_CLOSED)
+        return;
+    bool was_connected = s->state == SOCK_CONNECTED;
+    s->state = SOCK_CLOSED;
+    ps__list_remove(&s->link);
+    s->conn->srv->stats.sockets--;
+    ps__sio_socket_ref(s);
+    while (!ps__list_empty(&s->acks))
+        ack_complete(PS__CONTAINER_OF(s->acks.next, pending_ack, link), PS_ECLOSED, NULL);
+    if (was_connected && s->conn->srv->cbs->on_disconnect)
+        s->conn->srv->cbs->on_disconnect(s, reason);
+    ps__sio_socket_unref(s);
+    ps__sio_socket_unref(s); /* the connection's reference */
+}
+
+int ps__sio_emit(ps__sio_socket *s, const char *event, json_t *args)
+{
+    if (s->state == SOCK_CLOSED)
+        return PS_ECLOSED;
+    if (!event || ps__sio_reserved_event(event) || (args && !json_is_array(args)))
+        return PS_EINVAL;
+    json_t *arr = json_array();
+    json_array_append_new(arr, json_string(event));
+    if (args)
+        json_array_extend(arr, args);
+    int rc = send_packet(s, PS__SIO_EVENT, -1, arr);
+    json_decref(arr);
+    return rc == 0 ? 0 : PS_ECLOSED;
+}
+
+int ps__sio_emit_ack(ps__sio_socket *s, const char *event, json_t *args, uint32_t timeout_ms,
+                     ps__sio_ack_cb cb, void *user)
+{
+    if (s->state == SOCK_CLOSED || ps__eio_closed(s->conn->eio))
+        return PS_ECLOSED;
+    if (!event || !cb || ps__sio_reserved_event(event) || (args && !json_is_array(args)))
+        return PS_EINVAL;
+    pending_ack *a = ps__calloc(1, sizeof *a);
+    a->sock = s;
+    a->id = s->next_ack_id++;
+    a->cb = cb;
+    a->user = user;
+    ps__list_insert_tail(&s->acks, &a->link);
+    if (timeout_ms) {
+        a->timer = ps__timer_new(ps__eio_get_server(s->conn->eio)->loop, ack_on_timeout, a);
+        ps__timer_start(a->timer, timeout_ms);
+    }
+    json_t *arr = json_array();
+    json_array_append_new(arr, json_string(event));
+    if (args)
+        json_array_extend(arr, args);
+    send_packet(s, PS__SIO_EVENT, a->id, arr);
+    json_decref(arr);
+    return 0;
+}
+
+int ps__sio_send_ack(ps__sio_socket *s, int64_t id, json_t *args)
+{
+    if (s->state == SOCK_CLOSED)
+        return PS_ECLOSED;
+    if (args && !json_is_array(args))
+        return PS_EINVAL;
+    json_t *empty = args ? NULL : json_array();
+    int rc = send_packet(s, PS__SIO_ACK, id, args ? args : empty);
+    json_decref(empty);
+    return rc == 0 ? 0 : PS_ECLOSED;
+}
+
+int ps__sio_disconnect(ps__sio_socket *s)
+{
+    if (s->state == SOCK_CLOSED)
+        return PS_ECLOSED;
+    send_packet(s, PS__SIO_DISCONNECT, -1, NULL);
+    socket_close(s, "server namespace disconnect");
+    return 0;
+}
+
+void ps__sio_socket_deny(ps__sio_socket *s, const char *message, json_t *data)
+{
+    json_decref(s->deny);
+    s->deny = json_pack("{s:s}", "message", message ? message : "Not authorized");
+    if (data)
+        json_object_set(s->deny, "data", data);
+}
+
+bool ps__sio_socket_closed(const ps__sio_socket *s)
+{
+    return s->state == SOCK_CLOSED;
+}
+
+void ps__sio_socket_set_up(ps__sio_socket *s, void *up)
+{
+    s->up = up;
+}
+
+void *ps__sio_socket_up(const ps__sio_socket *s)
+{
+    return s->up;
+}
+
+const char *ps__sio_socket_id(const ps__sio_socket *s)
+{
+    return s->id;
+}
+
+const char *ps__sio_socket_nsp(const ps__sio_socket *s)
+{
+    return s->nsp;
+}
+
+ps__sio_conn *ps__sio_socket_conn(const ps__sio_socket *s)
+{
+    return s->conn;
+}
+
+/* ---- connections ----------------------------------------------------------------------- */
+
+ps__eio *ps__sio_conn_eio(const ps__sio_conn *c)
+{
+    return c->eio;
+}
+
+ps__sio_server *ps__sio_conn_server(const ps__sio_conn *c)
+{
+    return c->srv;
+}
+
+void ps__sio_conn_close(ps__sio_conn *c, int ws_code, const char *reason)
+{
+    if (!ps__eio_closed(c->eio) && ws_code != PS__WS_NORMAL && ws_code != PS__WS_GOING_AWAY)
+        c->srv->stats.protocol_errors++;
+    ps__eio_close(c->eio, ws_code, reason);
+}
+
+static void connect_timeout(ps__timer *t, void *data)
+{
+    ps__sio_conn_close(data, PS__WS_NORMAL, "connect timeout");
+}
+
+static void *sio_on_open(ps__eio *e, void *user)
+{
+    ps__sio_server *ss = user;
+    ps__sio_conn *c = ps__calloc(1, sizeof *c);
+    c->srv = ss;
+    c->eio = e;
+    ps__list_init(&c->sockets);
+    if (ss->connect_timeout_ms) {
+        c->connect_timer = ps__timer_new(ss->eio.loop, connect_timeout, c);
+        ps__timer_start(c->connect_timer, ss->connect_timeout_ms);
+    }
+    return c;
+}
+
+static void on_connect_packet(ps__sio_conn *c, ps__sio_packet *p)
+{
+    ps__sio_server *ss = c->srv;
+    if (find_socket(c, p->nsp)) {
+        ps__sio_conn_close(c, PS__WS_POLICY, "namespace already joined");
+        return;
+    }
+    if (!ss->cbs->has_namespace(ss, p->nsp)) {
+        json_t *err = json_pack("{s:s}", "message", "Invalid namespace");
+        ps__buf out;
+        ps__buf_init(&out);
+        ps__sio_encode(&out, PS__SIO_CONNECT_ERROR, p->nsp, -1, err);
+        ps__eio_send_packet(c->eio, out.base, out.len);
+        ss->stats.packets_out++;
+        ps__buf_free(&out);
+        json_decref(err);
+        return;
+    }
+    ps__sio_socket *s = ps__calloc(1, sizeof *s);
+    s->conn = c;
+    s->nsp = ps__strdup(p->nsp);
+    s->refs = 1; /* the connection's */
+    s->state = SOCK_CONNECTING;
+    ps__list_init(&s->acks);
+    ps__random_sid(s->id);
+    ps__list_insert_tail(&c->sockets, &s->link);
+    ss->stats.sockets++;
+    ss->stats.sockets_total++;
+    json_t *auth = p->data ? json_incref(p->data) : json_object();
+    ps__sio_socket_ref(s);
+    int rc = ss->cbs->on_connect(s, auth);
+    json_decref(auth);
+    if (s->state == SOCK_CLOSED) {
+        /* The connection ended during the hook. */
+    } else if (rc != 0) {
+        if (!s->deny)
+            ps__sio_socket_deny(s, NULL, NULL);
+        send_packet(s, PS__SIO_CONNECT_ERROR, -1, s->deny);
+        socket_close(s, "connect refused");
+    } else {
+        json_t *ok = json_pack("{s:s}", "sid", s->id);
+        send_packet(s, PS__SIO_CONNECT, -1, ok);
+        json_decref(ok);
+        s->state = SOCK_CONNECTED;
+        flush_early(s);
+        if (c->connect_timer) {
+            ps__timer_free(c->connect_timer);
+            c->connect_timer = NULL;
+        }
+    }
+    ps__sio_socket_unref(s);
+}
+
+static void sio_on_message(ps__eio *e, bool binary, const char *data, size_t len)
+{
+    ps__sio_conn *c = ps__eio_up(e);
+    ps__sio_server *ss = c->srv;
+    if (binary) {
+        ps__sio_conn_close(c, PS__WS_UNSUPPORTED, "binary packets are not supported");
+        return;
+    }
+    ss->stats.packets_in++;
+    ps__sio_packet p;
+    const char *err = NULL;
+    if (ps__sio_decode(data, len, &p, &err) != 0) {
+        PS__DEBUG("socket.io packet from %s refused: %s", ps__eio_get_handshake(e)->address, err);
+        ps__sio_conn_close(c, PS__WS_PROTOCOL_ERROR, "parse error");
+        return;
+    }
+    ps__sio_socket *s = NULL;
+    switch (p.type) {
+    case PS__SIO_CONNECT:
+        on_connect_packet(c, &p);
+        break;
+    case PS__SIO_DISCONNECT:
+        if ((s = find_socket(c, p.nsp)))
+            socket_close(s, "client namespace disconnect");
+        break;
+    case PS__SIO_EVENT: {
+        if (!(s = find_socket(c, p.nsp))) {
+            ps__sio_conn_close(c, PS__WS_POLICY, "namespace not joined");
+            break;
+        }
+        json_t *name = json_array_get(p.data, 0);
+        char numbuf[32];
+        const char *ev = json_string_value(name);
+        if (!ev) {
+            snprintf(numbuf, sizeof numbuf, "%.17g", json_number_value(name));
+            ev = numbuf;
+        }
+        json_t *args = json_array();
+        for (size_t i = 1; i < json_array_size(p.data); i++)
+            json_array_append(args, json_array_get(p.data, i));
+        ps__sio_socket_ref(s);
+        ss->cbs->on_event(s, ev, args, p.id);
+        ps__sio_socket_unref(s);
+        json_decref(args);
+        break;
+    }
+    case PS__SIO_ACK: {
+        if (!(s = find_socket(c, p.nsp))) {
+            ps__sio_conn_close(c, PS__WS_POLICY, "namespace not joined");
+            break;
+        }
+        ps__list *pos;
+        ps__list_foreach(pos, &s->acks)
+        {
+            pending_ack *a = PS__CONTAINER_OF(pos, pending_ack, link);
+            if (a->id == p.id) {
+                ack_complete(a, 0, p.data);
+                break;
+            }
+        }
+        break; /* an unknown ack id is ignored, as the reference does */
+    }
+    case PS__SIO_BINARY_EVENT:
+    case PS__SIO_BINARY_ACK:
+        ps__sio_conn_close(c, PS__WS_UNSUPPORTED, "binary packets are not supported");
+        break;
+    default:
+        ps__sio_conn_close(c, PS__WS_PROTOCOL_ERROR, "parse error");
+        break;
+    }
+    ps__sio_packet_clear(&p);
+}
+
+static void sio_on_close(ps__eio *e, const char *reason)
+{
+    ps__sio_conn *c = ps__eio_up(e);
+    if (!c)
+        return;
+    while (!ps__list_empty(&c->sockets))
+        socket_close(PS__CONTAINER_OF(c->sockets.next, ps__sio_socket, link), reason);
+    ps__timer_free(c->connect_timer);
+    if (c->srv->cbs->on_conn_close)
+        c->srv->cbs->on_conn_close(c);
+    ps__free(c);
+}
+
+static const ps__eio_cbs sio_eio_cbs = {sio_on_open, sio_on_message, sio_on_close};
+
+void ps__sio_server_init(ps__sio_server *ss, uv_loop_t *loop, const ps__eio_config *cfg,
+                         uint32_t connect_timeout_ms, const ps__sio_cbs *cbs, void *user)
+{
+    memset(ss, 0, sizeof *ss);
+    ps__eio_server_init(&ss->eio, loop, cfg, &sio_eio_cbs, ss);
+    ss->cbs = cbs;
+    ss->user = user;
+    ss->connect_timeout_ms = connect_timeout_ms;
+}

@@ -1,0 +1,110 @@
+/*
+ * socketio: Socket.IO v5 on Engine.IO sessions. A pure packet codec (text grammar of
+ * SOCKETIO.md §3.2, with every validity rule the reference decoder applies) and the per-session
+ * state: namespace sockets, CONNECT/CONNECT_ERROR/DISCONNECT, events, and acknowledgements in
+ * both directions with exactly-once completion. Binary packets are refused with close 1003.
+ */
+#ifndef PS_SOCKETIO_H
+#define PS_SOCKETIO_H
+
+#include "engineio.h"
+
+enum {
+    PS__SIO_CONNECT = 0,
+    PS__SIO_DISCONNECT = 1,
+    PS__SIO_EVENT = 2,
+    PS__SIO_ACK = 3,
+    PS__SIO_CONNECT_ERROR = 4,
+    PS__SIO_BINARY_EVENT = 5,
+    PS__SIO_BINARY_ACK = 6,
+};
+
+#define PS__SIO_MAX_NSP 256
+#define PS__SIO_MAX_ATTACHMENTS 10
+
+typedef struct ps__sio_packet {
+    int type;
+    char nsp[PS__SIO_MAX_NSP]; /* "/" when absent */
+    int64_t id;                /* ack id, -1 when absent */
+    int attachments;           /* binary packets only */
+    json_t *data;              /* new reference, or NULL when absent */
+} ps__sio_packet;
+
+/*
+ * Decodes one Socket.IO text packet (the Engine.IO message payload, without its '4').
+ * Returns 0, or -1 with *err set to a static reason; on success the caller clears the packet.
+ */
+int ps__sio_decode(const char *s, size_t len, ps__sio_packet *p, const char **err);
+void ps__sio_packet_clear(ps__sio_packet *p);
+/* Appends the Engine.IO text packet "4" + Socket.IO packet. `data` may be NULL. */
+void ps__sio_encode(ps__buf *out, int type, const char *nsp, int64_t id, const json_t *data);
+/* True for the event names the client refuses to receive (connect, disconnect, ...). */
+bool ps__sio_reserved_event(const char *name);
+
+typedef struct ps__sio_conn ps__sio_conn;
+typedef struct ps__sio_socket ps__sio_socket;
+typedef struct ps__sio_server ps__sio_server;
+
+/* Completion of an emit with ack: exactly once, with 0 + args, PS_ETIMEDOUT or PS_ECLOSED. */
+typedef void (*ps__sio_ack_cb)(ps__sio_socket *s, int status, json_t *args, void *user);
+
+typedef struct ps__sio_cbs {
+    /* Does this namespace exist? */
+    bool (*has_namespace)(ps__sio_server *ss, const char *nsp);
+    /* A client asks to join; set the upper object with ps__sio_socket_set_up. Return 0 to
+     * accept or non-zero to refuse with ps__sio_socket_deny's message (the socket is then
+     * freed without on_disconnect). Packets emitted meanwhile are sent after the CONNECT reply. */
+    int (*on_connect)(ps__sio_socket *s, json_t *auth);
+    /* An event: args is the array of arguments after the name (borrowed); ack_id -1 when the
+     * client wants no acknowledgement. */
+    void (*on_event)(ps__sio_socket *s, const char *name, json_t *args, int64_t ack_id);
+    /* The socket is gone (client DISCONNECT, server disconnect, or session end); pending acks
+     * have completed with PS_ECLOSED already. Called once per accepted socket. */
+    void (*on_disconnect)(ps__sio_socket *s, const char *reason);
+    /* The connection ended and every socket on it was disconnected. */
+    void (*on_conn_close)(ps__sio_conn *c);
+} ps__sio_cbs;
+
+typedef struct ps__sio_stats {
+    uint64_t packets_in;
+    uint64_t packets_out;
+    uint64_t protocol_errors;
+    uint64_t sockets;
+    uint64_t sockets_total;
+} ps__sio_stats;
+
+struct ps__sio_server {
+    ps__eio_server eio;
+    const ps__sio_cbs *cbs;
+    void *user;
+    uint32_t connect_timeout_ms;
+    ps__sio_stats stats;
+};
+
+void ps__sio_server_init(ps__sio_server *ss, uv_loop_t *loop, const ps__eio_config *cfg,
+                         uint32_t connect_timeout_ms, const ps__sio_cbs *cbs, void *user);
+
+/* Sockets (one per namespace joined on a connection). */
+int ps__sio_emit(ps__sio_socket *s, const char *event, json_t *args);
+int ps__sio_emit_ack(ps__sio_socket *s, const char *event, json_t *args, uint32_t timeout_ms,
+                     ps__sio_ack_cb cb, void *user);
+int ps__sio_send_ack(ps__sio_socket *s, int64_t id, json_t *args);
+/* Sends DISCONNECT and disconnects the socket (on_disconnect follows, maybe re-entrantly). */
+int ps__sio_disconnect(ps__sio_socket *s);
+void ps__sio_socket_deny(ps__sio_socket *s, const char *message, json_t *data);
+bool ps__sio_socket_closed(const ps__sio_socket *s);
+void ps__sio_socket_set_up(ps__sio_socket *s, void *up);
+void *ps__sio_socket_up(const ps__sio_socket *s);
+const char *ps__sio_socket_id(const ps__sio_socket *s);
+const char *ps__sio_socket_nsp(const ps__sio_socket *s);
+ps__sio_conn *ps__sio_socket_conn(const ps__sio_socket *s);
+/* Keeps the socket's memory alive across app callbacks that may disconnect it. */
+void ps__sio_socket_ref(ps__sio_socket *s);
+void ps__sio_socket_unref(ps__sio_socket *s);
+
+ps__eio *ps__sio_conn_eio(const ps__sio_conn *c);
+ps__sio_server *ps__sio_conn_server(const ps__sio_conn *c);
+/* Ends the whole connection (every namespace), e.g. for a protocol violation. */
+void ps__sio_conn_close(ps__sio_conn *c, int ws_code, const char *reason);
+
+#endif

@@ -1,0 +1,307 @@
+/*
+ * websocket: wslay's event API driven by libuv reads. Bytes read from the socket are offered to
+ * wslay through recv_callback; frames wslay wants to send are gathered in `out` and written in
+ * one piece after each round ("proceed", as h2o does it). The ps__ws lives until its TCP
+ * connection's close callback, so upper layers may close it from inside on_message.
+ */
+#include "websocket.h"
+
+#include <openssl/evp.h>
+#include <wslay/wslay.h>
+
+struct ps__ws {
+    ps__conn *conn;
+    wslay_event_context_ptr ctx;
+    const ps__ws_cbs *cbs;
+    void *data;
+    const char *in; /* unread input of the current read */
+    size_t in_len;
+    ps__buf out;          /* frames produced by wslay, written after each round */
+    ps__buf early;        /* bytes that arrived with the handshake, until ps__ws_start */
+    ps__timer *close_timer;
+    uint32_t close_timeout_ms;
+    int close_code;       /* what on_close reports */
+    bool in_proceed;      /* inside wslay_event_recv: sends are flushed at the end */
+    bool failed;          /* a message was refused: deliver nothing more */
+    bool closing;         /* close handshake started or connection ending */
+};
+
+static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+void ps__ws_accept_key(const char *key, char out[29])
+{
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int dlen = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(md, EVP_sha1(), NULL);
+    EVP_DigestUpdate(md, key, strlen(key));
+    EVP_DigestUpdate(md, WS_GUID, sizeof WS_GUID - 1);
+    EVP_DigestFinal_ex(md, digest, &dlen);
+    EVP_MD_CTX_free(md);
+    ps__base64_encode(digest, dlen, out);
+}
+
+/* ---- wslay callbacks ------------------------------------------------------------------- */
+
+static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                       void *user)
+{
+    ps__ws *ws = user;
+    if (ws->in_len == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    size_t n = len < ws->in_len ? len : ws->in_len;
+    memcpy(buf, ws->in, n);
+    ws->in += n;
+    ws->in_len -= n;
+    return (ssize_t)n;
+}
+
+static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *user)
+{
+    ps__ws *ws = user;
+    ps__buf_append(&ws->out, data, len);
+    return (ssize_t)len;
+}
+
+static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                      void *user)
+{
+    ps__ws *ws = user;
+    if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
+        ws->close_code = arg->status_code ? arg->status_code : 1005;
+        ws->closing = true;
+        return;
+    }
+    if (ws->failed || ws->closing)
+        return;
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
+        bool binary = arg->opcode == WSLAY_BINARY_FRAME;
+        if (!binary && !ps__utf8_valid(arg->msg, arg->msg_length)) {
+            ws->failed = true;
+            ps__ws_close(ws, PS__WS_INVALID_DATA, "invalid UTF-8");
+            return;
+        }
+        ws->cbs->on_message(ws, binary, (const char *)arg->msg, arg->msg_length);
+    }
+}
+
+static const struct wslay_event_callbacks wslay_cbs = {
+    .recv_callback = ws_recv,
+    .send_callback = ws_send,
+    .on_msg_recv_callback = ws_on_msg,
+};
+
+/* ---- driving --------------------------------------------------------------------------- */
+
+static void ws_flush(ps__ws *ws)
+{
+    if (ws->conn->closing)
+        return;
+    if (wslay_event_want_write(ws->ctx))
+        wslay_event_send(ws->ctx);
+    if (ws->out.len > 0) {
+        ps__conn_write(ws->conn, ws->out.base, ws->out.len);
+        ps__buf_reset(&ws->out);
+        /* Keep the buffer from pinning a huge allocation after one large message. */
+        if (ws->out.cap > 256 * 1024)
+            ps__buf_free(&ws->out);
+    }
+    if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx))
+        ps__conn_close(ws->conn);
+}
+
+static void ws_on_read(ps__conn *c, const char *data, size_t len)
+{
+    ps__ws *ws = c->data;
+    ws->in = data;
+    ws->in_len = len;
+    ws->in_proceed = true;
+    int rc = wslay_event_recv(ws->ctx);
+    ws->in_proceed = false;
+    ws->in = NULL;
+    ws->in_len = 0;
+    if (rc != 0 && rc != WSLAY_ERR_WOULDBLOCK) {
+        /* wslay queued the close frame (1002 or 1009) itself; record what we send. */
+        uint16_t sent = wslay_event_get_status_code_sent(ws->ctx);
+        if (sent && !ws->close_code)
+            ws->close_code = sent;
+        ws->closing = true;
+    }
+    ws_flush(ws);
+    if (ws->closing && !c->closing && !ws->close_timer && ws->close_timeout_ms) {
+        /* Our close frame is out: the peer gets a bounded time to answer it. */
+        ps__ws_close(ws, 0, NULL);
+    }
+}
+
+static void ws_on_eof(ps__conn *c)
+{
+    ps__ws *ws = c->data;
+    if (!ws->close_code)
+        ws->close_code = PS__WS_ABNORMAL;
+    ws->closing = true;
+    ps__conn_abort(c);
+}
+
+static void ws_on_conn_close(ps__conn *c)
+{
+    ps__ws *ws = c->data;
+    if (!ws->close_code)
+        ws->close_code = PS__WS_ABNORMAL;
+    ws->cbs->on_close(ws, ws->close_code);
+    ps__timer_free(ws->close_timer);
+    wslay_event_context_free(ws->ctx);
+    ps__buf_free(&ws->out);
+    ps__buf_free(&ws->early);
+    ps__free(ws);
+}
+
+static const ps__conn_cbs ws_conn_cbs = {ws_on_read, ws_on_eof, ws_on_conn_close};
+
+static void ws_on_close_timeout(ps__timer *t, void *data)
+{
+    ps__ws *ws = data;
+    ps__conn_close(ws->conn);
+}
+
+/* ---- public ---------------------------------------------------------------------------- */
+
+static bool key_valid(const char *key)
+{
+    /* 16 random bytes in base64: 22 significant characters and "==". */
+    if (!key || strlen(key) != 24 || key[22] != '=' || key[23] != '=')
+        return false;
+    for (int i = 0; i < 22; i++) {
+        char ch = key[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '+' || ch == '/'))
+            return false;
+    }
+    return true;
+}
+
+ps__ws *ps__ws_upgrade(ps__http_req *req, const ps__ws_opts *opts, const ps__ws_cbs *cbs,
+                       void *data)
+{
+    const char *version = ps__http_header_get(req, "Sec-WebSocket-Version");
+    const char *key = ps__http_header_get(req, "Sec-WebSocket-Key");
+    if (req->method_id != HTTP_GET || !ps__http_header_has_token(req, "Upgrade", "websocket") ||
+        !ps__http_header_has_token(req, "Connection", "upgrade") || !key_valid(key)) {
+        ps__http_respond(req, 400, "text/plain; charset=utf-8",
+                         PS__STRLIT("400 Bad Request: invalid WebSocket handshake\n"), NULL);
+        return NULL;
+    }
+    if (!version || strcmp(version, "13") != 0) {
+        ps__http_respond(req, 426, "text/plain; charset=utf-8",
+                         PS__STRLIT("426 Upgrade Required: WebSocket version 13 only\n"),
+                         "Sec-WebSocket-Version: 13\r\n");
+        return NULL;
+    }
+    char accept[29];
+    ps__ws_accept_key(key, accept);
+    const char *rest;
+    size_t rest_len;
+    ps__conn *c = ps__http_take_conn(req, &rest, &rest_len);
+
+    ps__ws *ws = ps__calloc(1, sizeof *ws);
+    ws->conn = c;
+    ws->cbs = cbs;
+    ws->data = data;
+    ws->close_timeout_ms = opts->close_timeout_ms;
+    wslay_event_context_server_init(&ws->ctx, &wslay_cbs, ws);
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, opts->max_message);
+    c->cbs = &ws_conn_cbs;
+    c->data = ws;
+
+    char head[160];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 101 Switching Protocols\r\n"
+                     "Upgrade: websocket\r\n"
+                     "Connection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: %s\r\n\r\n",
+                     accept);
+    ps__conn_write(c, head, (size_t)n);
+    if (rest_len > 0) {
+        /* A client may pipeline its first frames behind the handshake; they are ours, but the
+         * layer above must be ready first (ps__ws_start). Copy: `rest` points into the read
+         * buffer that the next read reuses. */
+        ps__buf_append(&ws->early, rest, rest_len);
+    }
+    return ws;
+}
+
+void ps__ws_start(ps__ws *ws)
+{
+    if (ws->early.len == 0)
+        return;
+    ps__buf early = ws->early;
+    ps__buf_init(&ws->early);
+    ws_on_read(ws->conn, early.base, early.len);
+    ps__buf_free(&early);
+}
+
+int ps__ws_send(ps__ws *ws, bool binary, const char *data, size_t len)
+{
+    if (ws->closing || ws->conn->closing)
+        return UV_EPIPE;
+    struct wslay_event_msg msg = {
+        .opcode = binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME,
+        .msg = (const uint8_t *)data,
+        .msg_length = len,
+    };
+    if (wslay_event_queue_msg(ws->ctx, &msg) != 0)
+        return UV_EPIPE;
+    if (!ws->in_proceed)
+        ws_flush(ws);
+    return 0;
+}
+
+void ps__ws_close(ps__ws *ws, int code, const char *reason)
+{
+    if (ws->conn->closing)
+        return;
+    if (code) {
+        if (!ws->closing || !wslay_event_get_close_sent(ws->ctx)) {
+            if (!ws->close_code)
+                ws->close_code = code;
+            wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason,
+                                    reason ? strlen(reason) : 0);
+        }
+    }
+    ws->closing = true;
+    if (!ws->close_timer && ws->close_timeout_ms) {
+        ws->close_timer = ps__timer_new(ws->conn->tcp.loop, ws_on_close_timeout, ws);
+        ps__timer_start(ws->close_timer, ws->close_timeout_ms);
+    }
+    if (!ws->in_proceed)
+        ws_flush(ws);
+}
+
+void ps__ws_abort(ps__ws *ws)
+{
+    ws->closing = true;
+    ps__conn_abort(ws->conn);
+}
+
+bool ps__ws_closing(const ps__ws *ws)
+{
+    return ws->closing || ws->conn->closing;
+}
+
+size_t ps__ws_queued(const ps__ws *ws)
+{
+    return ws->conn->write_queued + ws->out.len;
+}
+
+void *ps__ws_data(const ps__ws *ws)
+{
+    return ws->data;
+}
+
+const char *ps__ws_peer(const ps__ws *ws)
+{
+    return ws->conn->peer;
+}
