@@ -57,7 +57,8 @@ PS_EXTERN const char *ps_version_string(void);
     XX(EINVAL, -30101, "invalid argument")                                                         \
     XX(ELIMIT, -30102, "limit reached")                                                            \
     XX(ENOTFOUND, -30103, "not found")                                                             \
-    XX(EEXIST, -30104, "already exists")
+    XX(EEXIST, -30104, "already exists")                                                          \
+    XX(EALREADY, -30105, "already answered")
 
 typedef enum ps_errno {
     PS_OK = 0,
@@ -275,6 +276,136 @@ PS_EXTERN ps_server *ps_session_server(const ps_session *s);
  */
 PS_EXTERN void ps_session_set_data(ps_session *s, void *data, void (*free_fn)(void *));
 PS_EXTERN void *ps_session_data(const ps_session *s);
+
+/* ---- views ----------------------------------------------------------------------------- */
+
+/*
+ * A view is a mounted component (Pulse's component with ps.State): a client `attach`es a path,
+ * the route's init builds its state, opens its channels and sets its props (typically the
+ * channel ids), and the props reach the client in `attach_ack`. The view lives until the client
+ * detaches it, the session ends, or the server stops; then `dispose` runs exactly once.
+ *
+ * When a view goes away, in this order: dispose runs (its channels are still open: it may emit
+ * and ps_off); then every channel closes (pending requests complete with PS_ECLOSED, the client
+ * gets `__close__` if still connected); then the view's data destructor runs; then the view and
+ * its channels and listeners are freed. Keep what request callbacks use in the view's data.
+ */
+typedef struct ps_view_type {
+    /*
+     * Builds the view. `props` are the client's attach props (borrowed; JSON null if none).
+     * Return 0 to attach, or ps_view_reject(view, "text") to answer attach_error; after a
+     * rejection dispose does not run, but channels opened here are closed and the data
+     * destructor runs.
+     */
+    int (*init)(ps_view *view, json_t *props, void *user);
+    /* Optional. Runs once when the view goes away (see above). */
+    void (*dispose)(ps_view *view, void *user);
+    void *user;
+} ps_view_type;
+
+/* Registers `path` ("/chat"). `type` is copied. 0, PS_EINVAL or PS_EEXIST. */
+PS_EXTERN int ps_route(ps_server *srv, const char *path, const ps_view_type *type);
+
+/* Inside init: refuse the attach with `error` (copied). Returns PS_EDENIED. */
+PS_EXTERN int ps_view_reject(ps_view *view, const char *error);
+
+/*
+ * Sets the view's props (borrowed). Inside init they become the attach_ack's props; later the
+ * client receives them in a view_props message. Returns 0 or PS_ECLOSED.
+ */
+PS_EXTERN int ps_view_set_props(ps_view *view, json_t *props);
+/* Current props, borrowed; JSON null until set. */
+PS_EXTERN json_t *ps_view_props(const ps_view *view);
+PS_EXTERN const char *ps_view_path(const ps_view *view);
+PS_EXTERN ps_session *ps_view_session(const ps_view *view);
+PS_EXTERN bool ps_view_closed(const ps_view *view);
+/* App data; free_fn (optional) runs after dispose and after every channel has closed. */
+PS_EXTERN void ps_view_set_data(ps_view *view, void *data, void (*free_fn)(void *));
+PS_EXTERN void *ps_view_data(const ps_view *view);
+
+/* ---- channels -------------------------------------------------------------------------- */
+
+/*
+ * Opens a channel owned by `view`, with a new id of 32 lowercase hex characters from the kernel
+ * CSPRNG. Returns NULL if the view is going away. The pointer stays valid (ps_channel_closed
+ * then says true) until the view is freed, after its dispose callback.
+ */
+PS_EXTERN ps_channel *ps_channel_open(ps_view *view);
+/* The id to hand to the client (usually through the view's props). Static for the channel. */
+PS_EXTERN const char *ps_channel_id(const ps_channel *ch);
+PS_EXTERN bool ps_channel_closed(const ps_channel *ch);
+PS_EXTERN ps_view *ps_channel_view(const ps_channel *ch);
+/*
+ * Closes the channel: pending requests complete with PS_ECLOSED, pending replies become no-ops,
+ * listeners are dropped, and the client gets `__close__`. Safe inside the channel's own
+ * handlers. Returns 0, or PS_ECLOSED if it was closed already.
+ */
+PS_EXTERN int ps_channel_close(ps_channel *ch);
+
+/*
+ * A handler for `event` on a channel. `payload` is borrowed (JSON null if absent). `reply` is
+ * NULL for fire-and-forget events; for requests it is the answer owed to the client: answer with
+ * ps_reply_ok/ps_reply_error inside the handler, or ps_reply_keep() it and answer later. The
+ * first answer wins; if no listener answers or keeps it, the client gets null.
+ */
+typedef void (*ps_handler)(ps_channel *ch, const char *event, json_t *payload, ps_reply *reply,
+                           void *user);
+
+/*
+ * Adds a listener (several per event are called in registration order; event "*" receives
+ * every event). Returns NULL if the channel is closed or the arguments are invalid. The
+ * listener stays allocated until its channel is freed, so ps_off() may be called any number of
+ * times, including from inside any handler and after the channel closed.
+ */
+PS_EXTERN ps_listener *ps_on(ps_channel *ch, const char *event, ps_handler h, void *user);
+PS_EXTERN void ps_off(ps_listener *l);
+
+/* Sends a fire-and-forget event. `payload` borrowed (NULL = null). 0, PS_ECLOSED, PS_EINVAL. */
+PS_EXTERN int ps_emit(ps_channel *ch, const char *event, json_t *payload);
+
+/*
+ * Sends a request to the client. `cb` is called exactly once, never from inside ps_request:
+ * PS_OK with the reply payload (borrowed), PS_EREMOTE with the client's error text, PS_ETIMEDOUT
+ * after timeout_ms (0 = no timeout), or PS_ECLOSED when the channel closes first. Returns 0, or
+ * PS_ECLOSED / PS_EINVAL (cb is then never called).
+ */
+typedef void (*ps_response_cb)(ps_channel *ch, int status, json_t *payload, const char *error,
+                               void *user);
+PS_EXTERN int ps_request(ps_channel *ch, const char *event, json_t *payload, uint32_t timeout_ms,
+                         ps_response_cb cb, void *user);
+
+/*
+ * Defers the answer: returns a handle that the app must later pass to exactly one
+ * ps_reply_ok/ps_reply_error (which frees it). The handler's own `reply` must not be used after
+ * the handler returns.
+ */
+PS_EXTERN ps_reply *ps_reply_keep(ps_reply *reply);
+/*
+ * Answers with `payload` (borrowed; NULL = null) / with an error text (copied). Returns 0,
+ * PS_EALREADY if another answer won, or PS_ECLOSED if the channel has closed. A kept handle is
+ * freed by this call whatever it returns.
+ */
+PS_EXTERN int ps_reply_ok(ps_reply *reply, json_t *payload);
+PS_EXTERN int ps_reply_error(ps_reply *reply, const char *error);
+
+/* ---- message middleware ---------------------------------------------------------------- */
+
+/* What a client sent on a channel, as message middleware sees it. */
+typedef struct ps_message {
+    ps_channel *channel;    /* the open channel it is for */
+    const char *event;      /* the event name */
+    json_t *payload;        /* borrowed */
+    bool is_request;        /* a reply is expected */
+    const char *deny_error; /* set with a denial: the error text a request gets ("denied") */
+} ps_message;
+
+/*
+ * Per-message middleware: runs in registration order for every client event or request on an
+ * open channel, before any listener. Return 0 to go on, non-zero to deny (a denied request gets
+ * an error reply with msg->deny_error). 0 or PS_EINVAL.
+ */
+typedef int (*ps_message_fn)(ps_session *s, ps_message *msg, void *user);
+PS_EXTERN int ps_use_message(ps_server *srv, ps_message_fn fn, void *user);
 
 #ifdef __cplusplus
 }

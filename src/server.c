@@ -4,7 +4,7 @@
  * WebSocket with 1001, close idle HTTP connections, abort whatever is left after the grace
  * period, then release the server's own handles so that the loop runs out of work.
  */
-#include "session.h"
+#include "channel.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -35,6 +35,7 @@ struct ps_server {
     ps__listener listener;
     ps__http_config http;
     ps__sessions sessions;
+    ps__channels channels;
     post_queue *posts;
     uv_signal_t *signals[2];
     ps__timer *grace;
@@ -186,6 +187,7 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
         .close_timeout_ms = o.shutdown_grace_ms,
     };
     ps__sessions_init(&srv->sessions, srv, loop, &ec, o.connect_timeout_ms);
+    ps__channels_init(&srv->channels, &srv->sessions);
 
     srv->posts = ps__calloc(1, sizeof *srv->posts);
     srv->posts->srv = srv;
@@ -319,6 +321,7 @@ void ps_server_free(ps_server *srv)
             PS__WARN("loop still has open handles at ps_server_free");
         ps__free(srv->own_loop);
     }
+    ps__channels_free(&srv->channels);
     ps__sessions_free(&srv->sessions);
     ps__free(srv->host);
     ps__free(srv->path);
@@ -331,6 +334,19 @@ void ps_server_get_stats(const ps_server *srv, ps_server_stats *out)
     memset(out, 0, sizeof *out);
     out->connections = srv->listener.nconns;
     ps__sessions_stats(&srv->sessions, out);
+    out->views = srv->channels.views.nviews;
+    out->channels = srv->channels.nchannels;
+    out->messages_dropped = srv->channels.dropped + srv->channels.views.dropped;
+}
+
+int ps_route(ps_server *srv, const char *path, const ps_view_type *type)
+{
+    return ps__views_add_route(&srv->channels.views, path, type);
+}
+
+int ps_use_message(ps_server *srv, ps_message_fn fn, void *user)
+{
+    return ps__channels_use_message(&srv->channels, fn, user);
 }
 
 int ps_namespace(ps_server *srv, const char *name, const ps_namespace_hooks *hooks)

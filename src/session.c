@@ -25,6 +25,7 @@ struct ps_session {
     void *data;
     void (*free_data)(void *);
     void *ext_data;
+    int refs; /* the socket's while connected, plus one per dispatch in progress */
     bool accepted;
     bool closed;
 };
@@ -178,6 +179,7 @@ static int sess_on_connect(ps__sio_socket *sock, json_t *auth)
     s->hs.eio = ps__eio_get_handshake(ps__sio_conn_eio(ps__sio_socket_conn(sock)));
     s->hs.auth = json_incref(auth);
     s->hs.query = json_object();
+    s->refs = 1;
     ps__sio_socket_set_up(sock, s);
     int rc = 0;
     for (size_t i = 0; i < ss->nconnect_mw && rc == 0; i++)
@@ -201,7 +203,9 @@ static void sess_on_event(ps__sio_socket *sock, const char *name, json_t *args, 
     ps_session *s = ps__sio_socket_up(sock);
     ps__sessions *ss = s->layer;
     if (ss->ext.on_message && strcmp(name, "message") == 0 && strcmp(s->nsp->name, "/") == 0) {
+        ps__session_ref(s);
         ss->ext.on_message(s, args, ack_id, ss->ext.user);
+        ps__session_unref(s);
         return;
     }
     ps_ack *ack = NULL;
@@ -237,7 +241,7 @@ static void sess_on_disconnect(ps__sio_socket *sock, const char *reason)
     if (s->nsp->hooks.disconnect)
         s->nsp->hooks.disconnect(s, reason, s->nsp->hooks.user);
     ps__sio_socket_set_up(sock, NULL);
-    session_free(s);
+    ps__session_unref(s);
 }
 
 static const ps__sio_cbs sess_sio_cbs = {
@@ -246,6 +250,39 @@ static const ps__sio_cbs sess_sio_cbs = {
     .on_event = sess_on_event,
     .on_disconnect = sess_on_disconnect,
 };
+
+void ps__session_ref(ps_session *s)
+{
+    s->refs++;
+}
+
+void ps__session_unref(ps_session *s)
+{
+    if (--s->refs == 0)
+        session_free(s);
+}
+
+int ps__session_send_message(ps_session *s, json_t *msg)
+{
+    if (s->closed)
+        return PS_ECLOSED;
+    json_t *args = json_pack("[O]", msg);
+    int rc = ps__sio_emit(s->sock, "message", args);
+    json_decref(args);
+    return rc;
+}
+
+uv_loop_t *ps__session_loop(const ps_session *s)
+{
+    return s->layer->sio.eio.loop;
+}
+
+int ps__session_send_ack(ps_session *s, int64_t id, json_t *args)
+{
+    if (s->closed)
+        return PS_ECLOSED;
+    return ps__sio_send_ack(s->sock, id, args);
+}
 
 /* ---- layer ----------------------------------------------------------------------------- */
 

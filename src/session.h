@@ -56,6 +56,13 @@ bool ps__session_closed(const ps_session *s);
 /* Per-session slot for the layer above; freed by that layer in on_session_close. */
 void *ps__session_ext_data(const ps_session *s);
 void ps__session_set_ext_data(ps_session *s, void *data);
+/* Keeps a session's memory across calls that may end it (app callbacks). */
+void ps__session_ref(ps_session *s);
+void ps__session_unref(ps_session *s);
+/* Emits the "message" event with `msg` (borrowed) as its one argument. 0 or PS_ECLOSED. */
+int ps__session_send_message(ps_session *s, json_t *msg);
+uv_loop_t *ps__session_loop(const ps_session *s);
+int ps__session_send_ack(ps_session *s, int64_t id, json_t *args);
 /* Stats (ps_server_get_stats) */
 void ps__sessions_stats(const ps__sessions *ss, ps_server_stats *out);
 

@@ -12,6 +12,18 @@
  *   - CONNECT auth {"deny": "text"} is refused with {"message":"text","data":{"code":"denied"}}.
  * --socketio-echo mode (the Socket.IO protocol test suite's server): on connect the server emits
  *   "auth" with the CONNECT auth object, and "message" is answered with "message-back".
+ *
+ * View "/echo" (default mode only): init opens one channel and sets props {"channelId": ID}.
+ * On that channel:
+ *   - event "echo" emits "echo" back with the payload; request "echo" replies with the payload;
+ *   - request "fail" answers the error "failed: " + payload.text;
+ *   - request "defer" replies with the payload after payload.ms milliseconds (deferred reply);
+ *   - event "ask" {"event","payload","timeout_ms"} sends that request to the client, then emits
+ *     "ask:result" {"status":"ok"|"timeout"|"closed","payload":...} or
+ *     {"status":"error","error":text};
+ *   - event "close" closes the channel from the server;
+ *   - request "stats" replies with the server's counters and the fixture's own: how many asks
+ *     started and completed (by status), views disposed, and completions seen twice (always 0).
  */
 #include <pulsec.h>
 
@@ -81,6 +93,202 @@ static void on_event(ps_session *s, const char *event, json_t *args, ps_ack *ack
     }
 }
 
+/* ---- the /echo view ------------------------------------------------------------------- */
+
+typedef struct defer_reply defer_reply;
+typedef struct ask_ctx ask_ctx;
+typedef struct echo_view {
+    ps_channel *ch;
+    defer_reply *defers; /* deferred replies still waiting for their timer */
+    ask_ctx *asks;       /* every request sent, kept until the view is freed */
+} echo_view;
+
+/* Kept after completion so that a second completion would be seen and counted. */
+struct ask_ctx {
+    bool done;
+    ask_ctx *next;
+};
+
+struct defer_reply {
+    uv_timer_t timer;
+    ps_reply *reply;
+    json_t *payload;
+    echo_view *view;
+    defer_reply *prev, *next;
+};
+
+static struct {
+    uint64_t asks_started, asks_ok, asks_timeout, asks_closed, asks_error, asks_twice;
+    uint64_t views_disposed;
+} counters;
+
+static void defer_unlink(defer_reply *d)
+{
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        d->view->defers = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+}
+
+static void defer_on_close(uv_handle_t *h)
+{
+    defer_reply *d = h->data;
+    json_decref(d->payload);
+    free(d);
+}
+
+static void defer_fire(uv_timer_t *t)
+{
+    defer_reply *d = t->data;
+    defer_unlink(d);
+    ps_reply_ok(d->reply, d->payload);
+    uv_close((uv_handle_t *)&d->timer, defer_on_close);
+}
+
+/* Runs after the view's channels closed: answers still owed become no-ops, but each kept reply
+ * handle must still be handed back exactly once. */
+static void echo_view_free(void *data)
+{
+    echo_view *ev = data;
+    while (ev->defers) {
+        defer_reply *d = ev->defers;
+        defer_unlink(d);
+        ps_reply_ok(d->reply, NULL);
+        uv_timer_stop(&d->timer);
+        uv_close((uv_handle_t *)&d->timer, defer_on_close);
+    }
+    while (ev->asks) {
+        ask_ctx *a = ev->asks;
+        ev->asks = a->next;
+        free(a);
+    }
+    free(ev);
+}
+
+static void on_ask_response(ps_channel *ch, int status, json_t *payload, const char *error,
+                            void *user)
+{
+    ask_ctx *ctx = user;
+    if (ctx->done) {
+        counters.asks_twice++;
+        return;
+    }
+    ctx->done = true;
+    json_t *result;
+    switch (status) {
+    case PS_OK:
+        counters.asks_ok++;
+        result = json_pack("{s:s,s:O}", "status", "ok", "payload", payload);
+        break;
+    case PS_ETIMEDOUT:
+        counters.asks_timeout++;
+        result = json_pack("{s:s,s:n}", "status", "timeout", "payload");
+        break;
+    case PS_ECLOSED:
+        counters.asks_closed++;
+        result = json_pack("{s:s,s:n}", "status", "closed", "payload");
+        break;
+    default:
+        counters.asks_error++;
+        result = json_pack("{s:s,s:s}", "status", "error", "error", error ? error : "");
+        break;
+    }
+    ps_emit(ch, "ask:result", result); /* PS_ECLOSED once the channel is gone: expected */
+    json_decref(result);
+}
+
+static json_t *stats_json(ps_server *srv)
+{
+    ps_server_stats st;
+    ps_server_get_stats(srv, &st);
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I,s:I},s:I}",
+                     "connections", (json_int_t)st.connections, "sessions",
+                     (json_int_t)st.sessions, "views", (json_int_t)st.views, "channels",
+                     (json_int_t)st.channels, "sessions_total", (json_int_t)st.sessions_total,
+                     "messages_in", (json_int_t)st.messages_in, "messages_out",
+                     (json_int_t)st.messages_out, "messages_dropped",
+                     (json_int_t)st.messages_dropped, "protocol_errors",
+                     (json_int_t)st.protocol_errors, "asks", "started",
+                     (json_int_t)counters.asks_started, "ok", (json_int_t)counters.asks_ok,
+                     "timeout", (json_int_t)counters.asks_timeout, "closed",
+                     (json_int_t)counters.asks_closed, "error", (json_int_t)counters.asks_error,
+                     "twice", (json_int_t)counters.asks_twice, "views_disposed",
+                     (json_int_t)counters.views_disposed);
+}
+
+static void on_channel_event(ps_channel *ch, const char *event, json_t *payload, ps_reply *reply,
+                             void *user)
+{
+    echo_view *ev = user;
+    if (strcmp(event, "echo") == 0) {
+        if (reply)
+            ps_reply_ok(reply, payload);
+        else
+            ps_emit(ch, "echo", payload);
+    } else if (strcmp(event, "fail") == 0 && reply) {
+        const char *text = json_string_value(json_object_get(payload, "text"));
+        char err[512];
+        snprintf(err, sizeof err, "failed: %s", text ? text : "");
+        ps_reply_error(reply, err);
+    } else if (strcmp(event, "defer") == 0 && reply) {
+        defer_reply *d = calloc(1, sizeof *d);
+        d->reply = ps_reply_keep(reply);
+        d->payload = json_incref(payload);
+        d->view = ev;
+        d->next = ev->defers;
+        if (d->next)
+            d->next->prev = d;
+        ev->defers = d;
+        uv_timer_init(ps_server_loop(ps_session_server(ps_view_session(ps_channel_view(ch)))),
+                      &d->timer);
+        d->timer.data = d;
+        json_int_t ms = json_integer_value(json_object_get(payload, "ms"));
+        uv_timer_start(&d->timer, defer_fire, ms > 0 ? (uint64_t)ms : 0, 0);
+    } else if (strcmp(event, "ask") == 0 && !reply) {
+        const char *name = json_string_value(json_object_get(payload, "event"));
+        json_int_t timeout = json_integer_value(json_object_get(payload, "timeout_ms"));
+        ask_ctx *ctx = calloc(1, sizeof *ctx);
+        counters.asks_started++;
+        int rc = ps_request(ch, name, json_object_get(payload, "payload"),
+                            timeout > 0 ? (uint32_t)timeout : 0, on_ask_response, ctx);
+        if (rc == 0) {
+            ctx->next = ev->asks;
+            ev->asks = ctx;
+        } else {
+            counters.asks_started--;
+            free(ctx);
+            json_t *result = json_pack("{s:s,s:s}", "status", "error", "error", ps_strerror(rc));
+            ps_emit(ch, "ask:result", result);
+            json_decref(result);
+        }
+    } else if (strcmp(event, "close") == 0 && !reply) {
+        ps_channel_close(ch);
+    } else if (strcmp(event, "stats") == 0 && reply) {
+        json_t *st = stats_json(ps_session_server(ps_view_session(ps_channel_view(ch))));
+        ps_reply_ok(reply, st);
+        json_decref(st);
+    }
+}
+
+static int echo_view_init(ps_view *view, json_t *props, void *user)
+{
+    echo_view *ev = calloc(1, sizeof *ev);
+    ps_view_set_data(view, ev, echo_view_free);
+    ev->ch = ps_channel_open(view);
+    ps_on(ev->ch, "*", on_channel_event, ev);
+    json_t *p = json_pack("{s:s}", "channelId", ps_channel_id(ev->ch));
+    ps_view_set_props(view, p);
+    json_decref(p);
+    return 0;
+}
+
+static void echo_view_dispose(ps_view *view, void *user)
+{
+    counters.views_disposed++;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -136,6 +344,10 @@ int main(int argc, char **argv)
     ps_namespace_hooks hooks = {.connect = on_connect, .event = on_event};
     ps_namespace(srv, "/", &hooks);
     ps_namespace(srv, "/custom", &hooks);
+    if (!socketio_echo) {
+        ps_view_type echo_type = {.init = echo_view_init, .dispose = echo_view_dispose};
+        ps_route(srv, "/echo", &echo_type);
+    }
     int rc = ps_server_listen(srv);
     if (rc != 0) {
         fprintf(stderr, "echo: cannot listen on %s:%d: %s\n", opts.host, opts.port,

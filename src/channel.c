@@ -1,0 +1,535 @@
+/*
+ * channel: channels, listeners, requests and replies.
+ *
+ * Memory: a channel and its listeners stay allocated until their view is freed, so that the app
+ * may hold their pointers (ps_channel_closed, ps_off) for the view's whole life; a closed
+ * channel only leaves its session's lookup list. An incoming request is a reply_state shared by
+ * the handler's ps_reply and every kept handle; closing the channel detaches reply states from
+ * it, which turns late answers into no-ops. An outgoing request completes exactly once through
+ * request_complete(): response, timer, or channel close, whichever comes first.
+ */
+#include "channel.h"
+
+#include <stdio.h>
+
+struct ps_listener {
+    ps__list link; /* in ch->listeners until the channel is freed */
+    ps_channel *ch;
+    char *event;
+    ps_handler fn;
+    void *user;
+    bool removed;
+};
+
+typedef struct reply_state {
+    ps__list link; /* in ch->replies while the channel is open */
+    ps_channel *ch;  /* NULL once the channel closed */
+    char *request_id;
+    int refs;      /* the dispatch's handle and every kept handle */
+    bool answered;
+} reply_state;
+
+struct ps_reply {
+    reply_state *st;
+    bool kept;
+};
+
+typedef struct pending_req {
+    ps__list link;
+    ps_channel *ch;
+    ps__timer *timer;
+    ps_response_cb cb;
+    void *user;
+    char id[PS__HEX_ID_LEN + 1];
+} pending_req;
+
+struct ps_channel {
+    ps__channels *layer;
+    ps_view *view;
+    ps_session *session;
+    ps__list view_link; /* in the view's channels until freed */
+    ps__list open_link; /* in the session's open channels until closed */
+    ps__list listeners;
+    ps__list pending; /* our requests awaiting the client */
+    ps__list replies; /* the client's requests awaiting us */
+    bool closed;
+    char id[PS__HEX_ID_LEN + 1];
+};
+
+typedef struct view_channels {
+    ps__list channels;
+} view_channels;
+
+typedef struct sess_channels {
+    ps__list open;
+} sess_channels;
+
+/* ---- envelope -------------------------------------------------------------------------- */
+
+static const char *opt_string(json_t *msg, const char *key, bool *bad)
+{
+    json_t *v = json_object_get(msg, key);
+    if (!v || json_is_null(v))
+        return NULL;
+    const char *s = json_string_value(v);
+    if (!s || json_string_length(v) == 0 || json_string_length(v) > PS__MAX_CLIENT_ID ||
+        strlen(s) != json_string_length(v)) {
+        *bad = true;
+        return NULL;
+    }
+    return s;
+}
+
+int ps__envelope_decode(json_t *msg, ps__envelope *out, const char **err)
+{
+    bool bad = false;
+    memset(out, 0, sizeof *out);
+    if (!json_is_object(msg)) {
+        *err = "message must be an object";
+        return -1;
+    }
+    out->channel = opt_string(msg, "channel", &bad);
+    if (!out->channel) {
+        *err = "channel must be a non-empty string";
+        return -1;
+    }
+    out->event = opt_string(msg, "event", &bad);
+    out->request_id = opt_string(msg, "requestId", &bad);
+    out->response_to = opt_string(msg, "responseTo", &bad);
+    if (bad) {
+        *err = "event, requestId and responseTo must be non-empty strings";
+        return -1;
+    }
+    json_t *e = json_object_get(msg, "error");
+    if (e && !json_is_null(e)) {
+        if (!json_is_string(e)) {
+            *err = "error must be a string";
+            return -1;
+        }
+        out->error = json_string_value(e);
+    }
+    out->payload = json_object_get(msg, "payload");
+    if (!out->payload)
+        out->payload = json_null();
+    if (out->response_to ? out->event != NULL : out->event == NULL) {
+        *err = "a message needs exactly one of event and responseTo";
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- sending --------------------------------------------------------------------------- */
+
+static json_t *envelope(const char *channel)
+{
+    return json_pack("{s:s,s:s}", "type", "channel_message", "channel", channel);
+}
+
+static int send_envelope(ps_session *s, json_t *env)
+{
+    int rc = ps__session_send_message(s, env);
+    json_decref(env);
+    return rc;
+}
+
+static int send_event(ps_channel *ch, const char *event, json_t *payload, const char *request_id)
+{
+    json_t *env = envelope(ch->id);
+    json_object_set_new(env, "event", json_string(event));
+    json_object_set(env, "payload", payload ? payload : json_null());
+    if (request_id)
+        json_object_set_new(env, "requestId", json_string(request_id));
+    return send_envelope(ch->session, env);
+}
+
+static int send_response(ps_session *s, const char *channel, const char *request_id,
+                         json_t *payload, const char *error)
+{
+    json_t *env = envelope(channel);
+    json_object_set_new(env, "responseTo", json_string(request_id));
+    if (error)
+        json_object_set_new(env, "error", json_string(error));
+    else
+        json_object_set(env, "payload", payload ? payload : json_null());
+    return send_envelope(s, env);
+}
+
+/* ---- replies (the client's requests) --------------------------------------------------- */
+
+static void reply_state_unref(reply_state *st)
+{
+    if (--st->refs > 0)
+        return;
+    ps__list_remove(&st->link);
+    ps__free(st->request_id);
+    ps__free(st);
+}
+
+static int reply_answer(reply_state *st, json_t *payload, const char *error)
+{
+    if (!st->ch)
+        return PS_ECLOSED;
+    if (st->answered)
+        return PS_EALREADY;
+    st->answered = true;
+    return send_response(st->ch->session, st->ch->id, st->request_id, payload, error);
+}
+
+ps_reply *ps_reply_keep(ps_reply *reply)
+{
+    ps_reply *kept = ps__malloc(sizeof *kept);
+    kept->st = reply->st;
+    kept->kept = true;
+    reply->st->refs++;
+    return kept;
+}
+
+static int reply_finish(ps_reply *reply, json_t *payload, const char *error)
+{
+    int rc = reply_answer(reply->st, payload, error);
+    if (reply->kept) {
+        reply_state_unref(reply->st);
+        ps__free(reply);
+    }
+    return rc;
+}
+
+int ps_reply_ok(ps_reply *reply, json_t *payload)
+{
+    return reply_finish(reply, payload, NULL);
+}
+
+int ps_reply_error(ps_reply *reply, const char *error)
+{
+    return reply_finish(reply, NULL, error ? error : "error");
+}
+
+/* ---- requests (ours) ------------------------------------------------------------------- */
+
+static void request_complete(pending_req *pr, int status, json_t *payload, const char *error)
+{
+    ps_channel *ch = pr->ch;
+    ps__list_remove(&pr->link);
+    ps__timer_free(pr->timer);
+    ps__view_ref(ch->view);
+    pr->cb(ch, status, payload, error, pr->user);
+    ps__view_unref(ch->view);
+    ps__free(pr);
+}
+
+static void request_on_timeout(ps__timer *t, void *data)
+{
+    request_complete(data, PS_ETIMEDOUT, NULL, NULL);
+}
+
+int ps_request(ps_channel *ch, const char *event, json_t *payload, uint32_t timeout_ms,
+               ps_response_cb cb, void *user)
+{
+    if (ch->closed || ps__view_closing(ch->view) || ps__session_closed(ch->session))
+        return PS_ECLOSED;
+    if (!event || !*event || !cb)
+        return PS_EINVAL;
+    pending_req *pr = ps__calloc(1, sizeof *pr);
+    pr->ch = ch;
+    pr->cb = cb;
+    pr->user = user;
+    ps__random_hex_id(pr->id);
+    ps__list_insert_tail(&ch->pending, &pr->link);
+    if (timeout_ms) {
+        pr->timer = ps__timer_new(ps__session_loop(ch->session), request_on_timeout, pr);
+        ps__timer_start(pr->timer, timeout_ms);
+    }
+    send_event(ch, event, payload, pr->id);
+    return 0;
+}
+
+/* ---- channels -------------------------------------------------------------------------- */
+
+static void channel_close(ps_channel *ch, bool tell_client)
+{
+    if (ch->closed)
+        return;
+    ch->closed = true;
+    ps__list_remove(&ch->open_link);
+    ch->layer->nchannels--;
+    ps__view_ref(ch->view);
+    while (!ps__list_empty(&ch->replies)) {
+        reply_state *st = PS__CONTAINER_OF(ch->replies.next, reply_state, link);
+        st->ch = NULL;
+        ps__list_remove(&st->link);
+    }
+    ps__list *pos;
+    ps__list_foreach(pos, &ch->listeners)
+    {
+        PS__CONTAINER_OF(pos, ps_listener, link)->removed = true;
+    }
+    if (tell_client) {
+        json_t *env = envelope(ch->id);
+        json_object_set_new(env, "event", json_string("__close__"));
+        json_object_set_new(env, "payload", json_null());
+        send_envelope(ch->session, env);
+    }
+    while (!ps__list_empty(&ch->pending))
+        request_complete(PS__CONTAINER_OF(ch->pending.next, pending_req, link), PS_ECLOSED, NULL,
+                         NULL);
+    ps__view_unref(ch->view);
+}
+
+ps_channel *ps_channel_open(ps_view *view)
+{
+    if (ps__view_closing(view))
+        return NULL;
+    ps__channels *cs = PS__CONTAINER_OF(ps__view_layer(view), ps__channels, views);
+    ps_session *s = ps_view_session(view);
+    view_channels *vc = ps__view_ext_data(view);
+    if (!vc) {
+        vc = ps__calloc(1, sizeof *vc);
+        ps__list_init(&vc->channels);
+        ps__view_set_ext_data(view, vc);
+    }
+    sess_channels *sc = ps__views_session_data(s);
+    if (!sc) {
+        sc = ps__calloc(1, sizeof *sc);
+        ps__list_init(&sc->open);
+        ps__views_set_session_data(s, sc);
+    }
+    ps_channel *ch = ps__calloc(1, sizeof *ch);
+    ch->layer = cs;
+    ch->view = view;
+    ch->session = s;
+    ps__list_init(&ch->listeners);
+    ps__list_init(&ch->pending);
+    ps__list_init(&ch->replies);
+    ps__random_hex_id(ch->id);
+    ps__list_insert_tail(&vc->channels, &ch->view_link);
+    ps__list_insert_tail(&sc->open, &ch->open_link);
+    cs->nchannels++;
+    return ch;
+}
+
+const char *ps_channel_id(const ps_channel *ch)
+{
+    return ch->id;
+}
+
+bool ps_channel_closed(const ps_channel *ch)
+{
+    return ch->closed;
+}
+
+ps_view *ps_channel_view(const ps_channel *ch)
+{
+    return ch->view;
+}
+
+int ps_channel_close(ps_channel *ch)
+{
+    if (ch->closed)
+        return PS_ECLOSED;
+    channel_close(ch, true);
+    return 0;
+}
+
+ps_listener *ps_on(ps_channel *ch, const char *event, ps_handler h, void *user)
+{
+    if (ch->closed || !event || !*event || !h)
+        return NULL;
+    ps_listener *l = ps__calloc(1, sizeof *l);
+    l->ch = ch;
+    l->event = ps__strdup(event);
+    l->fn = h;
+    l->user = user;
+    ps__list_insert_tail(&ch->listeners, &l->link);
+    return l;
+}
+
+void ps_off(ps_listener *l)
+{
+    if (l)
+        l->removed = true;
+}
+
+int ps_emit(ps_channel *ch, const char *event, json_t *payload)
+{
+    if (ch->closed)
+        return PS_ECLOSED;
+    if (!event || !*event)
+        return PS_EINVAL;
+    return send_event(ch, event, payload, NULL) == 0 ? 0 : PS_ECLOSED;
+}
+
+/* ---- incoming -------------------------------------------------------------------------- */
+
+static ps_channel *find_open(ps_session *s, const char *id)
+{
+    sess_channels *sc = ps__views_session_data(s);
+    ps__list *pos;
+    if (!sc)
+        return NULL;
+    ps__list_foreach(pos, &sc->open)
+    {
+        ps_channel *ch = PS__CONTAINER_OF(pos, ps_channel, open_link);
+        if (strcmp(ch->id, id) == 0)
+            return ch;
+    }
+    return NULL;
+}
+
+static void dispatch(ps_channel *ch, const char *event, json_t *payload, const char *request_id)
+{
+    reply_state *st = NULL;
+    ps_reply handle = {0};
+    if (request_id) {
+        st = ps__calloc(1, sizeof *st);
+        st->ch = ch;
+        st->request_id = ps__strdup(request_id);
+        st->refs = 1;
+        ps__list_insert_tail(&ch->replies, &st->link);
+        handle.st = st;
+    }
+    /* Listeners added during dispatch wait for the next event, as in an EventEmitter. */
+    ps__list *last = ch->listeners.prev;
+    for (ps__list *pos = ch->listeners.next; pos != &ch->listeners && !ch->closed;
+         pos = pos->next) {
+        ps_listener *l = PS__CONTAINER_OF(pos, ps_listener, link);
+        if (!l->removed && (strcmp(l->event, event) == 0 || strcmp(l->event, "*") == 0))
+            l->fn(ch, event, payload, st ? &handle : NULL, l->user);
+        if (pos == last)
+            break;
+    }
+    if (st) {
+        if (!st->answered && st->refs == 1)
+            reply_answer(st, NULL, NULL);
+        reply_state_unref(st);
+    }
+}
+
+static void on_channel_message(ps_session *s, json_t *msg, void *user)
+{
+    ps__channels *cs = user;
+    ps__envelope env;
+    const char *err = NULL;
+    if (ps__envelope_decode(msg, &env, &err) != 0) {
+        cs->dropped++;
+        bool bad = false;
+        const char *channel = opt_string(msg, "channel", &bad);
+        const char *rid = opt_string(msg, "requestId", &bad);
+        if (channel && rid && !opt_string(msg, "responseTo", &bad)) {
+            char text[128];
+            snprintf(text, sizeof text, "Invalid message: %s", err);
+            send_response(s, channel, rid, NULL, text);
+        }
+        return;
+    }
+    ps_channel *ch = find_open(s, env.channel);
+    if (env.response_to) {
+        if (ch) {
+            ps__list *pos;
+            ps__list_foreach(pos, &ch->pending)
+            {
+                pending_req *pr = PS__CONTAINER_OF(pos, pending_req, link);
+                if (strcmp(pr->id, env.response_to) == 0) {
+                    request_complete(pr, env.error ? PS_EREMOTE : PS_OK,
+                                     env.error ? NULL : env.payload, env.error);
+                    return;
+                }
+            }
+        }
+        cs->dropped++;
+        return;
+    }
+    if (!ch) {
+        /* Unknown, closed or another session's: indistinguishable on purpose. */
+        cs->dropped++;
+        if (env.request_id)
+            send_response(s, env.channel, env.request_id, NULL, "Channel closed");
+        return;
+    }
+    if (strcmp(env.event, "__close__") == 0) {
+        channel_close(ch, false);
+        return;
+    }
+    ps_view *view = ch->view;
+    ps__view_ref(view);
+    ps_message m = {
+        .channel = ch,
+        .event = env.event,
+        .payload = env.payload,
+        .is_request = env.request_id != NULL,
+    };
+    int rc = 0;
+    for (size_t i = 0; i < cs->nmessage_mw && rc == 0 && !ch->closed; i++)
+        rc = cs->message_mw[i].fn(s, &m, cs->message_mw[i].user);
+    if (rc != 0 || ch->closed) {
+        if (env.request_id)
+            send_response(s, env.channel, env.request_id, NULL,
+                          ch->closed ? "Channel closed" : m.deny_error ? m.deny_error : "denied");
+    } else {
+        dispatch(ch, env.event, env.payload, env.request_id);
+    }
+    ps__view_unref(view);
+}
+
+/* ---- view and session hooks ------------------------------------------------------------ */
+
+static void on_view_closed(ps_view *v, void *user)
+{
+    view_channels *vc = ps__view_ext_data(v);
+    if (!vc)
+        return;
+    ps__list *pos;
+    ps__list_foreach(pos, &vc->channels)
+    {
+        channel_close(PS__CONTAINER_OF(pos, ps_channel, view_link), true);
+    }
+}
+
+static void on_view_free(ps_view *v, void *user)
+{
+    view_channels *vc = ps__view_ext_data(v);
+    if (!vc)
+        return;
+    while (!ps__list_empty(&vc->channels)) {
+        ps_channel *ch = PS__CONTAINER_OF(vc->channels.next, ps_channel, view_link);
+        ps__list_remove(&ch->view_link);
+        while (!ps__list_empty(&ch->listeners)) {
+            ps_listener *l = PS__CONTAINER_OF(ch->listeners.next, ps_listener, link);
+            ps__list_remove(&l->link);
+            ps__free(l->event);
+            ps__free(l);
+        }
+        ps__free(ch);
+    }
+    ps__free(vc);
+    ps__view_set_ext_data(v, NULL);
+}
+
+static void on_session_free(ps_session *s, void *user)
+{
+    ps__free(ps__views_session_data(s));
+}
+
+void ps__channels_init(ps__channels *cs, ps__sessions *sessions)
+{
+    memset(cs, 0, sizeof *cs);
+    ps__views_init(&cs->views, sessions);
+    ps__view_ext ext = {on_channel_message, on_view_closed, on_view_free, on_session_free, cs};
+    ps__views_set_ext(&cs->views, &ext);
+}
+
+void ps__channels_free(ps__channels *cs)
+{
+    ps__views_free(&cs->views);
+    ps__free(cs->message_mw);
+}
+
+int ps__channels_use_message(ps__channels *cs, ps_message_fn fn, void *user)
+{
+    if (!fn)
+        return PS_EINVAL;
+    cs->message_mw = ps__realloc(cs->message_mw, (cs->nmessage_mw + 1) * sizeof *cs->message_mw);
+    cs->message_mw[cs->nmessage_mw].fn = fn;
+    cs->message_mw[cs->nmessage_mw].user = user;
+    cs->nmessage_mw++;
+    return 0;
+}

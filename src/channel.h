@@ -1,0 +1,40 @@
+/*
+ * channel: the top layer. Channels owned by views, their ids, listeners, emit, requests with
+ * exactly-once completion in both directions, replies (immediate, deferred, first wins), the
+ * per-message middleware stack, and the channel_message envelope of DESIGN §3.
+ */
+#ifndef PS_CHANNEL_H
+#define PS_CHANNEL_H
+
+#include "view.h"
+
+typedef struct ps__channels {
+    ps__views views;
+    struct {
+        ps_message_fn fn;
+        void *user;
+    } *message_mw;
+    size_t nmessage_mw;
+    uint64_t nchannels;
+    uint64_t dropped; /* channel messages dropped: bad fields, closed or unknown channel */
+} ps__channels;
+
+void ps__channels_init(ps__channels *cs, ps__sessions *sessions);
+void ps__channels_free(ps__channels *cs);
+int ps__channels_use_message(ps__channels *cs, ps_message_fn fn, void *user);
+
+/*
+ * Envelope decoding (pure). Fills `out` from a channel_message object; returns 0, or -1 with
+ * *err set when a field is missing or of the wrong type. Pointers borrow from msg.
+ */
+typedef struct ps__envelope {
+    const char *channel;
+    const char *event;       /* NULL for a response */
+    const char *request_id;  /* with event: a request */
+    const char *response_to; /* a response to one of our requests */
+    const char *error;       /* with response_to: an error response */
+    json_t *payload;         /* borrowed; JSON null when absent */
+} ps__envelope;
+int ps__envelope_decode(json_t *msg, ps__envelope *out, const char **err);
+
+#endif
