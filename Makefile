@@ -11,7 +11,8 @@ BUILD  := build
 ASAN   := build-asan
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps deps-apt deps-npm build build-asan run test test-unit test-asan test-integration clean format
+.PHONY: all deps deps-apt deps-npm build build-asan run test test-unit test-asan test-integration \
+        test-js clean format
 
 all: build
 
@@ -29,10 +30,13 @@ deps-apt:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# npm ci only when the lock file changed since the last install.
-deps-npm: node_modules/.pulsec-stamp
-node_modules/.pulsec-stamp: package-lock.json package.json
+# npm ci only when a lock file changed since the last install.
+deps-npm: node_modules/.pulsec-stamp clients/js/node_modules/.pulsec-stamp
+node_modules/.pulsec-stamp: package-lock.json package.json | deps-apt
 	npm ci --no-audit --no-fund
+	@touch $@
+clients/js/node_modules/.pulsec-stamp: clients/js/package-lock.json clients/js/package.json | deps-apt
+	cd clients/js && npm ci --no-audit --no-fund
 	@touch $@
 
 build: deps-apt
@@ -46,7 +50,7 @@ build-asan: deps-apt
 run: build deps-npm
 	./$(BUILD)/examples/echo --host $(HOST) --port $(PORT) --static examples/echo/public
 
-test: test-unit test-asan test-integration
+test: test-unit test-asan test-js test-integration
 
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -58,6 +62,10 @@ test-asan: build-asan
 # memory-error and leak check (servers exit non-zero when LeakSanitizer finds something).
 test-integration: build-asan deps-npm
 	PULSEC_BUILD_DIR=$(CURDIR)/$(ASAN) node --test --test-concurrency=2 tests/integration/
+
+# The pulsec-client package on its own: unit tests and the type-check of its declarations.
+test-js: deps-npm
+	cd clients/js && node --test test/unit/
 
 clean:
 	rm -rf $(BUILD) $(ASAN)

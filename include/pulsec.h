@@ -319,6 +319,12 @@ PS_EXTERN json_t *ps_view_props(const ps_view *view);
 PS_EXTERN const char *ps_view_path(const ps_view *view);
 PS_EXTERN ps_session *ps_view_session(const ps_view *view);
 PS_EXTERN bool ps_view_closed(const ps_view *view);
+/*
+ * Ends the view from the server side, as a detach would: dispose, channels closed (the client
+ * gets `__close__` for each), data destructor. Safe inside the view's own callbacks. The
+ * pointer stays valid until the outermost pulsec callback on the stack returns. 0 or PS_ECLOSED.
+ */
+PS_EXTERN int ps_view_close(ps_view *view);
 /* App data; free_fn (optional) runs after dispose and after every channel has closed. */
 PS_EXTERN void ps_view_set_data(ps_view *view, void *data, void (*free_fn)(void *));
 PS_EXTERN void *ps_view_data(const ps_view *view);

@@ -342,6 +342,14 @@ bool ps_view_closed(const ps_view *v)
     return v->state >= VIEW_CLOSING;
 }
 
+int ps_view_close(ps_view *v)
+{
+    if (v->state >= VIEW_CLOSING)
+        return PS_ECLOSED;
+    view_close(v, true);
+    return 0;
+}
+
 void ps_view_set_data(ps_view *v, void *data, void (*free_fn)(void *))
 {
     v->data = data;
