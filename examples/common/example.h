@@ -1,0 +1,64 @@
+/*
+ * example.h: the command line every example server shares (--host, --port, --static, ...), so
+ * that each example's own file is only its app. Header-only: examples are single files.
+ */
+#ifndef PS_EXAMPLE_H
+#define PS_EXAMPLE_H
+
+#include <pulsec.h>
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef void (*example_setup_fn)(ps_server *srv);
+
+/* Parses the common flags, creates the server, lets `setup` register routes, prints
+ * "listening on http://HOST:PORT" and runs until SIGINT/SIGTERM. Returns the exit status. */
+static inline int example_main(int argc, char **argv, const char *name, const char *static_dir,
+                               example_setup_fn setup)
+{
+    ps_server_opts opts = {.host = "127.0.0.1", .port = 8000, .static_dir = static_dir};
+    const char *env_port = getenv("PORT");
+    if (env_port)
+        opts.port = atoi(env_port);
+    static const struct option longopts[] = {
+        {"host", required_argument, 0, 'h'},          {"port", required_argument, 0, 'p'},
+        {"static", required_argument, 0, 's'},        {"ping-interval", required_argument, 0, 'i'},
+        {"ping-timeout", required_argument, 0, 't'},  {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, '?'},                {0, 0, 0, 0},
+    };
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'h': opts.host = optarg; break;
+        case 'p': opts.port = atoi(optarg); break;
+        case 's': opts.static_dir = optarg; break;
+        case 'i': opts.ping_interval_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 't': opts.ping_timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'v': ps_set_log_level(PS_LOG_DEBUG); break;
+        default:
+            fprintf(stderr, "usage: %s [--host ADDR] [--port N] [--static DIR] [--verbose]\n",
+                    name);
+            return 2;
+        }
+    }
+    ps_server *srv = ps_server_new(NULL, &opts);
+    if (!srv)
+        return 2;
+    setup(srv);
+    int rc = ps_server_listen(srv);
+    if (rc != 0) {
+        fprintf(stderr, "%s: cannot listen on %s:%d: %s\n", name, opts.host, opts.port,
+                ps_strerror(rc));
+        ps_server_free(srv);
+        return 1;
+    }
+    printf("listening on http://%s:%d\n", opts.host, ps_server_port(srv));
+    fflush(stdout);
+    rc = ps_server_run(srv);
+    ps_server_free(srv);
+    return rc == 0 ? 0 : 1;
+}
+
+#endif
