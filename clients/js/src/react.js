@@ -69,7 +69,7 @@ export function usePulseView(path, props) {
     let cancelled = false;
     let view = null;
     const offs = [];
-    const set = (s) => setState({ ...tag, ...s });
+    const set = (result) => setState({ ...tag, result });
     queueMicrotask(() => {
       if (cancelled) return;
       client.attach(path, JSON.parse(key)).then(
@@ -97,7 +97,7 @@ export function usePulseView(path, props) {
 
   // A state left from other arguments (or another client) reads as loading.
   if (!state || state.client !== client || state.path !== path || state.key !== key) return LOADING;
-  return { status: state.status, props: state.props, error: state.error, view: state.view };
+  return state.result;
 }
 
 const noop = () => {};

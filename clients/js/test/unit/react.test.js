@@ -79,6 +79,21 @@ test("usePulseView under StrictMode: one attach, loading then ready, detach on u
   assert.deepEqual(socket.take(), [{ type: "detach", attachId: sent[0].attachId }]);
 });
 
+test("usePulseView: the result object is stable across unrelated re-renders", async () => {
+  const { socket, client } = setup();
+  const states = [];
+  const probe = () => h(ViewProbe, { path: "/s", props: { a: 1 }, onState: (s) => states.push(s) });
+  const r = await render(client, probe());
+  const [m] = socket.take();
+  await server(() => socket.serverSend({ type: "attach_ack", attachId: m.attachId, props: { x: 1 } }));
+  const before = states.length;
+  await r.update(probe());
+  assert.ok(states.length > before);
+  assert.equal(states.at(-1), states[before - 1]);
+  assert.equal(states.at(-1).status, "ready");
+  await r.unmount();
+});
+
 test("usePulseView: error status with the server's attach_error text", async () => {
   const { socket, client } = setup();
   const r = await render(client, h(ViewProbe, { path: "/nope" }));
@@ -169,7 +184,7 @@ test("usePulseChannel under StrictMode: stable bridge, not closed by the double 
   assert.deepEqual(socket.take(), [], "no __close__ from StrictMode's cleanup");
   await r.update(h(ChannelProbe, { channelId: "c1", bridges }));
   assert.ok(bridges.every((b) => b === bridges[0]));
-  await r.unmount();
+  act(() => r.renderer.unmount()); // synchronous act: an async one may run timers too
   assert.equal(bridges[0].closed, false); // released on the next macrotask
   await tick();
   assert.equal(bridges[0].closed, true);
