@@ -177,9 +177,8 @@ void ps__buf_consume(ps__buf *b, size_t n)
 
 char *ps__buf_steal(ps__buf *b, size_t *len)
 {
-    if (!b->base)
-        ps__buf_reserve(b, 0);
-    char *p = b->base;
+    /* Terminated even when nothing was ever appended: a fresh allocation holds garbage. */
+    char *p = (char *)ps__buf_cstr(b);
     if (len)
         *len = b->len;
     ps__buf_init(b);
