@@ -4,7 +4,7 @@
 // messages_dropped counter, the same connection still serving an echo request, and a witness
 // client on another connection unaffected. Runs against the sanitizer build, so the final
 // SIGTERM exit code also proves no memory error or leak along the way.
-import { describe, test, before, after } from 'node:test';
+import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, stopClean, killAll, closeClients, sleep } from './lib/server.mjs';
 import { ChannelTestClient, pollUntil, envelope, randomId } from './lib/channels.mjs';
@@ -27,9 +27,21 @@ describe('malformed message payloads', () => {
     ({ channel: wch } = await w.attachEcho());
   });
 
+  // Clients a test opens are disconnected after it, also when it fails, so that one failure
+  // does not change the counters the later tests and the final check read.
+  const opened = [];
+  const connect = async () => {
+    const c = await ChannelTestClient.connect(srv.url);
+    opened.push(c);
+    return c;
+  };
+  afterEach(() => {
+    for (const c of opened.splice(0)) c.disconnect();
+  });
+
   /** A fresh client with an /echo view, and its stats before the case. */
   async function subject() {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel, attachId } = await c.attachEcho();
     const before = await c.stats(channel);
     return { c, channel, attachId, before, from: c.mark() };
@@ -272,7 +284,7 @@ describe('malformed message payloads', () => {
     assert.deepEqual(succ.map((m) => m.responseTo), [], 'a 10 000-deep payload must not be dispatched');
     t.diagnostic(`after 10 000-deep payloads the connection is ${alive ? 'still open' : 'closed'}; replies: ${c.describe(from).slice(0, 300)}`);
     if (!alive) {
-      const again = await ChannelTestClient.connect(srv.url);
+      const again = await connect();
       const v = await again.attachEcho();
       await again.assertEchoes(v.channel, 'new connection after deep nesting');
       again.disconnect();
@@ -306,7 +318,7 @@ describe('malformed message payloads', () => {
       await w.assertEchoes(wch, 'witness');
       c.disconnect();
     }
-    const again = await ChannelTestClient.connect(srv.url);
+    const again = await connect();
     const v = await again.attachEcho();
     await again.assertEchoes(v.channel);
     again.disconnect();

@@ -4,7 +4,7 @@
 // One server for the whole file; the tests run one after another because several of them
 // assert exact deltas of the server's and the fixture's counters (the `stats` request), which
 // are global to the process. A separate monitor connection with its own /echo view reads them.
-import { describe, test, before, after } from 'node:test';
+import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, stopClean, killAll, closeClients, sleep } from './lib/server.mjs';
 import { ChannelTestClient, openMonitor, pollUntil, envelope, randomId, HEX_ID } from './lib/channels.mjs';
@@ -26,10 +26,22 @@ describe('channels and views on /echo', () => {
     mon = await openMonitor(srv.url);
   });
 
+  // Clients a test opens are disconnected after it, also when it fails, so that one failure
+  // does not change the counters the later tests and the final check read.
+  const opened = [];
+  const connect = async () => {
+    const c = await ChannelTestClient.connect(srv.url);
+    opened.push(c);
+    return c;
+  };
+  afterEach(() => {
+    for (const c of opened.splice(0)) c.disconnect();
+  });
+
   /* ---- views ------------------------------------------------------------------------- */
 
   test('attach /echo answers attach_ack with props.channelId (32 lowercase hex)', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const aid = randomId('attach-');
     const ack = await c.attach('/echo', { hello: 'world' }, { attachId: aid });
     assert.equal(ack.type, 'attach_ack', JSON.stringify(ack));
@@ -45,7 +57,7 @@ describe('channels and views on /echo', () => {
   });
 
   test('attach to an unknown path answers attach_error "Unknown path: /x"', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const aid = randomId('attach-');
     const reply = await c.attach('/x', null, { attachId: aid });
     assert.deepEqual(reply, { type: 'attach_error', attachId: aid, error: 'Unknown path: /x', attachIdSent: aid });
@@ -55,7 +67,7 @@ describe('channels and views on /echo', () => {
   });
 
   test('attach with an attachId already in use answers attach_error; the first view keeps working', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const aid = randomId('dup-');
     const first = await c.attach('/echo', null, { attachId: aid });
     assert.equal(first.type, 'attach_ack');
@@ -76,7 +88,7 @@ describe('channels and views on /echo', () => {
   });
 
   test('attach with a missing or invalid attachId is dropped (no reply) and counted', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel } = await c.attachEcho();
     const before = await c.stats(channel);
     const from = c.mark();
@@ -102,7 +114,7 @@ describe('channels and views on /echo', () => {
   /* ---- client -> server --------------------------------------------------------------- */
 
   test('event "echo" is emitted back with the same payload', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel } = await c.attachEcho();
     const payload = { text: 'hi', n: [1, 2, { deep: true }], u: 'ünïcødé ✓' };
     const from = c.mark();
@@ -121,7 +133,7 @@ describe('channels and views on /echo', () => {
   });
 
   test('request "echo" gets a response with the payload', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel } = await c.attachEcho();
     const payload = { a: 1, b: [true, null, 'x'] };
     const res = await c.request(channel, 'echo', payload, { requestId: 'client-rid-1' });
@@ -135,7 +147,7 @@ describe('channels and views on /echo', () => {
   });
 
   test('request "fail" gets the error response "failed: boom"', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel } = await c.attachEcho();
     const res = await c.request(channel, 'fail', { text: 'boom' });
     assert.equal(res.error, 'failed: boom', JSON.stringify(res));
@@ -146,7 +158,7 @@ describe('channels and views on /echo', () => {
   });
 
   test('request "defer" is answered later (>= 200 ms) without blocking other requests', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel } = await c.attachEcho();
     const t0 = performance.now();
     const deferred = c.request(channel, 'defer', { ms: 200, tag: 'late' }).then((r) => ({ r, t: performance.now() - t0 }));
@@ -162,7 +174,7 @@ describe('channels and views on /echo', () => {
   });
 
   test('a request nobody answers (unknown event) gets a null response; an unknown event gets nothing', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel } = await c.attachEcho();
     const res = await c.request(channel, 'no-such-event', { x: 1 });
     assert.ok('payload' in res, `response has a payload field: ${JSON.stringify(res)}`);
@@ -184,7 +196,7 @@ describe('channels and views on /echo', () => {
   /* ---- server -> client requests -------------------------------------------------------- */
 
   test('server request answered by the client: ask:result ok with the payload', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel } = await c.attachEcho();
     const seen = [];
     c.answer(channel, 'question', (payload, msg) => {
@@ -211,7 +223,7 @@ describe('channels and views on /echo', () => {
   });
 
   test('server request the client does not answer times out (timeout_ms 200); a late answer is dropped', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel } = await c.attachEcho();
     const before = await c.stats(channel);
     const from = c.mark();
@@ -236,7 +248,7 @@ describe('channels and views on /echo', () => {
   });
 
   test('server request answered with an error: ask:result status "error" with the text', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel } = await c.attachEcho();
     c.answer(channel, 'risky', () => ({ error: 'client says no' }));
     const from = c.mark();
@@ -247,7 +259,7 @@ describe('channels and views on /echo', () => {
   });
 
   test('pending server request completes "closed" when the view is detached', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel, attachId } = await c.attachEcho();
     const before = await mon.stats();
     const from = c.mark();
@@ -265,7 +277,7 @@ describe('channels and views on /echo', () => {
   });
 
   test('pending server request completes "closed" when the client disconnects', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel } = await c.attachEcho();
     const before = await mon.stats();
     const from = c.mark();
@@ -281,7 +293,7 @@ describe('channels and views on /echo', () => {
   });
 
   test('pending server request completes "closed" when the client sends __close__', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel } = await c.attachEcho();
     const other = await c.attachEcho(); // a second view of the same client reads the stats
     const before = await c.stats(other.channel);
@@ -301,7 +313,7 @@ describe('channels and views on /echo', () => {
   /* ---- closing ---------------------------------------------------------------------------- */
 
   test('client __close__ releases the channel: later requests get "Channel closed", events are dropped', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel, attachId } = await c.attachEcho();
     const other = await c.attachEcho();
     await c.assertEchoes(channel);
@@ -328,8 +340,23 @@ describe('channels and views on /echo', () => {
     c.disconnect();
   });
 
+  // DESIGN.md §4.1: "Closing a channel (by ps_channel_close, view detach, client __close__, or
+  // disconnect) ... sends __close__ to the client if the connection is still up"; docs/API.md:
+  // "a client __close__ ... close[s] a channel the same way: ... the client gets __close__ if
+  // still connected".
+  test('client __close__ is confirmed with the server\'s __close__ (closing "the same way")', async () => {
+    const c = await connect();
+    const { channel } = await c.attachEcho();
+    const from = c.mark();
+    c.send(envelope({ channel, event: '__close__', payload: null }));
+    await c.assertEchoes((await c.attachEcho()).channel); // processed in order: the close happened
+    const close = await c.waitFor(isClose(channel), { from, ms: 1000, what: `__close__ for ${channel} after the client's own __close__` });
+    assert.deepEqual(close, { type: 'channel_message', channel, event: '__close__', payload: null });
+    c.disconnect();
+  });
+
   test('server "close" sends __close__ to the client; then events are dropped and requests get "Channel closed"', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel } = await c.attachEcho();
     const other = await c.attachEcho();
     const before = await c.stats(other.channel);
@@ -351,8 +378,8 @@ describe('channels and views on /echo', () => {
   });
 
   test("a request to another session's channel gets \"Channel closed\" and never reaches it", async () => {
-    const a = await ChannelTestClient.connect(srv.url);
-    const b = await ChannelTestClient.connect(srv.url);
+    const a = await connect();
+    const b = await connect();
     const va = await a.attachEcho();
     const vb = await b.attachEcho();
     const fromA = a.mark();
@@ -376,7 +403,7 @@ describe('channels and views on /echo', () => {
   });
 
   test('detach sends __close__, disposes the view exactly once; a second detach is dropped', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const { channel, attachId } = await c.attachEcho();
     const before = await mon.stats();
     const from = c.mark();
@@ -405,7 +432,7 @@ describe('channels and views on /echo', () => {
   });
 
   test('a client that never answers a request without timeout: closed on disconnect, once each', async () => {
-    const c = await ChannelTestClient.connect(srv.url);
+    const c = await connect();
     const v1 = await c.attachEcho();
     const v2 = await c.attachEcho();
     const before = await mon.stats();
