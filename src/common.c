@@ -343,6 +343,11 @@ size_t ps__base64_encode(const uint8_t *in, size_t n, char *out)
 
 /* ---- errors ---------------------------------------------------------------------------- */
 
+/* libuv describes a code it does not know with a string it allocates on every call and never
+ * frees, so only libuv's own codes are handed to it: the texts stay static, as promised. */
+#define PS__UV_CASE(name, text) case UV_##name:
+#define PS__UV_ERRNO_CASES UV_ERRNO_MAP(PS__UV_CASE)
+
 const char *ps_strerror(int err)
 {
     switch (err) {
@@ -353,8 +358,10 @@ const char *ps_strerror(int err)
         return text;
         PS_ERRNO_MAP(PS__ERR_TEXT)
 #undef PS__ERR_TEXT
-    default:
+        PS__UV_ERRNO_CASES
         return uv_strerror(err);
+    default:
+        return "unknown error";
     }
 }
 
@@ -368,8 +375,10 @@ const char *ps_err_name(int err)
         return "PS_" #name;
         PS_ERRNO_MAP(PS__ERR_NAME)
 #undef PS__ERR_NAME
-    default:
+        PS__UV_ERRNO_CASES
         return uv_err_name(err);
+    default:
+        return "UNKNOWN";
     }
 }
 
