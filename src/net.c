@@ -6,6 +6,8 @@
  */
 #include "net.h"
 
+#include <signal.h>
+
 typedef struct write_req {
     uv_write_t req;
     ps__conn *conn;
@@ -95,10 +97,25 @@ int ps__listener_init(ps__listener *l, uv_loop_t *loop)
     return uv_tcp_init(loop, &l->tcp);
 }
 
+/*
+ * A write to a peer that has gone away raises SIGPIPE, whose default action ends the whole
+ * process; libuv writes with plain write(2), so nothing else prevents it. With the signal
+ * ignored the write fails with EPIPE and only that connection ends. An application that chose
+ * its own disposition keeps it.
+ */
+static void ignore_sigpipe(void)
+{
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && !(sa.sa_flags & SA_SIGINFO) &&
+        sa.sa_handler == SIG_DFL)
+        signal(SIGPIPE, SIG_IGN);
+}
+
 int ps__listener_start(ps__listener *l, const char *host, int port, int backlog)
 {
     struct sockaddr_storage ss;
     int rc;
+    ignore_sigpipe();
     if (strchr(host, ':'))
         rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
     else
