@@ -88,9 +88,26 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     }
 }
 
+/*
+ * RFC 6455 §5.5.1: a close body is empty or starts with a 2-byte code. wslay takes a 1-byte body
+ * for "no code" and would echo an empty close; queue 1002 first, so that wslay's echo is then
+ * refused as a second close.
+ */
+static void ws_on_frame_start(wslay_event_context_ptr ctx,
+                              const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
+{
+    ps__ws *ws = user;
+    if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1 && !ws->closing) {
+        ws->failed = true;
+        ws->close_code = PS__WS_PROTOCOL_ERROR;
+        wslay_event_queue_close(ctx, PS__WS_PROTOCOL_ERROR, NULL, 0);
+    }
+}
+
 static const struct wslay_event_callbacks wslay_cbs = {
     .recv_callback = ws_recv,
     .send_callback = ws_send,
+    .on_frame_recv_start_callback = ws_on_frame_start,
     .on_msg_recv_callback = ws_on_msg,
 };
 
@@ -123,7 +140,21 @@ static void ws_on_read(ps__conn *c, const char *data, size_t len)
     ws->in_proceed = false;
     ws->in = NULL;
     ws->in_len = 0;
-    if (rc != 0 && rc != WSLAY_ERR_WOULDBLOCK) {
+    if (rc == WSLAY_ERR_CALLBACK_FAILURE) {
+        /* A malformed frame header (fragmented or oversized control frame, non-minimal
+         * length): wslay queued a close frame without a status code, as the last frame it will
+         * produce. Send what precedes it, and the close with 1002 in its place. */
+        wslay_event_send(ws->ctx);
+        static const char empty_close[] = {(char)0x88, 0x00};
+        static const char close_1002[] = {(char)0x88, 0x02, 0x03, (char)0xea};
+        if (ws->out.len >= 2 && memcmp(ws->out.base + ws->out.len - 2, empty_close, 2) == 0) {
+            ws->out.len -= 2;
+            ps__buf_append(&ws->out, close_1002, sizeof close_1002);
+        }
+        if (!ws->close_code)
+            ws->close_code = PS__WS_PROTOCOL_ERROR;
+        ws->closing = true;
+    } else if (rc != 0 && rc != WSLAY_ERR_WOULDBLOCK) {
         /* wslay queued the close frame (1002 or 1009) itself; record what we send. */
         uint16_t sent = wslay_event_get_status_code_sent(ws->ctx);
         if (sent && !ws->close_code)
