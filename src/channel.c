@@ -446,7 +446,7 @@ static void on_channel_message(ps_session *s, json_t *msg, void *user)
         return;
     }
     if (strcmp(env.event, "__close__") == 0) {
-        channel_close(ch, false);
+        channel_close(ch, true); /* DESIGN §4.1: the client hears __close__ however it closed */
         return;
     }
     ps_view *view = ch->view;

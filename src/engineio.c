@@ -123,8 +123,12 @@ static void eio_on_ws_message(ps__ws *ws, bool binary, const char *data, size_t 
 static void eio_on_ws_close(ps__ws *ws, int code)
 {
     ps__eio *e = ps__ws_data(ws);
-    if (!e->close_reason)
+    if (!e->close_reason) {
+        /* Errors found by the layers above were counted there; these were found below. */
+        if (code == PS__WS_PROTOCOL_ERROR || code == PS__WS_INVALID_DATA || code == PS__WS_TOO_BIG)
+            e->srv->ws_errors++;
         e->close_reason = "transport close";
+    }
     e->closed = true;
     ps__list_remove(&e->link);
     e->srv->nsessions--;

@@ -47,6 +47,7 @@ struct ps__eio_server {
     void *user;
     ps__list sessions;
     size_t nsessions;
+    uint64_t ws_errors; /* sessions ended by a WebSocket-level error (1002, 1007, 1009) */
     bool shutting_down;
 };
 

@@ -324,7 +324,7 @@ void ps__sessions_stats(const ps__sessions *ss, ps_server_stats *out)
     out->sessions_total = ss->sio.stats.sockets_total;
     out->messages_in = ss->sio.stats.packets_in;
     out->messages_out = ss->sio.stats.packets_out;
-    out->protocol_errors = ss->sio.stats.protocol_errors;
+    out->protocol_errors = ss->sio.stats.protocol_errors + ss->sio.eio.ws_errors;
 }
 
 ps__sessions *ps__session_layer(const ps_session *s)
