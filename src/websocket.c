@@ -20,9 +20,15 @@ struct ps__ws {
     ps__buf early;        /* bytes that arrived with the handshake, until ps__ws_start */
     ps__timer *close_timer;
     uint32_t close_timeout_ms;
+    size_t max_message;   /* bound on a (reassembled) data message */
+    uint64_t msg_len;     /* announced length of the data message being received */
+    uint8_t hdr[14];      /* the frame header being scanned */
+    size_t hdr_len;
+    uint64_t payload_left; /* payload bytes of the current frame not yet seen */
     int close_code;       /* what on_close reports */
     bool in_proceed;      /* inside wslay_event_recv: sends are flushed at the end */
     bool failed;          /* a message was refused: deliver nothing more */
+    bool too_big;         /* an announced frame was over max_message: read nothing more */
     bool closing;         /* close handshake started or connection ending */
 };
 
@@ -130,9 +136,67 @@ static void ws_flush(ps__ws *ws)
         ps__conn_close(ws->conn);
 }
 
+/* Bytes in a frame header, from its first two bytes. */
+static size_t header_size(const uint8_t *h)
+{
+    size_t n = 2 + ((h[1] & 0x80) ? 4 : 0);
+    uint8_t len7 = h[1] & 0x7f;
+    return n + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0);
+}
+
+/*
+ * wslay checks the message size only once payload bytes arrive, so a header announcing a huge
+ * frame would hold the connection until the heartbeat ends it. This scanner follows frame
+ * boundaries in the input and refuses a data message on its announced length. Returns false
+ * when the message is too big.
+ */
+static bool scan_frames(ps__ws *ws, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        if (ws->payload_left > 0) {
+            size_t n = len < ws->payload_left ? len : (size_t)ws->payload_left;
+            ws->payload_left -= n;
+            p += n;
+            len -= n;
+            continue;
+        }
+        ws->hdr[ws->hdr_len++] = *p++;
+        len--;
+        if (ws->hdr_len < 2 || ws->hdr_len < header_size(ws->hdr))
+            continue;
+        uint8_t len7 = ws->hdr[1] & 0x7f;
+        uint64_t plen = len7;
+        if (len7 >= 126) {
+            size_t nbytes = len7 == 126 ? 2 : 8;
+            plen = 0;
+            for (size_t i = 0; i < nbytes; i++)
+                plen = (plen << 8) | ws->hdr[2 + i];
+        }
+        uint8_t opcode = ws->hdr[0] & 0x0f;
+        ws->hdr_len = 0;
+        ws->payload_left = plen;
+        if (opcode < WSLAY_CONNECTION_CLOSE) {
+            if (opcode != WSLAY_CONTINUATION_FRAME)
+                ws->msg_len = 0;
+            if (plen > ws->max_message || ws->msg_len + plen > ws->max_message)
+                return false;
+            ws->msg_len += plen;
+        }
+    }
+    return true;
+}
+
 static void ws_on_read(ps__conn *c, const char *data, size_t len)
 {
     ps__ws *ws = c->data;
+    if (ws->too_big)
+        return; /* nothing after an oversized header can be framed: wait for the close */
+    if (!scan_frames(ws, (const uint8_t *)data, len)) {
+        ws->too_big = ws->failed = true;
+        wslay_event_shutdown_read(ws->ctx);
+        ps__ws_close(ws, PS__WS_TOO_BIG, "message too big");
+        return;
+    }
     ws->in = data;
     ws->in_len = len;
     ws->in_proceed = true;
@@ -242,6 +306,7 @@ ps__ws *ps__ws_upgrade(ps__http_req *req, const ps__ws_opts *opts, const ps__ws_
     ws->cbs = cbs;
     ws->data = data;
     ws->close_timeout_ms = opts->close_timeout_ms;
+    ws->max_message = opts->max_message;
     wslay_event_context_server_init(&ws->ctx, &wslay_cbs, ws);
     wslay_event_config_set_max_recv_msg_length(ws->ctx, opts->max_message);
     c->cbs = &ws_conn_cbs;
