@@ -158,10 +158,16 @@ void ps__listener_close(ps__listener *l, void (*on_closed)(ps__listener *l))
 static void conn_on_write(uv_write_t *req, int status)
 {
     write_req *w = PS__CONTAINER_OF(req, write_req, req);
-    w->conn->write_queued -= w->len;
-    if (status < 0 && status != UV_ECANCELED && !w->conn->closing) {
-        PS__DEBUG("write to %s: %s", w->conn->peer, uv_strerror(status));
-        ps__conn_abort(w->conn);
+    ps__conn *c = w->conn;
+    c->write_queued -= w->len;
+    if (status < 0 && status != UV_ECANCELED && !c->closing) {
+        PS__DEBUG("write to %s: %s", c->peer, uv_strerror(status));
+        ps__conn_abort(c);
+    }
+    if (c->throttled && c->write_queued <= PS__CONN_HIGH_WATER / 2) {
+        c->throttled = false;
+        if (!c->paused && !c->closing)
+            uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
     }
     ps__free(w);
 }
@@ -191,6 +197,10 @@ int ps__conn_writev(ps__conn *c, const uv_buf_t *bufs, size_t n)
         return rc;
     }
     c->write_queued += total;
+    if (c->write_queued > PS__CONN_HIGH_WATER && !c->throttled) {
+        c->throttled = true;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
     return 0;
 }
 
@@ -239,7 +249,7 @@ void ps__conn_pause(ps__conn *c)
 
 void ps__conn_resume(ps__conn *c)
 {
-    if (c->paused && !c->closing)
+    if (c->paused && !c->closing && !c->throttled)
         uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
     c->paused = false;
 }

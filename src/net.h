@@ -32,6 +32,7 @@ struct ps__conn {
     size_t write_queued;       /* bytes handed to libuv and not yet written */
     bool closing;              /* close requested: no more reads or writes */
     bool paused;               /* reads stopped by the owner */
+    bool throttled;            /* reads stopped while the peer is slow to take our output */
     char peer[48];             /* "127.0.0.1" */
 };
 
@@ -55,6 +56,13 @@ int ps__listener_init(ps__listener *l, uv_loop_t *loop);
 int ps__listener_start(ps__listener *l, const char *host, int port, int backlog);
 /* Stops accepting and closes the listening socket; on_closed runs when it is released. */
 void ps__listener_close(ps__listener *l, void (*on_closed)(ps__listener *l));
+
+/*
+ * Output a peer has not taken yet beyond which its connection stops being read (and so stops
+ * making us produce more): a peer that sends without reading cannot grow our memory without
+ * bound. Reads resume once half of it has been written.
+ */
+#define PS__CONN_HIGH_WATER (1024u * 1024u)
 
 /* Copies data and queues it; returns 0, or UV_EPIPE after close was requested. */
 int ps__conn_write(ps__conn *c, const void *data, size_t len);
