@@ -1,0 +1,205 @@
+/*
+ * engineio: the open packet byte for byte, the endpoint's answers to requests it cannot serve
+ * (the reference server's JSON errors, and no hang for long-polling), Engine.IO packets from
+ * the client, and the server-initiated heartbeat with millisecond timers.
+ */
+#include "client.h"
+#include "engineio.h"
+
+#include <time.h>
+
+TEST_IMPL(eio_encode_open)
+{
+    ps__buf b;
+    ps__buf_init(&b);
+    ps__eio_config cfg = {
+        .ping_interval_ms = 25000, .ping_timeout_ms = 20000, .max_payload = 1000000};
+    /* SOCKETIO.md §4 rows 1 and 18. */
+    ps__eio_encode_open(&b, "lv_VI97HAXpY6yYWAAAC", &cfg, false);
+    ASSERT_STR_EQ(b.base,
+                  "0{\"sid\":\"lv_VI97HAXpY6yYWAAAC\",\"upgrades\":[],\"pingInterval\":25000,"
+                  "\"pingTimeout\":20000,\"maxPayload\":1000000}");
+    ps__buf_reset(&b);
+    ps__eio_encode_open(&b, "X1XFcIyya4N_h2VNAAAA", &cfg, true);
+    ASSERT_STR_EQ(b.base, "0{\"sid\":\"X1XFcIyya4N_h2VNAAAA\",\"upgrades\":[\"websocket\"],"
+                          "\"pingInterval\":25000,\"pingTimeout\":20000,\"maxPayload\":1000000}");
+    /* Appends; extreme values print as plain decimal numbers. */
+    ps__buf_reset(&b);
+    ps__buf_appends(&b, "x");
+    ps__eio_config big = {
+        .ping_interval_ms = UINT32_MAX, .ping_timeout_ms = 1, .max_payload = SIZE_MAX};
+    ps__eio_encode_open(&b, "s", &big, false);
+    char want[256];
+    snprintf(want, sizeof want,
+             "x0{\"sid\":\"s\",\"upgrades\":[],\"pingInterval\":4294967295,\"pingTimeout\":1,"
+             "\"maxPayload\":%zu}",
+             (size_t)SIZE_MAX);
+    ASSERT_STR_EQ(b.base, want);
+    ps__buf_free(&b);
+    /* The packet type characters. */
+    ASSERT_EQ(PS__EIO_OPEN, '0');
+    ASSERT_EQ(PS__EIO_CLOSE, '1');
+    ASSERT_EQ(PS__EIO_PING, '2');
+    ASSERT_EQ(PS__EIO_PONG, '3');
+    ASSERT_EQ(PS__EIO_MESSAGE, '4');
+    ASSERT_EQ(PS__EIO_UPGRADE, '5');
+    ASSERT_EQ(PS__EIO_NOOP, '6');
+    return 0;
+}
+
+/* ---- requests the endpoint refuses ----------------------------------------------------- */
+
+static void expect_json_error(ts *t, const char *request, int status, const char *body)
+{
+    tresp r;
+    int got = tc_request(t->port, request, &r);
+    if (got != status)
+        ps_test_fail(__FILE__, __LINE__, "%s\n-> %d %s", request, got, r.body.base);
+    ASSERT_STR_EQ(r.body.base, body);
+    tresp_free(&r);
+}
+
+#define UPGRADE_HEADERS                                                                            \
+    "Upgrade: websocket\r\nConnection: Upgrade\r\n"                                                \
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
+static void request_errors_client(ts *t)
+{
+    const char *version = "{\"code\":5,\"message\":\"Unsupported protocol version\"}";
+    const char *transport = "{\"code\":0,\"message\":\"Transport unknown\"}";
+    expect_json_error(t, "GET /socket.io/?EIO=3&transport=websocket HTTP/1.1\r\n" UPGRADE_HEADERS,
+                      400, version);
+    expect_json_error(t, "GET /socket.io/?transport=websocket HTTP/1.1\r\n" UPGRADE_HEADERS, 400,
+                      version);
+    expect_json_error(t, "GET /socket.io/?EIO=%34&transport=polling HTTP/1.1\r\n\r\n", 400,
+                      transport);
+    expect_json_error(t, "GET /socket.io/?EIO=4&EIO=3&transport=polling HTTP/1.1\r\n\r\n", 400,
+                      transport);
+    expect_json_error(t, "GET /socket.io/?EIO=4&transport=polling&t=N8hyd6w HTTP/1.1\r\n\r\n", 400,
+                      transport);
+    expect_json_error(t,
+                      "POST /socket.io/?EIO=4&transport=polling&sid=abc HTTP/1.1\r\n"
+                      "Content-Length: 2\r\n\r\n40",
+                      400, transport);
+    expect_json_error(t, "GET /socket.io/?EIO=4 HTTP/1.1\r\n\r\n", 400, transport);
+    expect_json_error(t, "GET /socket.io?EIO=4&transport=polling HTTP/1.1\r\n\r\n", 400, transport);
+    expect_json_error(t, "GET /socket.io/x/y?EIO=4&transport=polling HTTP/1.1\r\n\r\n", 400,
+                      transport);
+    expect_json_error(
+        t, "GET /socket.io/?EIO=4&transport=websocket&sid=abc HTTP/1.1\r\n" UPGRADE_HEADERS, 400,
+        "{\"code\":1,\"message\":\"Session ID unknown\"}");
+    expect_json_error(t, "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n\r\n", 400,
+                      "{\"code\":3,\"message\":\"Bad request\"}");
+    expect_json_error(t, "GET /socket.io/?EIO=4&transport=%zz HTTP/1.1\r\n\r\n", 400, transport);
+
+    /* Only the endpoint's own path: a longer name is someone else's (404). */
+    tresp r;
+    ASSERT_EQ(tc_request(t->port, "GET /socket.iox/?EIO=4&transport=polling HTTP/1.1\r\n\r\n", &r),
+              404);
+    tresp_free(&r);
+
+    /* Refused polling does not end a keep-alive connection. */
+    tc *c = tc_connect(t->port);
+    tc_sends(c, "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\n\r\n");
+    tc_read_response(c, &r);
+    ASSERT_EQ(r.status, 400);
+    char ct[64];
+    ASSERT(tresp_header(&r, "Content-Type", ct, sizeof ct));
+    ASSERT_STR_EQ(ct, "application/json");
+    tresp_free(&r);
+    tc_sends(c, "GET /healthz HTTP/1.1\r\n\r\n");
+    tc_read_response(c, &r);
+    ASSERT_EQ(r.status, 200);
+    tresp_free(&r);
+    tc_free(c);
+    ts_stop(t);
+}
+
+TEST_IMPL(eio_request_errors)
+{
+    ts_run(NULL, NULL, request_errors_client, NULL);
+    return 0;
+}
+
+/* ---- packets from the client ----------------------------------------------------------- */
+
+static void packets_client(ts *t)
+{
+    static const struct {
+        const char *packet;
+        int code;
+    } cases[] = {
+        {"", 1002},  /* empty text message */
+        {"2", 1002}, /* a v4 client never pings */
+        {"2probe", 1002}, {"5", 1002}, {"6", 1002}, {"7", 1002},
+        {"x", 1002},      {"0", 1002}, {"4", 1002}, /* a message with an empty Socket.IO packet */
+        {"1", 1000}, /* Engine.IO close: the server closes the WebSocket normally */
+    };
+    char sid[PS__SID_LEN + 1];
+    for (size_t i = 0; i < PS__ARRAY_SIZE(cases); i++) {
+        tc *c = tc_eio_open(t, sid);
+        tc_ws_send(c, true, WS_TEXT, cases[i].packet, strlen(cases[i].packet), true);
+        int code = tc_ws_expect_close(c);
+        if (code != cases[i].code)
+            ps_test_fail(__FILE__, __LINE__, "packet \"%s\": close %d, expected %d",
+                         cases[i].packet, code, cases[i].code);
+        tc_free(c);
+    }
+    /* An unsolicited pong is harmless. */
+    tc *c = tc_sio_connect(t);
+    tc_ws_text(c, "3");
+    tc_ws_text(c, "421[]");
+    /* "421[]" is not a valid event (no name): the connection is closed, after the pong. */
+    ASSERT_EQ(tc_ws_expect_close(c), 1002);
+    tc_free(c);
+    ts_stop(t);
+}
+
+TEST_IMPL(eio_packets)
+{
+    ps_server_opts o = {.shutdown_grace_ms = 300};
+    ts_run(&o, NULL, packets_client, NULL);
+    return 0;
+}
+
+/* ---- heartbeat ------------------------------------------------------------------------- */
+
+static uint64_t now_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+static void heartbeat_client(ts *t)
+{
+    char sid[PS__SID_LEN + 1];
+    /* Lower bounds are measured from a moment before the server's timer started (libuv counts
+     * whole milliseconds, so allow 1 ms early); upper bounds leave room for a loaded machine
+     * but stay far below the whole second a coarse timer would take. */
+    uint64_t start = now_ms();
+    tc *c = tc_eio_open(t, sid);
+    /* Pings every 60 ms as long as the client answers: the interval restarts at each pong. */
+    for (int i = 0; i < 4; i++) {
+        tc_ws_expect_text(c, "2");
+        uint64_t at = now_ms();
+        ASSERT_GE(at - start, 59);
+        ASSERT_LT(at - start, 60 + 300);
+        usleep(20 * 1000);
+        start = now_ms();
+        tc_ws_text(c, "3");
+    }
+    /* Then silence: the next ping goes unanswered and the session ends pingTimeout later. */
+    tc_ws_expect_text(c, "2");
+    ASSERT_EQ(tc_ws_expect_close(c), 1000);
+    uint64_t waited = now_ms() - start;
+    ASSERT_GE(waited, 60 + 100 - 1);
+    ASSERT_LT(waited, 60 + 100 + 300);
+    tc_free(c);
+    ts_stop(t);
+}
+
+TEST_IMPL(eio_heartbeat)
+{
+    ps_server_opts o = {.ping_interval_ms = 60, .ping_timeout_ms = 100, .shutdown_grace_ms = 300};
+    ts_run(&o, NULL, heartbeat_client, NULL);
+    return 0;
+}
