@@ -191,7 +191,9 @@ char *ps__http_resolve_static(const char *root, const char *raw_path)
     char real[PATH_MAX];
     if (realpath(full.base, real)) {
         size_t rlen = strlen(root);
-        if (strncmp(real, root, rlen) == 0 && (real[rlen] == '/' || real[rlen] == '\0'))
+        /* Inside means root itself or below a '/' that follows it ("/" ends in one already). */
+        if (strncmp(real, root, rlen) == 0 &&
+            (real[rlen] == '/' || real[rlen] == '\0' || (rlen > 0 && root[rlen - 1] == '/')))
             result = ps__strdup(real);
     }
     ps__buf_free(&full);
