@@ -289,6 +289,19 @@ TEST_IMPL(http_resolve_static)
     resolves(&t, "/link_prefix/f.txt", NULL);
     resolves(&t, "/link_abs", NULL);
 
+    /* The file system root as the static root: everything real below it is inside. */
+    char abs[2 * PATH_MAX];
+    snprintf(abs, sizeof abs, "%s/a.txt", t.root);
+    char *got = ps__http_resolve_static("/", abs);
+    ASSERT_STR_EQ(got, abs);
+    ps__free(got);
+    snprintf(abs, sizeof abs, "%s/link_out", t.root);
+    got = ps__http_resolve_static("/", abs);
+    snprintf(abs, sizeof abs, "%s/secret.txt", t.base);
+    ASSERT_STR_EQ(got, abs);
+    ps__free(got);
+    ASSERT_NULL(ps__http_resolve_static("/", "/nonexistent-pulsec-test"));
+
     rm_tree(t.base);
     return 0;
 }
