@@ -302,7 +302,7 @@ describe('default mode (acks echo their args, events come back)', () => {
       raw2.terminate();
     });
 
-    test('open packet: exactly sid, upgrades [], and the default intervals and maxPayload', async () => {
+    test('open packet: exactly sid, upgrades [], defaults 25000/20000 and maxPayload 1 MiB', async () => {
       const raw = new RawWs(srv);
       const open = await raw.handshake();
       assert.deepEqual(Object.keys(open).sort(), ['maxPayload', 'pingInterval', 'pingTimeout', 'sid', 'upgrades']);
@@ -311,7 +311,8 @@ describe('default mode (acks echo their args, events come back)', () => {
       assert.deepEqual(open.upgrades, []);
       assert.equal(open.pingInterval, 25000);
       assert.equal(open.pingTimeout, 20000);
-      assert.equal(open.maxPayload, 1000000);
+      // Issue 2: the maximum message size defaults to 1 MiB, and maxPayload advertises it.
+      assert.equal(open.maxPayload, 1048576);
       assert.equal(raw.frames[0][0], '0', 'the open packet is the first frame');
       raw.terminate();
     });
