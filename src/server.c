@@ -16,14 +16,15 @@ typedef struct post_item {
     void *arg;
 } post_item;
 
-/* Allocated apart from the server: its handle is closed asynchronously, and other threads may
- * hold the pointer until they see `closed`. */
+/* Other threads see only the mutex, the list and `closed`; the async handle exists from
+ * ps_server_listen until the stop, so that a server that never listened holds no handle. */
 typedef struct post_queue {
     uv_async_t async;
     uv_mutex_t mu;
     ps__list items;
     ps_server *srv;
-    bool closed;
+    bool has_async;
+    bool closed; /* the stop began: posts are refused */
 } post_queue;
 
 struct ps_server {
@@ -40,6 +41,8 @@ struct ps_server {
     uv_signal_t *signals[2];
     ps__timer *grace;
     bool listening;
+    bool listener_failed; /* its handle exists but never listened */
+    int listen_rc;        /* why */
     bool stopping;
     bool stopped; /* every handle released */
 };
@@ -110,11 +113,8 @@ static void posts_run(uv_async_t *h)
 
 static void posts_on_close(uv_handle_t *h)
 {
-    post_queue *q = (post_queue *)h;
-    /* Items posted before the close was seen still run their course: none are left behind. */
-    posts_run(&q->async);
-    uv_mutex_destroy(&q->mu);
-    ps__free(q);
+    /* Items accepted before the stop began still run: a 0 from ps_server_post is a promise. */
+    posts_run((uv_async_t *)h);
 }
 
 int ps_server_post(ps_server *srv, ps_post_fn fn, void *arg)
@@ -132,7 +132,8 @@ int ps_server_post(ps_server *srv, ps_post_fn fn, void *arg)
         return PS_ECLOSED;
     }
     ps__list_insert_tail(&q->items, &it->link);
-    uv_async_send(&q->async);
+    if (q->has_async)
+        uv_async_send(&q->async);
     uv_mutex_unlock(&q->mu);
     return 0;
 }
@@ -177,9 +178,7 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
     srv->http.max_body_size = o.max_body_size;
     srv->http.on_request = server_on_request;
     srv->http.user = srv;
-    ps__listener_init(&srv->listener, loop);
-    srv->listener.on_conn = server_on_conn;
-    srv->listener.data = srv;
+
     ps__eio_config ec = {
         .ping_interval_ms = o.ping_interval_ms,
         .ping_timeout_ms = o.ping_timeout_ms,
@@ -193,7 +192,6 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
     srv->posts->srv = srv;
     ps__list_init(&srv->posts->items);
     uv_mutex_init(&srv->posts->mu);
-    uv_async_init(loop, &srv->posts->async, posts_run);
     return srv;
 }
 
@@ -203,10 +201,28 @@ int ps_server_listen(ps_server *srv)
         return PS_ECLOSED;
     if (srv->listening)
         return 0;
+    if (srv->listener_failed)
+        return srv->listen_rc; /* the handle is spent: binding it again is not allowed */
+    /* Handles are made here, not in ps_server_new, so that a server freed before listening
+     * leaves nothing on a loop it does not own. */
+    ps__listener_init(&srv->listener, srv->loop);
+    srv->listener.on_conn = server_on_conn;
+    srv->listener.data = srv;
     int rc = ps__listener_start(&srv->listener, srv->host, srv->opts.port, srv->opts.backlog);
-    if (rc == 0)
-        srv->listening = true;
-    return rc;
+    if (rc != 0) {
+        srv->listener_failed = true;
+        srv->listen_rc = rc;
+        return rc;
+    }
+    srv->listening = true;
+    post_queue *q = srv->posts;
+    uv_async_init(srv->loop, &q->async, posts_run);
+    uv_mutex_lock(&q->mu);
+    q->has_async = true;
+    if (!ps__list_empty(&q->items))
+        uv_async_send(&q->async);
+    uv_mutex_unlock(&q->mu);
+    return 0;
 }
 
 int ps_server_port(const ps_server *srv)
@@ -239,10 +255,8 @@ static void maybe_finish(ps_server *srv)
         }
     }
     post_queue *q = srv->posts;
-    uv_mutex_lock(&q->mu);
-    q->closed = true;
-    uv_mutex_unlock(&q->mu);
-    uv_close((uv_handle_t *)&q->async, posts_on_close);
+    if (q->has_async)
+        uv_close((uv_handle_t *)&q->async, posts_on_close);
 }
 
 static void on_listener_closed(ps__listener *l)
@@ -270,6 +284,13 @@ void ps_server_stop(ps_server *srv)
     if (srv->stopping)
         return;
     srv->stopping = true;
+    uv_mutex_lock(&srv->posts->mu);
+    srv->posts->closed = true;
+    uv_mutex_unlock(&srv->posts->mu);
+    if (!srv->listening && !srv->listener_failed) {
+        srv->stopped = true; /* never listened: no handle, no connection */
+        return;
+    }
     srv->listener.on_conn_gone = on_conn_gone;
     ps__listener_close(&srv->listener, on_listener_closed);
     ps__sessions_shutdown(&srv->sessions);
@@ -321,6 +342,14 @@ void ps_server_free(ps_server *srv)
             PS__WARN("loop still has open handles at ps_server_free");
         ps__free(srv->own_loop);
     }
+    /* Items posted but never run (the server never listened) are dropped with the queue. */
+    while (!ps__list_empty(&srv->posts->items)) {
+        post_item *it = PS__CONTAINER_OF(srv->posts->items.next, post_item, link);
+        ps__list_remove(&it->link);
+        ps__free(it);
+    }
+    uv_mutex_destroy(&srv->posts->mu);
+    ps__free(srv->posts);
     ps__channels_free(&srv->channels);
     ps__sessions_free(&srv->sessions);
     ps__free(srv->host);

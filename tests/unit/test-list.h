@@ -72,6 +72,11 @@ TEST_DECLARE(server_stop_silent_client)
 TEST_DECLARE(server_stop_signal)
 TEST_DECLARE(server_port_in_use)
 
+/* test_channel.c */
+TEST_DECLARE(channel_reentrancy)
+TEST_DECLARE(channel_requests_exactly_once)
+TEST_DECLARE(session_connect_middleware)
+
 TASK_LIST_START
 TEST_ENTRY(common_buf)
 TEST_ENTRY(common_list)
@@ -127,4 +132,7 @@ TEST_ENTRY(server_stop_ws)
 TEST_ENTRY(server_stop_silent_client)
 TEST_ENTRY(server_stop_signal)
 TEST_ENTRY(server_port_in_use)
+TEST_ENTRY(channel_reentrancy)
+TEST_ENTRY(channel_requests_exactly_once)
+TEST_ENTRY(session_connect_middleware)
 TASK_LIST_END
