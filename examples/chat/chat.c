@@ -5,9 +5,10 @@
  * over its own channel:
  *   client:send {text}   -> appended, then server:message {user,text,at} to every member
  *   (join / leave)       -> server:join / server:leave {user} to every member, props updated
- *   client:clear         -> server:confirm request (5 s timeout) to that member; on {"confirm":
- *                           true} the history is cleared for everyone, otherwise server:notice
- *                           says why not ("Cancelled" or "No answer within 5 s: history kept").
+ *   client:clear         -> server:confirm {question,timeoutMs} request (5 s timeout) to that
+ *                           member; on {"confirm": true} the history is cleared for everyone,
+ *                           otherwise server:notice says why not ("Cancelled" or "No answer
+ *                           within 5 s: history kept").
  */
 #include "../common/example.h"
 
@@ -15,6 +16,7 @@
 #include <time.h>
 
 #define MAX_MEMBERS 1024
+#define MAX_HISTORY 200 /* the whole list travels in every props push: keep the newest */
 #define CONFIRM_TIMEOUT_MS 5000
 
 typedef struct member {
@@ -63,6 +65,8 @@ static void on_send(ps_channel *ch, const char *ev, json_t *payload, ps_reply *r
     json_t *msg = json_pack("{s:s,s:s,s:I}", "user", m->name, "text", text, "at",
                             (json_int_t)time(NULL) * 1000);
     json_array_append(room.messages, msg);
+    if (json_array_size(room.messages) > MAX_HISTORY)
+        json_array_remove(room.messages, 0);
     broadcast("server:message", msg, NULL);
     json_decref(msg);
 }
@@ -91,7 +95,8 @@ static void on_confirmed(ps_channel *ch, int status, json_t *payload, const char
 
 static void on_clear(ps_channel *ch, const char *ev, json_t *payload, ps_reply *r, void *user)
 {
-    json_t *q = json_pack("{s:s}", "question", "Clear the history for everyone?");
+    json_t *q = json_pack("{s:s,s:i}", "question", "Clear the history for everyone?", "timeoutMs",
+                          CONFIRM_TIMEOUT_MS);
     ps_request(ch, "server:confirm", q, CONFIRM_TIMEOUT_MS, on_confirmed, NULL);
     json_decref(q);
 }
