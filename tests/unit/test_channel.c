@@ -178,7 +178,9 @@ static void on_event(ps_channel *ch, const char *event, json_t *payload, ps_repl
             ASSERT_EQ(ps_reply_ok(reply, NULL), PS_ECLOSED);
         ASSERT_EQ(ps_request(ch, "q", NULL, 0, on_response, &av->done[0]), PS_ECLOSED);
     } else if (strcmp(event, "race") == 0 && reply) {
-        ASSERT_EQ(ps_reply_ok(reply, json_string("first")), 0);
+        json_t *v = json_string("first"); /* borrowed by ps_reply_ok */
+        ASSERT_EQ(ps_reply_ok(reply, v), 0);
+        json_decref(v);
     } else if (strcmp(event, "keep") == 0 && reply) {
         av->kept = ps_reply_keep(reply);
     } else if (strcmp(event, "view-close") == 0) {
@@ -210,8 +212,11 @@ static void second_listener(ps_channel *ch, const char *event, json_t *payload, 
     if (strcmp(event, "close-me") == 0 || strcmp(event, "view-close") == 0 ||
         strcmp(event, "disconnect") == 0)
         st.second_listener_calls++;
-    if (strcmp(event, "race") == 0 && reply)
-        st.race_second_rc = ps_reply_ok(reply, json_string("second"));
+    if (strcmp(event, "race") == 0 && reply) {
+        json_t *v = json_string("second");
+        st.race_second_rc = ps_reply_ok(reply, v);
+        json_decref(v);
+    }
     (void)av;
 }
 
