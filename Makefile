@@ -11,8 +11,8 @@ BUILD  := build
 ASAN   := build-asan
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps deps-apt deps-npm build build-asan run test test-unit test-asan test-integration \
-        test-js clean format
+.PHONY: all deps deps-apt deps-npm build build-asan web run run-playground test test-unit test-asan \
+        test-integration test-js test-e2e clean format
 
 all: build
 
@@ -47,10 +47,20 @@ build-asan: deps-apt
 	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DPULSEC_SANITIZE=ON >/dev/null
 	cmake --build $(ASAN) -j $(JOBS)
 
-run: build deps-npm
-	./$(BUILD)/examples/echo --host $(HOST) --port $(PORT) --static examples/echo/public
+# The demo pages (React, bundled by esbuild from npm) into $(BUILD)/web/chat and .../playground.
+web: deps-npm
+	node examples/web-build.mjs
 
-test: test-unit test-asan test-js test-integration
+# The chat demo; open the printed URL in two windows. `make run-playground` starts the other one.
+run: build web
+	@echo "pulsec chat demo (Ctrl-C stops it)"
+	./$(BUILD)/examples/chat --host $(HOST) --port $(PORT) --static $(BUILD)/web/chat
+
+run-playground: build web
+	@echo "pulsec channel playground (Ctrl-C stops it)"
+	./$(BUILD)/examples/playground --host $(HOST) --port $(PORT) --static $(BUILD)/web/playground
+
+test: test-unit test-asan test-js test-integration test-e2e
 
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -62,6 +72,11 @@ test-asan: build-asan
 # memory-error and leak check (servers exit non-zero when LeakSanitizer finds something).
 test-integration: build-asan deps-npm
 	PULSEC_BUILD_DIR=$(CURDIR)/$(ASAN) node --test --test-concurrency=2 tests/integration/
+
+# The demo apps in headless Chromium (Debian's, driven by playwright-core), against the
+# sanitizer build of the example servers: each must also exit 0 on SIGTERM, leak-free.
+test-e2e: build-asan web deps-apt
+	PULSEC_BUILD_DIR=$(CURDIR)/$(ASAN) node --test --test-concurrency=2 tests/e2e/
 
 # The pulsec-client package on its own: unit tests and the type-check of its declarations.
 test-js: deps-npm
