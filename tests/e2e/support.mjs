@@ -81,9 +81,17 @@ export async function launchBrowser() {
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
 }
 
-/** A page that fails the test on uncaught page errors and console errors. */
+/** A page that records uncaught page errors, console errors and any request that would leave
+ * the loopback interface (refused) into `errors`. */
 export async function newPage(browser, errors, options = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...options });
+  await context.route(
+    (url) => url.hostname !== "127.0.0.1",
+    (route) => {
+      errors.push(`request off loopback refused: ${route.request().url()}`);
+      return route.abort();
+    },
+  );
   const page = await context.newPage();
   page.on("pageerror", (err) => errors.push(`pageerror: ${err.message}`));
   page.on("console", (msg) => {
