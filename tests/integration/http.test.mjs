@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import {
-  startServer, stopClean, killAll, closeTcp, HttpConn, httpRaw, request, sleep,
+  startServer, stopClean, killAll, closeTcp, closeClients, HttpConn, httpRaw, request, sleep,
+  connectClient, assertStillServes,
 } from './lib/server.mjs';
 
 const SECRET = `TOP-SECRET-${crypto.randomBytes(8).toString('hex')}`;
@@ -44,6 +45,7 @@ function makeTree() {
 }
 
 after(async () => {
+  closeClients();
   closeTcp();
   await killAll();
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
@@ -56,10 +58,19 @@ function get(srv, target, opts = {}) {
 
 describe('HTTP', () => {
   let srv;
+  let witness;
   before(async () => {
     makeTree();
     srv = await startServer(['--static', www]);
+    witness = await connectClient(srv.url);
   });
+
+  /** A bad-input case: after it, the already-connected socket.io client must still be served. */
+  const badTest = (name, fn) =>
+    test(name, async () => {
+      await fn();
+      await assertStillServes(witness);
+    });
 
   describe('cases', { concurrency: true }, () => {
     test('GET /healthz -> 200 application/json {"status":"ok"}', async () => {
@@ -192,7 +203,7 @@ describe('HTTP', () => {
       '/etc/passwd',
     ];
     for (const target of traversals) {
-      test(`path traversal ${target} -> 404, never file contents`, async () => {
+      badTest(`path traversal ${target} -> 404, never file contents`, async () => {
         const r = await get(srv, target);
         assert.ok(!r.body.includes(SECRET), `served the secret for ${target}`);
         assert.ok(!/root:.*:0:0:/.test(r.text), `served /etc/passwd for ${target}`);
@@ -202,25 +213,25 @@ describe('HTTP', () => {
       });
     }
 
-    test('POST to a static path -> 405 with Allow', async () => {
+    badTest('POST to a static path -> 405 with Allow', async () => {
       const r = await get(srv, '/index.html', { method: 'POST', body: 'x=1' });
       assert.equal(r.status, 405);
       assert.match(r.headers.allow || '', /GET/);
     });
 
-    test('PUT and DELETE on a static path -> 405', async () => {
+    badTest('PUT and DELETE on a static path -> 405', async () => {
       for (const method of ['PUT', 'DELETE']) {
         const r = await get(srv, '/a.css', { method, body: '' });
         assert.equal(r.status, 405, method);
       }
     });
 
-    test('a header section over 8 KiB -> 431', async () => {
+    badTest('a header section over 8 KiB -> 431', async () => {
       const r = await get(srv, '/healthz', { headers: { 'X-Big': 'a'.repeat(9000) } });
       assert.equal(r.status, 431);
     });
 
-    test('many small headers adding up to over 8 KiB -> 431', async () => {
+    badTest('many small headers adding up to over 8 KiB -> 431', async () => {
       const headers = {};
       for (let i = 0; i < 90; i++) headers[`X-H${i}`] = 'b'.repeat(100);
       const r = await get(srv, '/healthz', { headers });
@@ -232,7 +243,7 @@ describe('HTTP', () => {
       assert.equal(r.status, 200);
     });
 
-    test('a declared body over the limit -> 413 without waiting for it', async () => {
+    badTest('a declared body over the limit -> 413 without waiting for it', async () => {
       const c = await HttpConn.connect(srv);
       await c.write(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: ${64 * 1024 * 1024}\r\n\r\n` + 'z'.repeat(1000));
       const r = await c.readResponse();
@@ -240,7 +251,7 @@ describe('HTTP', () => {
       c.destroy();
     });
 
-    test('a chunked body growing over the limit -> 413', async () => {
+    badTest('a chunked body growing over the limit -> 413', async () => {
       const c = await HttpConn.connect(srv);
       await c.write('POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n');
       const chunk = `10000\r\n${'y'.repeat(0x10000)}\r\n`;
@@ -258,29 +269,29 @@ describe('HTTP', () => {
       c.destroy();
     });
 
-    test('unknown path -> 404', async () => {
+    badTest('unknown path -> 404', async () => {
       const r = await get(srv, '/does/not/exist.html');
       assert.equal(r.status, 404);
     });
 
-    test('a directory without index.html -> 404 (no listing)', async () => {
+    badTest('a directory without index.html -> 404 (no listing)', async () => {
       const r = await get(srv, '/sub/');
       assert.equal(r.status, 404);
       assert.ok(!r.text.includes('page.html'), 'directory listing');
     });
 
-    test('malformed request line -> 400 and the connection is closed', async () => {
+    badTest('malformed request line -> 400 and the connection is closed', async () => {
       const r = await httpRaw(srv, 'GARBAGE\r\n\r\n');
       assert.equal(r.status, 400);
       await r.conn.waitEnd();
     });
 
-    test('malformed header line -> 400', async () => {
+    badTest('malformed header line -> 400', async () => {
       const r = await httpRaw(srv, 'GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n');
       assert.equal(r.status, 400);
     });
 
-    test('binary junk (a TLS ClientHello) -> 400 or closed, server unaffected', async () => {
+    badTest('binary junk (a TLS ClientHello) -> 400 or closed, server unaffected', async () => {
       const c = await HttpConn.connect(srv);
       await c.write(Buffer.from('16030100a5010000a10303', 'hex'));
       await c.write(crypto.randomBytes(160));
@@ -294,7 +305,7 @@ describe('HTTP', () => {
       assert.equal(h.status, 200);
     });
 
-    test('a connection that opens and says nothing does not block others', async () => {
+    badTest('a connection that opens and says nothing does not block others', async () => {
       const idle = await HttpConn.connect(srv);
       const r = await get(srv, '/healthz');
       assert.equal(r.status, 200);
@@ -310,9 +321,17 @@ describe('HTTP', () => {
 
 describe('Engine.IO request validation (SOCKETIO.md §2.1)', () => {
   let srv;
+  let witness;
   before(async () => {
     srv = await startServer();
+    witness = await connectClient(srv.url);
   });
+
+  const badTest = (name, fn) =>
+    test(name, async () => {
+      await fn();
+      await assertStillServes(witness);
+    });
 
   const upgrade = (target) =>
     `GET ${target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
@@ -327,32 +346,32 @@ describe('Engine.IO request validation (SOCKETIO.md §2.1)', () => {
   }
 
   describe('cases', { concurrency: true }, () => {
-    test('WebSocket upgrade with EIO=3 -> 400 {"code":5,...}', () =>
+    badTest('WebSocket upgrade with EIO=3 -> 400 {"code":5,...}', () =>
       expectError(upgrade('/socket.io/?EIO=3&transport=websocket'), 5, 'Unsupported protocol version'));
 
-    test('WebSocket upgrade without EIO -> 400 {"code":5,...}', () =>
+    badTest('WebSocket upgrade without EIO -> 400 {"code":5,...}', () =>
       expectError(upgrade('/socket.io/?transport=websocket'), 5, 'Unsupported protocol version'));
 
-    test('missing transport -> 400 {"code":0,"message":"Transport unknown"}', () =>
+    badTest('missing transport -> 400 {"code":0,"message":"Transport unknown"}', () =>
       expectError(request('GET', '/socket.io/?EIO=4'), 0, 'Transport unknown'));
 
-    test('unknown transport -> 400 {"code":0,...}', () =>
+    badTest('unknown transport -> 400 {"code":0,...}', () =>
       expectError(request('GET', '/socket.io/?EIO=4&transport=carrier-pigeon'), 0, 'Transport unknown'));
 
-    test('transport=polling -> 400 {"code":0,"message":"Transport unknown"} at once, no hang', async () => {
+    badTest('transport=polling -> 400 {"code":0,"message":"Transport unknown"} at once, no hang', async () => {
       const t0 = performance.now();
       const r = await expectError(request('GET', '/socket.io/?EIO=4&transport=polling&t=Nx1a2b3'), 0, 'Transport unknown');
       assert.equal(r.text, '{"code":0,"message":"Transport unknown"}');
       assert.ok(performance.now() - t0 < 2000);
     });
 
-    test('polling POST -> 400 {"code":0,...}', () =>
+    badTest('polling POST -> 400 {"code":0,...}', () =>
       expectError(request('POST', '/socket.io/?EIO=4&transport=polling&sid=abc', { body: '40' }), 0, 'Transport unknown'));
 
-    test('WebSocket upgrade with an unknown sid -> 400 {"code":1,"message":"Session ID unknown"}', () =>
+    badTest('WebSocket upgrade with an unknown sid -> 400 {"code":1,"message":"Session ID unknown"}', () =>
       expectError(upgrade('/socket.io/?EIO=4&transport=websocket&sid=doesNotExist123'), 1, 'Session ID unknown'));
 
-    test('plain GET (no Upgrade) with transport=websocket -> 400 {"code":3,"message":"Bad request"}', () =>
+    badTest('plain GET (no Upgrade) with transport=websocket -> 400 {"code":3,"message":"Bad request"}', () =>
       expectError(request('GET', '/socket.io/?EIO=4&transport=websocket'), 3, 'Bad request'));
 
     test('query keys in any order, with extra keys, still upgrade', async () => {
@@ -363,7 +382,7 @@ describe('Engine.IO request validation (SOCKETIO.md §2.1)', () => {
       c.destroy();
     });
 
-    test('WebSocket upgrade with a bad Sec-WebSocket-Version -> refused (no 101)', async () => {
+    badTest('WebSocket upgrade with a bad Sec-WebSocket-Version -> refused (no 101)', async () => {
       const raw = upgrade('/socket.io/?EIO=4&transport=websocket').replace('Sec-WebSocket-Version: 13', 'Sec-WebSocket-Version: 8');
       const c = await HttpConn.connect(srv);
       await c.write(raw);
@@ -374,7 +393,7 @@ describe('Engine.IO request validation (SOCKETIO.md §2.1)', () => {
       c.destroy();
     });
 
-    test('WebSocket upgrade without Sec-WebSocket-Key -> 400', async () => {
+    badTest('WebSocket upgrade without Sec-WebSocket-Key -> 400', async () => {
       const raw = upgrade('/socket.io/?EIO=4&transport=websocket').replace(/Sec-WebSocket-Key: [^\r]*\r\n/, '');
       const r = await httpRaw(srv, raw);
       assert.equal(r.status, 400);
