@@ -78,6 +78,19 @@ describe('heartbeat (ping interval 300 ms, ping timeout 200 ms)', () => {
       await assertStillServes(witness);
     });
 
+    test('timers are millisecond-accurate: unanswered sessions close near 500 ms, not on a coarse tick', async () => {
+      const times = [];
+      for (let i = 0; i < 3; i++) {
+        const raw = new RawWs(srv, { autoPong: false });
+        await raw.handshake();
+        raw.send('40');
+        await raw.waitClose(5000);
+        times.push(raw.closedAt - raw.openedAt);
+      }
+      times.sort((x, y) => x - y);
+      assert.ok(times[1] >= 450 && times[1] < 800, `median close after ${times[1].toFixed(0)} ms (all: ${times.map((t) => t.toFixed(0))})`);
+    });
+
     test('other traffic does not replace the pong: a chatty client that never pongs is dropped', async () => {
       const raw = new RawWs(srv, { autoPong: false });
       await raw.handshake();

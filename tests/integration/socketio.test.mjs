@@ -104,6 +104,18 @@ describe('default mode (acks echo their args, events come back)', () => {
       s.disconnect();
     });
 
+    test('numbers JSON.stringify writes as integers beyond int64 (1e19, 2^63, -(2^63), 2^64) round-trip', async () => {
+      // JSON.stringify(1e19) === "10000000000000000000": an ordinary JS number the client may send.
+      const s = await connectClient(srv.url);
+      for (const v of [2 ** 53, 1e19, 2 ** 63, -(2 ** 63), 2 ** 64, 1e21, 1.5e300]) {
+        const reply = await ackRoundTrip(s, 'num', [v], 3000).catch((e) => {
+          throw new Error(`emitWithAck("num", ${JSON.stringify(v)}) failed (client connected: ${s.connected}): ${e.message}`);
+        });
+        assert.deepEqual(reply, [v], `number ${JSON.stringify(v)}`);
+      }
+      s.disconnect();
+    });
+
     test('large payload (200 KB) round trip', async () => {
       const s = await connectClient(srv.url);
       const big = 'abcdefghij'.repeat(20000);
@@ -339,6 +351,27 @@ describe('default mode (acks echo their args, events come back)', () => {
       raw.send('4217["x",1,{"a":2}]');
       await raw.waitFrame('4317[1,{"a":2}]');
       raw.terminate();
+    });
+
+    test('raw: server JSON is compact and keeps key order', async () => {
+      const raw = await openRaw(srv);
+      raw.send('4212[ "x" , {"z":1, "a":2,"m":[1,{"y":0,"b":1}], "":"","n":null,"t":true} ]');
+      await raw.waitFrame('4312[{"z":1,"a":2,"m":[1,{"y":0,"b":1}],"":"","n":null,"t":true}]');
+      raw.send('42["order",{"b":1,"a":2}]');
+      await raw.waitFrame('42["order",{"b":1,"a":2}]');
+      raw.terminate();
+    });
+
+    test('client disconnects while a server ack is pending: no result, server keeps serving', async () => {
+      const a = await connectClient(srv.url);
+      const b = await connectClient(srv.url);
+      const asked = nextEvent(a, 'pending-q');
+      a.emit('ask', 'pending-q', 'never answered', 10000);
+      await asked;
+      a.disconnect();
+      await sleep(100);
+      await assertStillServes(b);
+      b.disconnect();
     });
 
     test('raw: namespace CONNECT without trailing comma ("40/custom") is accepted', async () => {
