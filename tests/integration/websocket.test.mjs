@@ -89,6 +89,22 @@ describe(`raw WebSocket frames (--max-payload ${MAX})`, () => {
       c.destroy();
     });
 
+    test('boundary code points (U+007F, U+0800, U+FFFE, U+FFFF, U+10000, U+10FFFF) are valid UTF-8', async () => {
+      const c = await tcp();
+      const chars = Buffer.from([0x7f, 0xdf, 0xbf, 0xe0, 0xa0, 0x80, 0xef, 0xbf, 0xbe, 0xef, 0xbf, 0xbf, 0xf0, 0x90, 0x80, 0x80, 0xf4, 0x8f, 0xbf, 0xbf]);
+      const msg = Buffer.concat([Buffer.from('42["u","'), chars, Buffer.from('"]')]);
+      c.sendFrame({ opcode: OP.TEXT, payload: msg });
+      const f = await c.waitFrame((fr) => fr.opcode === OP.TEXT && fr.text.startsWith('42["u"'));
+      assert.deepEqual(f.payload, msg);
+      c.destroy();
+    });
+
+    test('invalid UTF-8 in a close frame reason -> close 1007', async () => {
+      const c = await tcp();
+      c.sendFrame({ opcode: OP.CLOSE, payload: Buffer.concat([closePayload(4000), Buffer.from([0xff])]) });
+      await expectClose(c, 1007);
+    });
+
     test('invalid UTF-8 in the last fragment of a message -> close 1007', async () => {
       const c = await tcp();
       c.sendFrame({ fin: false, opcode: OP.TEXT, payload: '42["fine so far' });
