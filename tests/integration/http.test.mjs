@@ -39,6 +39,7 @@ function makeTree() {
   fs.writeFileSync(path.join(www, 'big.bin'), BIG);
   fs.mkdirSync(path.join(www, 'sub'));
   fs.writeFileSync(path.join(www, 'sub', 'page.html'), '<p>sub</p>');
+  fs.writeFileSync(path.join(www, 'sp ace ü.txt'), 'encoded name');
   fs.symlinkSync('../secret.txt', path.join(www, 'leak.txt')); // file symlink out of the root
   fs.symlinkSync('..', path.join(www, 'up')); // directory symlink out of the root
   fs.symlinkSync('/etc', path.join(www, 'etc')); // absolute symlink out of the root
@@ -102,6 +103,12 @@ describe('HTTP', () => {
       const r = await get(srv, '/sub/page.html');
       assert.equal(r.status, 200);
       assert.equal(r.text, '<p>sub</p>');
+    });
+
+    test('percent-encoded file names are decoded (/sp%20ace%20%C3%BC.txt)', async () => {
+      const r = await get(srv, '/sp%20ace%20%C3%BC.txt');
+      assert.equal(r.status, 200);
+      assert.equal(r.text, 'encoded name');
     });
 
     test('a query string does not change which file is served', async () => {
