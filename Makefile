@@ -60,7 +60,7 @@ run-playground: build web
 	@echo "pulsec channel playground (Ctrl-C stops it)"
 	./$(BUILD)/examples/playground --host $(HOST) --port $(PORT) --static $(BUILD)/web/playground
 
-test: test-unit test-asan test-js test-integration test-e2e
+test: test-unit test-asan test-js test-integration test-e2e bench-smoke
 
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -78,9 +78,28 @@ test-integration: build-asan deps-npm
 test-e2e: build-asan web deps-apt
 	PULSEC_BUILD_DIR=$(CURDIR)/$(ASAN) node --test --test-concurrency=2 tests/e2e/
 
-# The pulsec-client package on its own: unit tests and the type-check of its declarations.
-test-js: deps-npm
+# Benchmarks (bench/README.md): release build in its own dir, the Socket.IO baseline from its
+# lock file, every scenario against both servers, BENCHMARKS.md. bench-smoke runs each loadgen
+# scenario for a second against the echo server, so `make test` keeps the benchmark working.
+.PHONY: bench bench-smoke
+bench: deps-apt bench/baseline-socketio/node_modules/.pulsec-stamp
+	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DPULSEC_BUILD_TESTS=OFF >/dev/null
+	cmake --build build-release -j $(JOBS) --target echo loadgen
+	node bench/run.mjs --build build-release --out BENCHMARKS.md
+bench/baseline-socketio/node_modules/.pulsec-stamp: bench/baseline-socketio/package-lock.json \
+    bench/baseline-socketio/package.json | deps-apt
+	cd bench/baseline-socketio && npm ci --no-audit --no-fund
+	@touch $@
+
+bench-smoke: build
+	bench/smoke.sh $(BUILD)
+
+# The pulsec-client package: unit tests, the real client against the ASan echo server, and a
+# React page in headless Chromium (Debian's) served by that server.
+test-js: build-asan deps-npm
 	cd clients/js && node --test test/unit/
+	cd clients/js && PULSEC_BUILD_DIR=$(CURDIR)/$(ASAN) npm run -s test:integration
+	cd clients/js && PULSEC_BUILD_DIR=$(CURDIR)/$(ASAN) npm run -s test:e2e
 
 clean:
 	rm -rf $(BUILD) $(ASAN)

@@ -122,6 +122,17 @@ typedef struct ps_server_opts {
     size_t max_header_size;      /* request line + headers; 0 = 8 KiB (431) */
     size_t max_body_size;        /* HTTP request body; 0 = 1 MiB (413) */
     int backlog;                 /* listen(2) backlog; 0 = 511 */
+    bool websocket_only;         /* refuse HTTP long-polling (and so the upgrade from it) */
+    /*
+     * Browser origins allowed to connect: a NULL-terminated array of exact origins
+     * ("https://app.example.com") or "*". NULL (the default): a WebSocket may come from any
+     * origin, and polling answers carry no CORS headers, so only same-origin pages can poll.
+     * With a list: requests with another Origin get 403, and listed origins get CORS headers
+     * with credentials, so cross-origin polling works.
+     */
+    const char *const *allowed_origins;
+    /* Conformance testing only: a pure Engine.IO server that echoes every message packet. */
+    bool engineio_echo;
 } ps_server_opts;
 
 /*

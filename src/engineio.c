@@ -1,26 +1,48 @@
 /*
- * engineio: one ps__eio per Engine.IO session, owned by its WebSocket (the ps__eio is freed
- * from the WebSocket's close callback, which is also where the layer above hears of the end, so
- * that notification is never re-entrant). Heartbeat: one timer alternates between "next ping
- * due" and "pong due", as the reference server does, at millisecond resolution.
+ * engineio: one ps__eio per Engine.IO session, on either transport.
+ *
+ * Polling: packets wait in `outq` (joined by \x1e, the payload format) until a GET takes them;
+ * a GET that finds nothing is held (deferred by http) until something is sent, at the latest
+ * the next ping. Upgrade: a WebSocket with the session's sid is a probe ("2probe" -> "3probe")
+ * until the client sends "5"; meanwhile GETs are answered with "6" so the client can pause
+ * polling, and then the probe becomes the session's transport and the queue moves onto it.
+ *
+ * Lifetime: references from the session itself and from each WebSocket that points at it; the
+ * layer above hears of the end exactly once (`notified`), always from a loop callback (the
+ * WebSocket's close callback, or a zero-delay timer for polling), never from inside a call it
+ * made. Heartbeat: one timer alternates between "next ping due" and "pong due".
  */
 #include "engineio.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 
+enum { T_POLLING, T_WEBSOCKET };
+
 struct ps__eio {
     ps__eio_server *srv;
-    ps__ws *ws;
+    int transport;
+    ps__ws *ws;           /* the transport, once on WebSocket */
+    ps__ws *probe;        /* an upgrade candidate */
+    ps__timer *upgrade_timer;
+    bool upgrading;       /* the probe was answered: waiting for "5" */
+    ps__http_conn *held;  /* a GET waiting for packets */
+    ps__buf outq;         /* polling: packets not yet taken by a GET */
     void *up;
-    ps__list link;
+    ps__list link;        /* in srv->sessions while open */
+    ps__eio *hnext;       /* sid hash chain, while open */
     ps__timer *heartbeat;
+    ps__timer *notify_timer;
+    int refs;             /* the session's own, plus one per WebSocket pointing here */
     bool awaiting_pong;
     bool closed;
+    bool notified;
     const char *close_reason;
     ps__eio_handshake hs;
     char sid[PS__SID_LEN + 1];
 };
+
+static const char POLL_TYPE[] = "text/plain; charset=UTF-8";
 
 /* ---- codec ----------------------------------------------------------------------------- */
 
@@ -31,6 +53,142 @@ void ps__eio_encode_open(ps__buf *out, const char *sid, const ps__eio_config *cf
                    "\"maxPayload\":%zu}",
                    sid, polling ? "[\"websocket\"]" : "[]", cfg->ping_interval_ms,
                    cfg->ping_timeout_ms, cfg->max_payload);
+}
+
+static int b64val(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+long ps__base64_decode(const char *in, size_t n, ps__buf *out)
+{
+    if (n % 4 != 0)
+        return -1;
+    size_t start = out->len;
+    for (size_t i = 0; i < n; i += 4) {
+        int v[4];
+        int pad = 0;
+        for (int k = 0; k < 4; k++) {
+            if (in[i + k] == '=' && i + 4 == n && k >= 2) {
+                v[k] = 0;
+                pad++;
+            } else if (pad || (v[k] = b64val(in[i + k])) < 0) {
+                return -1;
+            }
+        }
+        uint32_t w = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) | ((uint32_t)v[2] << 6) |
+                     (uint32_t)v[3];
+        char bytes[3] = {(char)(w >> 16), (char)(w >> 8), (char)w};
+        ps__buf_append(out, bytes, (size_t)(3 - pad));
+    }
+    return (long)(out->len - start);
+}
+
+int ps__eio_decode_payload(const char *body, size_t len, ps__eio_packet_fn fn, void *user)
+{
+    size_t i = 0;
+    for (;;) {
+        const char *sep = memchr(body + i, '\x1e', len - i);
+        size_t end = sep ? (size_t)(sep - body) : len;
+        if (end == i)
+            return -1;
+        int rc;
+        if (body[i] == 'b') {
+            ps__buf bin;
+            ps__buf_init(&bin);
+            if (ps__base64_decode(body + i + 1, end - i - 1, &bin) < 0) {
+                ps__buf_free(&bin);
+                return -1;
+            }
+            rc = fn(user, true, bin.base ? bin.base : "", bin.len);
+            ps__buf_free(&bin);
+        } else {
+            rc = fn(user, false, body + i, end - i);
+        }
+        if (rc != 0)
+            return rc;
+        if (!sep)
+            return 0;
+        i = end + 1;
+    }
+}
+
+bool ps__eio_origin_allowed(const ps__eio_config *cfg, const char *origin)
+{
+    if (!cfg->allowed_origins)
+        return true;
+    for (size_t i = 0; i < cfg->nallowed_origins; i++) {
+        const char *a = cfg->allowed_origins[i];
+        if (strcmp(a, "*") == 0 || (origin && ps__strcaseeq(a, origin)))
+            return true;
+    }
+    return false;
+}
+
+/* ---- sid table ------------------------------------------------------------------------- */
+
+static size_t sid_hash(const char *sid, size_t nbuckets)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = sid; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    return (size_t)(h & (nbuckets - 1));
+}
+
+static void table_grow(ps__eio_server *es)
+{
+    size_t n = es->nbuckets ? es->nbuckets * 2 : 256;
+    ps__eio **b = ps__calloc(n, sizeof *b);
+    for (size_t i = 0; i < es->nbuckets; i++) {
+        for (ps__eio *e = es->buckets[i], *next; e; e = next) {
+            next = e->hnext;
+            size_t h = sid_hash(e->sid, n);
+            e->hnext = b[h];
+            b[h] = e;
+        }
+    }
+    ps__free(es->buckets);
+    es->buckets = b;
+    es->nbuckets = n;
+}
+
+static void table_add(ps__eio_server *es, ps__eio *e)
+{
+    if (es->nsessions + 1 > es->nbuckets)
+        table_grow(es);
+    size_t h = sid_hash(e->sid, es->nbuckets);
+    e->hnext = es->buckets[h];
+    es->buckets[h] = e;
+}
+
+static void table_remove(ps__eio_server *es, ps__eio *e)
+{
+    ps__eio **pp = &es->buckets[sid_hash(e->sid, es->nbuckets)];
+    while (*pp && *pp != e)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = e->hnext;
+    e->hnext = NULL;
+}
+
+static ps__eio *table_find(ps__eio_server *es, const char *sid)
+{
+    if (!es->nbuckets)
+        return NULL;
+    for (ps__eio *e = es->buckets[sid_hash(sid, es->nbuckets)]; e; e = e->hnext)
+        if (strcmp(e->sid, sid) == 0)
+            return e;
+    return NULL;
 }
 
 /* ---- handshake snapshot ---------------------------------------------------------------- */
@@ -66,7 +224,63 @@ static void handshake_free(ps__eio_handshake *hs)
     ps__free(hs->query);
 }
 
+/* ---- lifetime -------------------------------------------------------------------------- */
+
+static void eio_unref(ps__eio *e)
+{
+    if (--e->refs > 0)
+        return;
+    ps__timer_free(e->heartbeat);
+    ps__timer_free(e->notify_timer);
+    ps__timer_free(e->upgrade_timer);
+    ps__buf_free(&e->outq);
+    handshake_free(&e->hs);
+    ps__free(e);
+}
+
+/* Tells the layer above, once, and drops the session's own reference. */
+static void notify_closed(ps__eio *e)
+{
+    if (e->notified)
+        return;
+    e->notified = true;
+    e->srv->cbs->on_close(e, e->close_reason ? e->close_reason : "transport close");
+    e->up = NULL;
+    eio_unref(e);
+}
+
+static void notify_timer_fire(ps__timer *t, void *data)
+{
+    notify_closed(data);
+}
+
+static void poll_respond(ps__eio *e, const char *body, size_t len)
+{
+    ps__http_conn *hc = e->held;
+    e->held = NULL;
+    ps__http_deferred_respond(hc, 200, POLL_TYPE, body, len, "Cache-Control: no-store\r\n");
+}
+
+/* Marks the session closed and detaches it from the server; the transport ends separately. */
+static void mark_closed(ps__eio *e, const char *reason)
+{
+    e->closed = true;
+    if (!e->close_reason)
+        e->close_reason = reason;
+    ps__timer_stop(e->heartbeat);
+    ps__list_remove(&e->link);
+    table_remove(e->srv, e);
+    e->srv->nsessions--;
+    if (e->probe) {
+        ps__ws *probe = e->probe;
+        e->probe = NULL;
+        ps__ws_close(probe, PS__WS_NORMAL, reason);
+    }
+}
+
 /* ---- heartbeat ------------------------------------------------------------------------- */
+
+static int send_text(ps__eio *e, const char *packet, size_t len);
 
 static void heartbeat_fire(ps__timer *t, void *data)
 {
@@ -78,69 +292,455 @@ static void heartbeat_fire(ps__timer *t, void *data)
         return;
     }
     e->awaiting_pong = true;
-    ps__ws_send(e->ws, false, "2", 1);
+    send_text(e, "2", 1);
     ps__timer_start(t, e->srv->cfg.ping_timeout_ms);
 }
 
-/* ---- WebSocket callbacks --------------------------------------------------------------- */
+/* ---- packets from the client ----------------------------------------------------------- */
 
-static void eio_on_ws_message(ps__ws *ws, bool binary, const char *data, size_t len)
+/* One packet from either transport. Returns -1 when it ended the session for a violation. */
+static int on_packet(ps__eio *e, bool binary, const char *data, size_t len)
 {
-    ps__eio *e = ps__ws_data(ws);
     if (e->closed)
-        return;
+        return 0;
     if (binary) {
         e->srv->cbs->on_message(e, true, data, len);
-        return;
+        return 0;
     }
     if (len == 0) {
         ps__eio_close(e, PS__WS_PROTOCOL_ERROR, "parse error");
-        return;
+        return -1;
     }
     switch (data[0]) {
     case PS__EIO_MESSAGE:
         e->srv->cbs->on_message(e, false, data + 1, len - 1);
-        break;
+        return 0;
     case PS__EIO_PONG:
-        if (e->awaiting_pong) {
+        if (e->awaiting_pong && len == 1) {
             e->awaiting_pong = false;
             ps__timer_start(e->heartbeat, e->srv->cfg.ping_interval_ms);
         }
-        break;
+        return 0;
     case PS__EIO_CLOSE:
         ps__eio_close(e, PS__WS_NORMAL, "client close");
-        break;
+        return 0;
     case PS__EIO_PING:
         /* v4 clients never ping outside an upgrade probe. */
         ps__eio_close(e, PS__WS_PROTOCOL_ERROR, "invalid heartbeat direction");
-        break;
+        return -1;
+    case PS__EIO_NOOP:
+        return 0;
     default:
         ps__eio_close(e, PS__WS_PROTOCOL_ERROR, "parse error");
-        break;
+        return -1;
     }
+}
+
+/* ---- the session's WebSocket ----------------------------------------------------------- */
+
+static void eio_on_ws_message(ps__ws *ws, bool binary, const char *data, size_t len)
+{
+    on_packet(ps__ws_data(ws), binary, data, len);
 }
 
 static void eio_on_ws_close(ps__ws *ws, int code)
 {
     ps__eio *e = ps__ws_data(ws);
-    if (!e->close_reason) {
+    if (!e->closed) {
         /* Errors found by the layers above were counted there; these were found below. */
         if (code == PS__WS_PROTOCOL_ERROR || code == PS__WS_INVALID_DATA || code == PS__WS_TOO_BIG)
             e->srv->ws_errors++;
-        e->close_reason = "transport close";
+        mark_closed(e, "transport close");
     }
-    e->closed = true;
-    ps__list_remove(&e->link);
-    e->srv->nsessions--;
-    e->srv->cbs->on_close(e, e->close_reason);
-    ps__timer_free(e->heartbeat);
-    handshake_free(&e->hs);
-    ps__free(e);
+    e->ws = NULL;
+    notify_closed(e);
+    eio_unref(e); /* the WebSocket's */
 }
 
 static const ps__ws_cbs eio_ws_cbs = {eio_on_ws_message, eio_on_ws_close};
 
+/* ---- sending --------------------------------------------------------------------------- */
+
+/* Answers the held GET with everything queued (plus a noop while an upgrade is under way). */
+static void poll_flush(ps__eio *e)
+{
+    if (!e->held)
+        return;
+    if (e->upgrading) {
+        if (e->outq.len)
+            ps__buf_appendc(&e->outq, '\x1e');
+        ps__buf_appendc(&e->outq, PS__EIO_NOOP);
+    }
+    if (e->outq.len == 0)
+        return;
+    ps__buf out = e->outq;
+    ps__buf_init(&e->outq);
+    poll_respond(e, out.base, out.len);
+    ps__buf_free(&out);
+}
+
+static void poll_queue(ps__eio *e, bool binary, const char *data, size_t len)
+{
+    if (e->outq.len)
+        ps__buf_appendc(&e->outq, '\x1e');
+    if (binary) {
+        ps__buf_appendc(&e->outq, 'b');
+        ps__buf_reserve(&e->outq, 4 * ((len + 2) / 3) + 1);
+        e->outq.len += ps__base64_encode((const uint8_t *)data, len, e->outq.base + e->outq.len);
+    } else {
+        ps__buf_append(&e->outq, data, len);
+    }
+    poll_flush(e);
+}
+
+static int send_text(ps__eio *e, const char *packet, size_t len)
+{
+    if (e->transport == T_WEBSOCKET)
+        return ps__ws_send(e->ws, false, packet, len);
+    poll_queue(e, false, packet, len);
+    return 0;
+}
+
+int ps__eio_send_packet(ps__eio *e, const char *packet, size_t len)
+{
+    if (e->closed)
+        return UV_EPIPE;
+    return send_text(e, packet, len);
+}
+
+int ps__eio_send_binary(ps__eio *e, const char *data, size_t len)
+{
+    if (e->closed)
+        return UV_EPIPE;
+    if (e->transport == T_WEBSOCKET)
+        return ps__ws_send(e->ws, true, data, len);
+    poll_queue(e, true, data, len);
+    return 0;
+}
+
+void ps__eio_close(ps__eio *e, int code, const char *reason)
+{
+    if (e->closed)
+        return;
+    mark_closed(e, reason);
+    if (e->transport == T_WEBSOCKET) {
+        ps__ws_close(e->ws, code, reason); /* notify_closed follows from its close callback */
+        return;
+    }
+    /* Polling: the client learns from a "1" in its poll; the reference answers a held GET with
+     * it at once, and a later GET finds an unknown sid. */
+    if (e->held) {
+        ps__buf_reset(&e->outq);
+        poll_respond(e, "1", 1);
+    }
+    e->notify_timer = ps__timer_new(e->srv->loop, notify_timer_fire, e);
+    ps__timer_start(e->notify_timer, 0);
+}
+
+/* ---- upgrade --------------------------------------------------------------------------- */
+
+static void probe_on_message(ps__ws *ws, bool binary, const char *data, size_t len)
+{
+    ps__eio *e = ps__ws_data(ws);
+    if (e->closed || e->probe != ws)
+        return;
+    if (!binary && len == 6 && memcmp(data, "2probe", 6) == 0 && !e->upgrading) {
+        ps__ws_send(ws, false, "3probe", 6);
+        e->upgrading = true;
+        poll_flush(e); /* a held GET gets "6": the client pauses polling */
+        return;
+    }
+    if (!binary && len == 1 && data[0] == PS__EIO_UPGRADE && e->upgrading) {
+        ps__timer_stop(e->upgrade_timer);
+        e->probe = NULL;
+        e->upgrading = false;
+        e->transport = T_WEBSOCKET;
+        e->ws = ws;
+        ps__ws_set_cbs(ws, &eio_ws_cbs, e);
+        if (e->held)
+            poll_respond(e, "6", 1);
+        /* What waited for a GET now goes on the WebSocket, in order. */
+        ps__buf q = e->outq;
+        ps__buf_init(&e->outq);
+        size_t i = 0;
+        while (i < q.len) {
+            const char *sep = memchr(q.base + i, '\x1e', q.len - i);
+            size_t end = sep ? (size_t)(sep - q.base) : q.len;
+            if (q.base[i] == 'b') {
+                ps__buf bin;
+                ps__buf_init(&bin);
+                ps__base64_decode(q.base + i + 1, end - i - 1, &bin);
+                ps__ws_send(ws, true, bin.base ? bin.base : "", bin.len);
+                ps__buf_free(&bin);
+            } else {
+                ps__ws_send(ws, false, q.base + i, end - i);
+            }
+            i = end + 1;
+        }
+        ps__buf_free(&q);
+        return;
+    }
+    /* Anything else on a probe aborts the upgrade; the session stays on polling. */
+    e->probe = NULL;
+    e->upgrading = false;
+    ps__timer_stop(e->upgrade_timer);
+    ps__ws_close(ws, PS__WS_PROTOCOL_ERROR, "invalid upgrade");
+}
+
+static void probe_on_close(ps__ws *ws, int code)
+{
+    ps__eio *e = ps__ws_data(ws);
+    if (e->probe == ws) {
+        e->probe = NULL;
+        e->upgrading = false;
+        ps__timer_stop(e->upgrade_timer);
+    }
+    eio_unref(e);
+}
+
+static const ps__ws_cbs probe_ws_cbs = {probe_on_message, probe_on_close};
+
+static void upgrade_timeout(ps__timer *t, void *data)
+{
+    ps__eio *e = data;
+    if (!e->probe)
+        return;
+    ps__ws *probe = e->probe;
+    e->probe = NULL;
+    e->upgrading = false;
+    ps__ws_close(probe, PS__WS_NORMAL, "upgrade timeout");
+}
+
 /* ---- requests -------------------------------------------------------------------------- */
+
+static void cors_headers(ps__buf *out, const ps__eio_config *cfg, const ps__http_req *req)
+{
+    const char *origin = ps__http_header_get(req, "Origin");
+    if (!origin || !cfg->allowed_origins || !ps__eio_origin_allowed(cfg, origin))
+        return;
+    ps__buf_printf(out,
+                   "Access-Control-Allow-Origin: %s\r\n"
+                   "Access-Control-Allow-Credentials: true\r\n"
+                   "Vary: Origin\r\n",
+                   origin);
+}
+
+static void respond_error(ps__http_req *req, const ps__eio_config *cfg, int status, int code,
+                          const char *message)
+{
+    ps__buf extra;
+    ps__buf_init(&extra);
+    cors_headers(&extra, cfg, req);
+    json_t *j = json_pack("{s:i,s:s}", "code", code, "message", message);
+    char *s = json_dumps(j, PS__JSON_FLAGS);
+    ps__http_respond(req, status, "application/json", s, strlen(s), ps__buf_cstr(&extra));
+    free(s);
+    json_decref(j);
+    ps__buf_free(&extra);
+}
+
+static void respond_poll(ps__http_req *req, const ps__eio_config *cfg, const char *ctype,
+                         const char *body, size_t len)
+{
+    ps__buf extra;
+    ps__buf_init(&extra);
+    ps__buf_appends(&extra, "Cache-Control: no-store\r\n");
+    cors_headers(&extra, cfg, req);
+    ps__http_respond(req, 200, ctype, body, len, extra.base);
+    ps__buf_free(&extra);
+}
+
+static ps__eio *session_new(ps__eio_server *es, ps__http_req *req, int transport)
+{
+    ps__eio *e = ps__calloc(1, sizeof *e);
+    e->srv = es;
+    e->transport = transport;
+    e->refs = 1;
+    ps__list_init(&e->link);
+    handshake_copy(&e->hs, req, ps__http_peer(req));
+    ps__random_sid(e->sid);
+    return e;
+}
+
+/* Registers a new session and starts its life: open packet sent by the caller first. */
+static void session_start(ps__eio_server *es, ps__eio *e)
+{
+    ps__list_insert_tail(&es->sessions, &e->link);
+    table_add(es, e);
+    es->nsessions++;
+    e->heartbeat = ps__timer_new(es->loop, heartbeat_fire, e);
+    ps__timer_start(e->heartbeat, es->cfg.ping_interval_ms);
+    e->up = es->cbs->on_open(e, es->user);
+}
+
+static void on_held_abort(void *user)
+{
+    ps__eio *e = user;
+    e->held = NULL;
+    /* The reference closes a session whose pending GET the client gave up on. */
+    ps__eio_close(e, PS__WS_NORMAL, "transport close");
+}
+
+static int on_posted_packet(void *user, bool binary, const char *data, size_t len)
+{
+    return on_packet(user, binary, data, len);
+}
+
+static void handle_poll(ps__eio_server *es, ps__http_req *req, ps__eio *e)
+{
+    if (e->transport != T_POLLING) {
+        respond_error(req, &es->cfg, 400, 3, "Bad request");
+        return;
+    }
+    if (req->method_id == HTTP_GET) {
+        if (e->held) {
+            /* Two GETs at once: a broken or hostile client. End the session. */
+            ps__eio_close(e, PS__WS_NORMAL, "multiple polling requests");
+            respond_error(req, &es->cfg, 400, 3, "Bad request");
+            return;
+        }
+        e->held = ps__http_defer(req, on_held_abort, e);
+        poll_flush(e);
+        return;
+    }
+    if (req->method_id != HTTP_POST) {
+        respond_error(req, &es->cfg, 400, 3, "Bad request");
+        return;
+    }
+    const char *ctype = ps__http_header_get(req, "Content-Type");
+    if (ctype && strncmp(ctype, "application/octet-stream", 24) == 0) {
+        ps__eio_close(e, PS__WS_PROTOCOL_ERROR, "binary payload");
+        respond_error(req, &es->cfg, 400, 3, "Bad request");
+        return;
+    }
+    if (req->body_len > es->cfg.max_payload) {
+        ps__eio_close(e, PS__WS_TOO_BIG, "payload too large");
+        respond_error(req, &es->cfg, 413, 3, "Payload too large");
+        return;
+    }
+    /* The upper layer may close (even free on its side) while packets are handled: keep the
+     * session's memory until this request is answered. */
+    e->refs++;
+    int rc = ps__eio_decode_payload(req->body, req->body_len, on_posted_packet, e);
+    if (rc == 0) {
+        respond_poll(req, &es->cfg, "text/html", "ok", 2); /* also when a "1" closed it */
+    } else {
+        if (!e->closed)
+            ps__eio_close(e, PS__WS_PROTOCOL_ERROR, "parse error");
+        respond_error(req, &es->cfg, 400, 3, "Bad request");
+    }
+    eio_unref(e);
+}
+
+static void handle_ws(ps__eio_server *es, ps__http_req *req, ps__eio *e)
+{
+    ps__ws_opts wo = {.max_message = es->cfg.max_payload,
+                      .close_timeout_ms = es->cfg.close_timeout_ms};
+    if (e) {
+        /* An upgrade: only a polling session with no probe under way. */
+        if (e->transport != T_POLLING || e->probe) {
+            respond_error(req, &es->cfg, 400, 3, "Bad request");
+            return;
+        }
+        ps__ws *ws = ps__ws_upgrade(req, &wo, &probe_ws_cbs, e);
+        if (!ws)
+            return;
+        e->refs++;
+        e->probe = ws;
+        if (!e->upgrade_timer)
+            e->upgrade_timer = ps__timer_new(es->loop, upgrade_timeout, e);
+        ps__timer_start(e->upgrade_timer,
+                        es->cfg.upgrade_timeout_ms ? es->cfg.upgrade_timeout_ms : 10000);
+        ps__ws_start(ws);
+        return;
+    }
+    e = session_new(es, req, T_WEBSOCKET);
+    e->ws = ps__ws_upgrade(req, &wo, &eio_ws_cbs, e);
+    if (!e->ws) {
+        eio_unref(e);
+        return;
+    }
+    e->refs++; /* the WebSocket's */
+    ps__buf open;
+    ps__buf_init(&open);
+    ps__eio_encode_open(&open, e->sid, &es->cfg, false);
+    ps__ws_send(e->ws, false, open.base, open.len);
+    ps__buf_free(&open);
+    session_start(es, e);
+    ps__ws_start(e->ws);
+}
+
+void ps__eio_handle_request(ps__eio_server *es, ps__http_req *req)
+{
+    ps__buf v, sid;
+    ps__buf_init(&v);
+    ps__buf_init(&sid);
+    const char *origin = ps__http_header_get(req, "Origin");
+    if (req->method_id == HTTP_OPTIONS) {
+        /* CORS preflight for polling from an allowed origin. */
+        ps__buf extra;
+        ps__buf_init(&extra);
+        cors_headers(&extra, &es->cfg, req);
+        if (extra.len)
+            ps__buf_appends(&extra, "Access-Control-Allow-Methods: GET, POST\r\n"
+                                    "Access-Control-Allow-Headers: content-type\r\n");
+        ps__http_respond(req, extra.len ? 204 : 400, NULL, NULL, 0, ps__buf_cstr(&extra));
+        ps__buf_free(&extra);
+        goto out;
+    }
+    if (!ps__http_query_get(req->query, "EIO", &v) || strcmp(v.base, "4") != 0) {
+        respond_error(req, &es->cfg, 400, 5, "Unsupported protocol version");
+        goto out;
+    }
+    bool ws = false;
+    if (!ps__http_query_get(req->query, "transport", &v) ||
+        !((ws = strcmp(v.base, "websocket") == 0) ||
+          (es->cfg.polling && strcmp(v.base, "polling") == 0))) {
+        respond_error(req, &es->cfg, 400, 0, "Transport unknown");
+        goto out;
+    }
+    if (origin && !ps__eio_origin_allowed(&es->cfg, origin)) {
+        respond_error(req, &es->cfg, 403, 4, "Forbidden");
+        goto out;
+    }
+    ps__eio *e = NULL;
+    if (ps__http_query_get(req->query, "sid", &sid)) {
+        e = table_find(es, sid.base);
+        if (!e) {
+            respond_error(req, &es->cfg, 400, 1, "Session ID unknown");
+            goto out;
+        }
+    }
+    if (ws && !req->upgrade) {
+        respond_error(req, &es->cfg, 400, 3, "Bad request");
+        goto out;
+    }
+    if (!e && es->shutting_down) {
+        ps__http_respond(req, 503, "text/plain; charset=utf-8", PS__STRLIT("shutting down\n"),
+                         NULL);
+        goto out;
+    }
+    if (ws) {
+        handle_ws(es, req, e);
+    } else if (e) {
+        handle_poll(es, req, e);
+    } else if (req->method_id != HTTP_GET) {
+        respond_error(req, &es->cfg, 400, 2, "Bad handshake method");
+    } else {
+        e = session_new(es, req, T_POLLING);
+        ps__buf open;
+        ps__buf_init(&open);
+        ps__eio_encode_open(&open, e->sid, &es->cfg, true);
+        respond_poll(req, &es->cfg, POLL_TYPE, open.base, open.len);
+        ps__buf_free(&open);
+        session_start(es, e);
+    }
+out:
+    ps__buf_free(&v);
+    ps__buf_free(&sid);
+}
+
+/* ---- server ---------------------------------------------------------------------------- */
 
 void ps__eio_server_init(ps__eio_server *es, uv_loop_t *loop, const ps__eio_config *cfg,
                          const ps__eio_cbs *cbs, void *user)
@@ -153,100 +753,23 @@ void ps__eio_server_init(ps__eio_server *es, uv_loop_t *loop, const ps__eio_conf
     ps__list_init(&es->sessions);
 }
 
-void ps__eio_handle_request(ps__eio_server *es, ps__http_req *req)
+void ps__eio_server_free(ps__eio_server *es)
 {
-    ps__buf v;
-    ps__buf_init(&v);
-    if (!ps__http_query_get(req->query, "EIO", &v) || strcmp(v.base, "4") != 0) {
-        ps__http_respond_json_error(req, 400, 5, "Unsupported protocol version");
-        goto out;
-    }
-    if (!ps__http_query_get(req->query, "transport", &v) || strcmp(v.base, "websocket") != 0) {
-        /* Long-polling is not implemented yet: refuse it the way the reference refuses a
-         * disabled transport, so clients fail fast instead of hanging. */
-        ps__http_respond_json_error(req, 400, 0, "Transport unknown");
-        goto out;
-    }
-    if (ps__http_query_get(req->query, "sid", &v)) {
-        /* Every session is WebSocket-only, so there is nothing to upgrade: the sid is unknown. */
-        ps__http_respond_json_error(req, 400, 1, "Session ID unknown");
-        goto out;
-    }
-    if (!req->upgrade) {
-        ps__http_respond_json_error(req, 400, 3, "Bad request");
-        goto out;
-    }
-    if (es->shutting_down) {
-        ps__http_respond(req, 503, "text/plain; charset=utf-8", PS__STRLIT("shutting down\n"),
-                         NULL);
-        goto out;
-    }
-    ps__eio *e = ps__calloc(1, sizeof *e);
-    e->srv = es;
-    ps__list_init(&e->link);
-    handshake_copy(&e->hs, req, "");
-    ps__ws_opts wo = {.max_message = es->cfg.max_payload,
-                      .close_timeout_ms = es->cfg.close_timeout_ms};
-    e->ws = ps__ws_upgrade(req, &wo, &eio_ws_cbs, e);
-    if (!e->ws) {
-        handshake_free(&e->hs);
-        ps__free(e);
-        goto out;
-    }
-    snprintf(e->hs.address, sizeof e->hs.address, "%s", ps__ws_peer(e->ws));
-    ps__random_sid(e->sid);
-    ps__list_insert_tail(&es->sessions, &e->link);
-    es->nsessions++;
-    e->heartbeat = ps__timer_new(es->loop, heartbeat_fire, e);
-
-    ps__buf open;
-    ps__buf_init(&open);
-    ps__eio_encode_open(&open, e->sid, &es->cfg, false);
-    ps__ws_send(e->ws, false, open.base, open.len);
-    ps__buf_free(&open);
-    ps__timer_start(e->heartbeat, es->cfg.ping_interval_ms);
-    e->up = es->cbs->on_open(e, es->user);
-    ps__ws_start(e->ws);
-out:
-    ps__buf_free(&v);
+    ps__free(es->buckets);
+    es->buckets = NULL;
+    es->nbuckets = 0;
 }
 
 void ps__eio_server_shutdown(ps__eio_server *es)
 {
     es->shutting_down = true;
-    ps__list *pos, *tmp;
-    ps__list_foreach_safe(pos, tmp, &es->sessions)
-    {
-        ps__eio *e = PS__CONTAINER_OF(pos, ps__eio, link);
+    while (!ps__list_empty(&es->sessions)) {
+        ps__eio *e = PS__CONTAINER_OF(es->sessions.next, ps__eio, link);
         ps__eio_close(e, PS__WS_GOING_AWAY, "server shutdown");
     }
 }
 
-/* ---- sessions -------------------------------------------------------------------------- */
-
-int ps__eio_send_packet(ps__eio *e, const char *packet, size_t len)
-{
-    if (e->closed)
-        return UV_EPIPE;
-    return ps__ws_send(e->ws, false, packet, len);
-}
-
-int ps__eio_send_binary(ps__eio *e, const char *data, size_t len)
-{
-    if (e->closed)
-        return UV_EPIPE;
-    return ps__ws_send(e->ws, true, data, len);
-}
-
-void ps__eio_close(ps__eio *e, int code, const char *reason)
-{
-    if (e->closed)
-        return;
-    e->closed = true;
-    e->close_reason = reason;
-    ps__timer_stop(e->heartbeat);
-    ps__ws_close(e->ws, code, reason);
-}
+/* ---- accessors ------------------------------------------------------------------------- */
 
 bool ps__eio_closed(const ps__eio *e)
 {
@@ -255,7 +778,12 @@ bool ps__eio_closed(const ps__eio *e)
 
 size_t ps__eio_queued(const ps__eio *e)
 {
-    return ps__ws_queued(e->ws);
+    return e->transport == T_WEBSOCKET && e->ws ? ps__ws_queued(e->ws) : e->outq.len;
+}
+
+const char *ps__eio_transport(const ps__eio *e)
+{
+    return e->transport == T_WEBSOCKET ? "websocket" : "polling";
 }
 
 void *ps__eio_up(const ps__eio *e)

@@ -1,9 +1,9 @@
 /*
- * engineio: Engine.IO v4 sessions over WebSocket. Validates requests on the Engine.IO path
- * (answering the JSON errors of the reference server), sends the open packet, runs the
- * server-initiated heartbeat with millisecond timers, and carries message packets between the
- * WebSocket and the layer above. Long-polling requests get a clean "Transport unknown" until
- * that transport exists.
+ * engineio: Engine.IO v4 sessions over HTTP long-polling and WebSocket, with the upgrade from
+ * one to the other. Validates requests on the Engine.IO path (answering the JSON errors of the
+ * reference server), sends the open packet, runs the server-initiated heartbeat with
+ * millisecond timers, batches packets for held GETs, and carries message packets (text and
+ * binary) between the transport and the layer above.
  */
 #ifndef PS_ENGINEIO_H
 #define PS_ENGINEIO_H
@@ -29,7 +29,7 @@ typedef struct ps__eio_cbs {
     /* One message packet: text without its '4', or binary. */
     void (*on_message)(ps__eio *e, bool binary, const char *data, size_t len);
     /* The session is over; called once, from the loop (never from inside a ps__eio call).
-     * The ps__eio is freed when this returns. */
+     * The ps__eio must not be used after this returns. */
     void (*on_close)(ps__eio *e, const char *reason);
 } ps__eio_cbs;
 
@@ -38,6 +38,12 @@ typedef struct ps__eio_config {
     uint32_t ping_timeout_ms;
     size_t max_payload;
     uint32_t close_timeout_ms;
+    uint32_t upgrade_timeout_ms; /* 0 = 10000 */
+    bool polling;                /* long-polling enabled (and so the upgrade) */
+    /* Browser origins allowed to connect (exact "scheme://host:port" strings, or "*"). NULL:
+     * any origin may open a WebSocket, and polling gets no CORS headers (same origin only). */
+    char **allowed_origins;
+    size_t nallowed_origins;
 } ps__eio_config;
 
 struct ps__eio_server {
@@ -47,15 +53,19 @@ struct ps__eio_server {
     void *user;
     ps__list sessions;
     size_t nsessions;
+    ps__eio **buckets; /* sid -> session, for polling requests and upgrades */
+    size_t nbuckets;
     uint64_t ws_errors; /* sessions ended by a WebSocket-level error (1002, 1007, 1009) */
     bool shutting_down;
 };
 
 void ps__eio_server_init(ps__eio_server *es, uv_loop_t *loop, const ps__eio_config *cfg,
                          const ps__eio_cbs *cbs, void *user);
-/* Handles a request whose path is on the Engine.IO endpoint. Always answers or takes it. */
+void ps__eio_server_free(ps__eio_server *es);
+/* Handles a request whose path is on the Engine.IO endpoint. Always answers, defers or takes
+ * it. */
 void ps__eio_handle_request(ps__eio_server *es, ps__http_req *req);
-/* Closes every session with 1001 (their on_close calls follow from the loop). */
+/* Closes every session (WebSockets with 1001; their on_close calls follow from the loop). */
 void ps__eio_server_shutdown(ps__eio_server *es);
 
 /*
@@ -64,10 +74,13 @@ void ps__eio_server_shutdown(ps__eio_server *es);
  */
 int ps__eio_send_packet(ps__eio *e, const char *packet, size_t len);
 int ps__eio_send_binary(ps__eio *e, const char *data, size_t len);
-/* Ends the session: WebSocket close with `code` and `reason` (also reported to on_close). */
+/* Ends the session: WebSocket close with `code`, or `1` to the next poll; `reason` is what
+ * on_close reports. */
 void ps__eio_close(ps__eio *e, int code, const char *reason);
 bool ps__eio_closed(const ps__eio *e);
 size_t ps__eio_queued(const ps__eio *e);
+/* "websocket" or "polling". */
+const char *ps__eio_transport(const ps__eio *e);
 
 void *ps__eio_up(const ps__eio *e);
 const char *ps__eio_sid(const ps__eio *e);
@@ -76,6 +89,18 @@ ps__eio_server *ps__eio_get_server(const ps__eio *e);
 
 /* Encodes the open packet for a session ("0{...}") into out. */
 void ps__eio_encode_open(ps__buf *out, const char *sid, const ps__eio_config *cfg, bool polling);
+/* Whether `origin` may connect under cfg (see allowed_origins). */
+bool ps__eio_origin_allowed(const ps__eio_config *cfg, const char *origin);
+
+/*
+ * Polling payloads (pure): splits `body` at the \x1e separators and calls fn for each packet
+ * (a text packet with its type digit, or a binary message decoded from "b<base64>"). Returns
+ * 0, or -1 for an empty packet or bad base64; fn returning non-zero stops and is returned.
+ */
+typedef int (*ps__eio_packet_fn)(void *user, bool binary, const char *data, size_t len);
+int ps__eio_decode_payload(const char *body, size_t len, ps__eio_packet_fn fn, void *user);
+/* Decodes standard base64 (with padding) into out; returns the length or -1. */
+long ps__base64_decode(const char *in, size_t n, ps__buf *out);
 
 /* Engine.IO packet types (the first character of a text packet). */
 enum { PS__EIO_OPEN = '0', PS__EIO_CLOSE, PS__EIO_PING, PS__EIO_PONG, PS__EIO_MESSAGE,

@@ -35,12 +35,31 @@ struct ps__http_conn {
     bool closing;
     const char *rest;             /* bytes after an upgrade request */
     size_t rest_len;
+    /* A deferred response (a long-poll GET): input is stashed until it is answered. */
+    bool deferred;
+    bool deferred_keep_alive;
+    bool deferred_head;
+    void (*on_abort)(void *user);
+    void *abort_user;
+    ps__buf stash;
 };
 
 static void hc_on_read(ps__conn *c, const char *data, size_t len);
 static void hc_on_eof(ps__conn *c);
 static void hc_on_close(ps__conn *c);
 static const ps__conn_cbs hc_cbs = {hc_on_read, hc_on_eof, hc_on_close};
+
+/* The peer went away (or the server closes) while a response was owed: tell its owner once. */
+static void hc_abort_deferred(ps__http_conn *hc)
+{
+    if (!hc->deferred)
+        return;
+    hc->deferred = false;
+    void (*fn)(void *) = hc->on_abort;
+    hc->on_abort = NULL;
+    if (fn)
+        fn(hc->abort_user);
+}
 
 /* ---- small public helpers -------------------------------------------------------------- */
 
@@ -425,7 +444,7 @@ static int on_message_complete(http_parser *p)
         return 0; /* dispatched after http_parser_execute returns, with the leftover bytes */
     dispatch(hc);
     /* Stop parsing after a response that closes the connection (or a takeover). */
-    return hc->closing || hc->taken ? -1 : 0;
+    return hc->closing || hc->taken || hc->deferred ? -1 : 0;
 }
 
 static const http_parser_settings settings = {
@@ -497,6 +516,7 @@ static void dispatch(ps__http_conn *hc)
 
 static void hc_free(ps__http_conn *hc)
 {
+    ps__buf_free(&hc->stash);
     ps__buf_free(&hc->url);
     ps__buf_free(&hc->hbuf);
     ps__buf_free(&hc->body);
@@ -508,6 +528,18 @@ static void hc_on_read(ps__conn *c, const char *data, size_t len)
     ps__http_conn *hc = c->data;
     if (hc->closing)
         return;
+    if (hc->deferred) {
+        /* Pipelined behind a long-poll: parsed once that is answered, so responses keep their
+         * order. Bounded like any request would be. */
+        if (hc->stash.len + len > hc->cfg->max_header_size + hc->cfg->max_body_size) {
+            hc_abort_deferred(hc);
+            hc->closing = true;
+            ps__conn_abort(c);
+            return;
+        }
+        ps__buf_append(&hc->stash, data, len);
+        return;
+    }
     size_t n = http_parser_execute(&hc->parser, &settings, data, len);
     if (hc->taken) {
         hc_free(hc);
@@ -515,6 +547,14 @@ static void hc_on_read(ps__conn *c, const char *data, size_t len)
     }
     if (hc->closing)
         return;
+    if (hc->deferred) {
+        /* Parsing stopped right after the deferred request; the rest waits for its answer, with
+         * a parser reset from the callback's halt. */
+        if (n < len)
+            ps__buf_append(&hc->stash, data + n, len - n);
+        http_parser_init(&hc->parser, HTTP_REQUEST);
+        return;
+    }
     if (hc->parser.upgrade && hc->message_done) {
         hc->rest = data + n;
         hc->rest_len = len - n;
@@ -536,13 +576,59 @@ static void hc_on_read(ps__conn *c, const char *data, size_t len)
 static void hc_on_eof(ps__conn *c)
 {
     ps__http_conn *hc = c->data;
+    hc_abort_deferred(hc);
     hc->closing = true;
     ps__conn_close(c);
 }
 
 static void hc_on_close(ps__conn *c)
 {
+    hc_abort_deferred(c->data);
     hc_free(c->data);
+}
+
+const char *ps__http_peer(const ps__http_req *req)
+{
+    return req->hc->conn->peer;
+}
+
+ps__http_conn *ps__http_defer(ps__http_req *req, void (*on_abort)(void *user), void *user)
+{
+    ps__http_conn *hc = req->hc;
+    req->answered = true;
+    hc->deferred = true;
+    hc->deferred_keep_alive = req->keep_alive;
+    hc->deferred_head = req->method_id == HTTP_HEAD;
+    hc->on_abort = on_abort;
+    hc->abort_user = user;
+    req->keep_alive = true; /* the connection stays open until the answer */
+    return hc;
+}
+
+void ps__http_deferred_respond(ps__http_conn *hc, int status, const char *content_type,
+                               const char *body, size_t body_len, const char *extra_headers)
+{
+    if (!hc->deferred)
+        return;
+    hc->deferred = false;
+    hc->on_abort = NULL;
+    ps__http_req req = {
+        .hc = hc,
+        .keep_alive = hc->deferred_keep_alive,
+        .method_id = hc->deferred_head ? HTTP_HEAD : HTTP_GET,
+    };
+    ps__http_respond(&req, status, content_type, body, body_len, extra_headers);
+    if (!req.keep_alive) {
+        hc->closing = true;
+        ps__conn_close(hc->conn);
+        return;
+    }
+    if (hc->stash.len > 0) {
+        ps__buf stash = hc->stash;
+        ps__buf_init(&hc->stash);
+        hc_on_read(hc->conn, stash.base, stash.len);
+        ps__buf_free(&stash);
+    }
 }
 
 void ps__http_attach(ps__conn *c, const ps__http_config *cfg)

@@ -54,6 +54,9 @@ bool ps__http_header_has_token(const ps__http_req *req, const char *name, const 
 /* Copies the value of query parameter `name` (URL-decoded) into out; false if absent. */
 bool ps__http_query_get(const char *query, const char *name, ps__buf *out);
 
+/* The client's address as text. */
+const char *ps__http_peer(const ps__http_req *req);
+
 /* Writes a complete response. `extra_headers` is either NULL or CRLF-terminated lines. */
 void ps__http_respond(ps__http_req *req, int status, const char *content_type, const char *body,
                       size_t body_len, const char *extra_headers);
@@ -69,6 +72,15 @@ ps__conn *ps__http_take_conn(ps__http_req *req, const char **rest, size_t *rest_
 
 /* Closes every connection of the listener that is still plain HTTP (graceful shutdown). */
 void ps__http_close_idle(ps__listener *l);
+
+/*
+ * Defers the answer to req (a long-poll): the connection stays open and stashes what else it
+ * receives. Answer later with ps__http_deferred_respond. If the peer goes away or the server
+ * closes the connection first, on_abort(user) runs once instead, and the handle is dead.
+ */
+ps__http_conn *ps__http_defer(ps__http_req *req, void (*on_abort)(void *user), void *user);
+void ps__http_deferred_respond(ps__http_conn *hc, int status, const char *content_type,
+                               const char *body, size_t body_len, const char *extra_headers);
 
 const char *ps__http_status_text(int status);
 /* Content-Type for a file name, by extension; "application/octet-stream" if unknown. */

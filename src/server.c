@@ -33,6 +33,7 @@ struct ps_server {
     ps_server_opts opts;
     char *host;
     char *path;
+    char **origins; /* copy of opts.allowed_origins, NULL-terminated */
     ps__listener listener;
     ps__http_config http;
     ps__sessions sessions;
@@ -175,7 +176,8 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
     srv->opts.static_dir = root;
     srv->http.static_root = root;
     srv->http.max_header_size = o.max_header_size;
-    srv->http.max_body_size = o.max_body_size;
+    /* A polling POST carries up to max_payload of packets. */
+    srv->http.max_body_size = o.max_body_size > o.max_payload ? o.max_body_size : o.max_payload;
     srv->http.on_request = server_on_request;
     srv->http.user = srv;
 
@@ -184,8 +186,20 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
         .ping_timeout_ms = o.ping_timeout_ms,
         .max_payload = o.max_payload,
         .close_timeout_ms = o.shutdown_grace_ms,
+        .polling = !o.websocket_only,
     };
+    if (o.allowed_origins) {
+        size_t n = 0;
+        while (o.allowed_origins[n])
+            n++;
+        srv->origins = ps__calloc(n + 1, sizeof *srv->origins);
+        for (size_t i = 0; i < n; i++)
+            srv->origins[i] = ps__strdup(o.allowed_origins[i]);
+        ec.allowed_origins = srv->origins;
+        ec.nallowed_origins = n;
+    }
     ps__sessions_init(&srv->sessions, srv, loop, &ec, o.connect_timeout_ms);
+    srv->sessions.sio.engine_echo = o.engineio_echo;
     ps__channels_init(&srv->channels, &srv->sessions);
 
     srv->posts = ps__calloc(1, sizeof *srv->posts);
@@ -352,6 +366,9 @@ void ps_server_free(ps_server *srv)
     ps__free(srv->posts);
     ps__channels_free(&srv->channels);
     ps__sessions_free(&srv->sessions);
+    for (size_t i = 0; srv->origins && srv->origins[i]; i++)
+        ps__free(srv->origins[i]);
+    ps__free(srv->origins);
     ps__free(srv->host);
     ps__free(srv->path);
     ps__free(srv->http.static_root);

@@ -302,6 +302,7 @@ void ps__sessions_init(ps__sessions *ss, ps_server *server, uv_loop_t *loop,
 
 void ps__sessions_free(ps__sessions *ss)
 {
+    ps__eio_server_free(&ss->sio.eio);
     for (size_t i = 0; i < ss->nnsps; i++)
         ps__free(ss->nsps[i].name);
     ps__free(ss->nsps);

@@ -419,7 +419,7 @@ static void *sio_on_open(ps__eio *e, void *user)
     c->srv = ss;
     c->eio = e;
     ps__list_init(&c->sockets);
-    if (ss->connect_timeout_ms) {
+    if (ss->connect_timeout_ms && !ss->engine_echo) {
         c->connect_timer = ps__timer_new(ss->eio.loop, connect_timeout, c);
         ps__timer_start(c->connect_timer, ss->connect_timeout_ms);
     }
@@ -483,6 +483,19 @@ static void sio_on_message(ps__eio *e, bool binary, const char *data, size_t len
 {
     ps__sio_conn *c = ps__eio_up(e);
     ps__sio_server *ss = c->srv;
+    if (ss->engine_echo) {
+        if (binary) {
+            ps__eio_send_binary(e, data, len);
+        } else {
+            ps__buf out;
+            ps__buf_init(&out);
+            ps__buf_appendc(&out, PS__EIO_MESSAGE);
+            ps__buf_append(&out, data, len);
+            ps__eio_send_packet(e, out.base, out.len);
+            ps__buf_free(&out);
+        }
+        return;
+    }
     if (binary) {
         ps__sio_conn_close(c, PS__WS_UNSUPPORTED, "binary packets are not supported");
         return;

@@ -78,6 +78,7 @@ struct ps__sio_server {
     const ps__sio_cbs *cbs;
     void *user;
     uint32_t connect_timeout_ms;
+    bool engine_echo; /* conformance mode: echo Engine.IO messages, no Socket.IO */
     ps__sio_stats stats;
 };
 

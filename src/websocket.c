@@ -392,6 +392,12 @@ size_t ps__ws_queued(const ps__ws *ws)
     return ws->conn->write_queued + ws->out.len;
 }
 
+void ps__ws_set_cbs(ps__ws *ws, const ps__ws_cbs *cbs, void *data)
+{
+    ws->cbs = cbs;
+    ws->data = data;
+}
+
 void *ps__ws_data(const ps__ws *ws)
 {
     return ws->data;

@@ -59,6 +59,8 @@ void ps__ws_abort(ps__ws *ws);
 bool ps__ws_closing(const ps__ws *ws);
 /* Bytes accepted for sending and not yet written to the socket. */
 size_t ps__ws_queued(const ps__ws *ws);
+/* Hands the WebSocket to another owner (an upgrade probe becoming the session's transport). */
+void ps__ws_set_cbs(ps__ws *ws, const ps__ws_cbs *cbs, void *data);
 void *ps__ws_data(const ps__ws *ws);
 const char *ps__ws_peer(const ps__ws *ws);
 

@@ -302,12 +302,20 @@ static void usage(FILE *f)
             "  --max-payload BYTES     largest message accepted (1048576)\n"
             "  --connect-timeout MS    Socket.IO CONNECT deadline (45000)\n"
             "  --socketio-echo         Socket.IO test-suite behaviour (see source)\n"
+            "  --engine-echo           pure Engine.IO server echoing every message (use with\n"
+            "                          --path /engine.io/)\n"
+            "  --websocket-only        refuse HTTP long-polling\n"
+            "  --origin ORIGIN         allow this browser origin (repeatable; \"*\" = any);\n"
+            "                          without it any origin may use WebSocket, none may poll\n"
+            "                          cross-origin\n"
             "  --verbose               log connections and errors\n");
 }
 
 int main(int argc, char **argv)
 {
     ps_server_opts opts = {.host = "127.0.0.1", .port = 8000};
+    static const char *origins[17];
+    size_t norigins = 0;
     static const struct option longopts[] = {
         {"host", required_argument, 0, 'h'},
         {"port", required_argument, 0, 'p'},
@@ -318,6 +326,9 @@ int main(int argc, char **argv)
         {"max-payload", required_argument, 0, 'm'},
         {"connect-timeout", required_argument, 0, 'c'},
         {"socketio-echo", no_argument, 0, 'E'},
+        {"engine-echo", no_argument, 0, 'G'},
+        {"websocket-only", no_argument, 0, 'W'},
+        {"origin", required_argument, 0, 'O'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, '?'},
         {0, 0, 0, 0},
@@ -334,6 +345,13 @@ int main(int argc, char **argv)
         case 'm': opts.max_payload = strtoull(optarg, NULL, 10); break;
         case 'c': opts.connect_timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'E': socketio_echo = true; break;
+        case 'G': opts.engineio_echo = true; break;
+        case 'W': opts.websocket_only = true; break;
+        case 'O':
+            if (norigins + 1 < sizeof origins / sizeof origins[0])
+                origins[norigins++] = optarg;
+            opts.allowed_origins = origins;
+            break;
         case 'v': ps_set_log_level(PS_LOG_DEBUG); break;
         default: usage(ch == '?' && optopt == 0 ? stdout : stderr); return ch == '?' ? 0 : 2;
         }
