@@ -328,8 +328,6 @@ static int on_packet(ps__eio *e, bool binary, const char *data, size_t len)
         /* v4 clients never ping outside an upgrade probe. */
         ps__eio_close(e, PS__WS_PROTOCOL_ERROR, "invalid heartbeat direction");
         return -1;
-    case PS__EIO_NOOP:
-        return 0;
     default:
         ps__eio_close(e, PS__WS_PROTOCOL_ERROR, "parse error");
         return -1;

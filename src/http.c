@@ -29,6 +29,7 @@ struct ps__http_conn {
     bool in_value;                /* the last header callback was a value */
     size_t header_bytes;          /* request line + headers so far */
     ps__buf body;
+    size_t body_max;              /* this request's body limit */
     int error_status;             /* a limit was hit: answer this and close */
     bool message_done;
     bool taken;                   /* handed over by an upgrade */
@@ -408,10 +409,18 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+static size_t body_limit(ps__http_conn *hc)
+{
+    if (hc->cfg->body_limit)
+        return hc->cfg->body_limit(hc->cfg->user, ps__buf_cstr(&hc->url));
+    return hc->cfg->max_body_size;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     ps__http_conn *hc = p->data;
-    if ((p->flags & F_CONTENTLENGTH) && p->content_length > hc->cfg->max_body_size) {
+    hc->body_max = body_limit(hc);
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > hc->body_max) {
         hc->error_status = 413;
         return -1;
     }
@@ -426,7 +435,7 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     ps__http_conn *hc = p->data;
-    if (hc->body.len + len > hc->cfg->max_body_size) {
+    if (hc->body.len + len > hc->body_max) {
         hc->error_status = 413;
         return -1;
     }

@@ -39,6 +39,9 @@ typedef struct ps__http_config {
     char *static_root;      /* realpath of the static directory, or NULL */
     size_t max_header_size; /* request line + headers */
     size_t max_body_size;
+    /* Optional: a different body limit for some paths (the Engine.IO endpoint takes payloads
+     * of up to its max_payload); gets the raw request target. */
+    size_t (*body_limit)(void *user, const char *url);
     /* Called for every request except /healthz; return true if it answered or took the
      * connection, false to fall through to static files and 404. */
     bool (*on_request)(void *user, ps__http_req *req);

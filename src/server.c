@@ -68,17 +68,30 @@ static void apply_defaults(ps_server_opts *o)
         o->backlog = 511;
 }
 
+/* "/socket.io/" also owns "/socket.io" and anything below it, as the reference does. `target`
+ * is a path or a raw request target (the query then follows a '?'). */
+static bool on_engine_path(const ps_server *srv, const char *target)
+{
+    size_t plen = strlen(srv->path);
+    size_t cmp = srv->path[plen - 1] == '/' ? plen - 1 : plen;
+    return strncmp(target, srv->path, cmp) == 0 &&
+           (target[cmp] == '\0' || target[cmp] == '/' || target[cmp] == '?');
+}
+
 static bool server_on_request(void *user, ps__http_req *req)
 {
     ps_server *srv = user;
-    size_t plen = strlen(srv->path);
-    /* "/socket.io/" also owns "/socket.io" and anything below it, as the reference does. */
-    size_t cmp = srv->path[plen - 1] == '/' ? plen - 1 : plen;
-    if (strncmp(req->path, srv->path, cmp) != 0 ||
-        (req->path[cmp] != '\0' && req->path[cmp] != '/'))
+    if (!on_engine_path(srv, req->path))
         return false;
     ps__eio_handle_request(&srv->sessions.sio.eio, req);
     return true;
+}
+
+/* A polling POST carries up to max_payload of packets; other bodies max_body_size. */
+static size_t server_body_limit(void *user, const char *url)
+{
+    ps_server *srv = user;
+    return on_engine_path(srv, url) ? srv->opts.max_payload : srv->opts.max_body_size;
 }
 
 static void server_on_conn(ps__listener *l, ps__conn *c)
@@ -176,8 +189,8 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
     srv->opts.static_dir = root;
     srv->http.static_root = root;
     srv->http.max_header_size = o.max_header_size;
-    /* A polling POST carries up to max_payload of packets. */
-    srv->http.max_body_size = o.max_body_size > o.max_payload ? o.max_body_size : o.max_payload;
+    srv->http.max_body_size = o.max_body_size;
+    srv->http.body_limit = server_body_limit;
     srv->http.on_request = server_on_request;
     srv->http.user = srv;
 

@@ -117,7 +117,9 @@ static void request_errors_client(ts *t)
 
 TEST_IMPL(eio_request_errors)
 {
-    ts_run(NULL, NULL, request_errors_client, NULL);
+    /* WebSocket only: polling requests are refused like a disabled transport. */
+    ps_server_opts o = {.websocket_only = true};
+    ts_run(&o, NULL, request_errors_client, NULL);
     return 0;
 }
 
