@@ -288,6 +288,22 @@ PS_EXTERN ps_server *ps_session_server(const ps_session *s);
 PS_EXTERN void ps_session_set_data(ps_session *s, void *data, void (*free_fn)(void *));
 PS_EXTERN void *ps_session_data(const ps_session *s);
 
+/* ---- binary values --------------------------------------------------------------------- */
+
+/*
+ * JSON has no bytes, so pulsec carries binary values (Socket.IO attachments: a Buffer or
+ * ArrayBuffer in JavaScript) inside JSON as an object with one key: {"$binary": "<base64>"}.
+ * Received binary arrives in that form anywhere in event arguments, acks and channel payloads;
+ * any such object in what the app sends goes out as a real binary attachment (at most 10 per
+ * packet: more makes the send return PS_EINVAL).
+ */
+/* A new binary value holding a copy of data (new reference). */
+PS_EXTERN json_t *ps_binary(const void *data, size_t len);
+PS_EXTERN bool ps_is_binary(const json_t *v);
+/* A copy of the bytes of a binary value, with its length, to release with free() (or the free
+ * of ps_set_allocator); NULL if v is not a valid binary value. */
+PS_EXTERN void *ps_binary_data(const json_t *v, size_t *len);
+
 /* ---- views ----------------------------------------------------------------------------- */
 
 /*

@@ -18,6 +18,11 @@ struct ps__sio_conn {
     ps__eio *eio;
     ps__list sockets;
     ps__timer *connect_timer;
+    /* A binary packet being reassembled: its text part, then `nparts` of `bin.attachments`. */
+    ps__sio_packet bin;
+    bool bin_pending;
+    ps__buf parts[PS__SIO_MAX_ATTACHMENTS];
+    int nparts;
 };
 
 enum { SOCK_CONNECTING, SOCK_CONNECTED, SOCK_CLOSED };
@@ -32,7 +37,7 @@ struct ps__sio_socket {
     int state;
     ps__list acks; /* pending_ack, oldest first */
     int64_t next_ack_id;
-    ps__buf early; /* packets emitted during on_connect: [size_t len][bytes]... */
+    ps__buf early; /* messages sent during on_connect: [u8 binary][size_t len][bytes]... */
     json_t *deny;
 };
 
@@ -129,6 +134,12 @@ int ps__sio_decode(const char *s, size_t len, ps__sio_packet *p, const char **er
     if (i < len) {
         json_error_t jerr;
         p->data = json_loadb(s + i, len - i, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+        if (!p->data && strstr(jerr.text, "too big")) {
+            /* JavaScript writes 1e19 as 10000000000000000000, beyond jansson's int64: read that
+             * packet's numbers as doubles, which is what JavaScript holds anyway. */
+            p->data = json_loadb(s + i, len - i,
+                                 JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &jerr);
+        }
         if (!p->data) {
             *err = "invalid JSON payload";
             return -1;
@@ -178,8 +189,16 @@ static int dump_to_buf(const char *buffer, size_t size, void *data)
 
 void ps__sio_encode(ps__buf *out, int type, const char *nsp, int64_t id, const json_t *data)
 {
+    ps__sio_encode_binary(out, type, 0, nsp, id, data);
+}
+
+void ps__sio_encode_binary(ps__buf *out, int type, int attachments, const char *nsp, int64_t id,
+                           const json_t *data)
+{
     ps__buf_appendc(out, '4');
     ps__buf_appendc(out, (char)('0' + type));
+    if (attachments > 0)
+        ps__buf_printf(out, "%d-", attachments);
     if (nsp && strcmp(nsp, "/") != 0) {
         ps__buf_appends(out, nsp);
         ps__buf_appendc(out, ',');
@@ -188,6 +207,133 @@ void ps__sio_encode(ps__buf *out, int type, const char *nsp, int64_t id, const j
         ps__buf_printf(out, "%" PRId64, id);
     if (data)
         json_dump_callback(data, dump_to_buf, out, PS__JSON_FLAGS);
+}
+
+/* ---- binary values --------------------------------------------------------------------- */
+
+json_t *ps_binary(const void *data, size_t len)
+{
+    ps__buf b64;
+    ps__buf_init(&b64);
+    ps__buf_reserve(&b64, 4 * ((len + 2) / 3) + 1);
+    b64.len = ps__base64_encode(data, len, b64.base);
+    json_t *v = json_pack("{s:s#}", "$binary", b64.base, (int)b64.len);
+    ps__buf_free(&b64);
+    return v;
+}
+
+bool ps_is_binary(const json_t *v)
+{
+    return json_is_object(v) && json_object_size(v) == 1 &&
+           json_is_string(json_object_get(v, "$binary"));
+}
+
+void *ps_binary_data(const json_t *v, size_t *len)
+{
+    if (!ps_is_binary(v))
+        return NULL;
+    json_t *s = json_object_get(v, "$binary");
+    ps__buf out;
+    ps__buf_init(&out);
+    if (ps__base64_decode(json_string_value(s), json_string_length(s), &out) < 0) {
+        ps__buf_free(&out);
+        return NULL;
+    }
+    return ps__buf_steal(&out, len);
+}
+
+/* Copies v with every binary value replaced by a placeholder; the bytes go to parts. Returns
+ * NULL if there are too many or one is not valid base64. */
+static json_t *deconstruct(json_t *v, ps__buf *parts, int *nparts)
+{
+    if (ps_is_binary(v)) {
+        if (*nparts == PS__SIO_MAX_ATTACHMENTS)
+            return NULL;
+        json_t *s = json_object_get(v, "$binary");
+        ps__buf *part = &parts[*nparts];
+        ps__buf_init(part);
+        if (ps__base64_decode(json_string_value(s), json_string_length(s), part) < 0) {
+            ps__buf_free(part);
+            return NULL;
+        }
+        return json_pack("{s:b,s:i}", "_placeholder", 1, "num", (*nparts)++);
+    }
+    if (json_is_array(v)) {
+        json_t *copy = json_array();
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            json_t *item = deconstruct(json_array_get(v, i), parts, nparts);
+            if (!item) {
+                json_decref(copy);
+                return NULL;
+            }
+            json_array_append_new(copy, item);
+        }
+        return copy;
+    }
+    if (json_is_object(v)) {
+        json_t *copy = json_object();
+        const char *key;
+        json_t *val;
+        json_object_foreach(v, key, val)
+        {
+            json_t *item = deconstruct(val, parts, nparts);
+            if (!item) {
+                json_decref(copy);
+                return NULL;
+            }
+            json_object_set_new(copy, key, item);
+        }
+        return copy;
+    }
+    return json_incref(v);
+}
+
+/* The inverse, on a received packet: placeholders become binary values. NULL when a
+ * placeholder names an attachment that does not exist. */
+static json_t *reconstruct(json_t *v, ps__buf *parts, int nparts)
+{
+    if (json_is_object(v) && json_is_true(json_object_get(v, "_placeholder"))) {
+        json_t *num = json_object_get(v, "num");
+        if (!json_is_integer(num) || json_integer_value(num) < 0 ||
+            json_integer_value(num) >= nparts)
+            return NULL;
+        ps__buf *part = &parts[json_integer_value(num)];
+        return ps_binary(part->base ? part->base : "", part->len);
+    }
+    if (json_is_array(v)) {
+        json_t *copy = json_array();
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            json_t *item = reconstruct(json_array_get(v, i), parts, nparts);
+            if (!item) {
+                json_decref(copy);
+                return NULL;
+            }
+            json_array_append_new(copy, item);
+        }
+        return copy;
+    }
+    if (json_is_object(v)) {
+        json_t *copy = json_object();
+        const char *key;
+        json_t *val;
+        json_object_foreach(v, key, val)
+        {
+            json_t *item = reconstruct(val, parts, nparts);
+            if (!item) {
+                json_decref(copy);
+                return NULL;
+            }
+            json_object_set_new(copy, key, item);
+        }
+        return copy;
+    }
+    return json_incref(v);
+}
+
+static void parts_free(ps__buf *parts, int n)
+{
+    for (int i = 0; i < n; i++)
+        ps__buf_free(&parts[i]);
 }
 
 /* ---- sockets --------------------------------------------------------------------------- */
@@ -219,35 +365,70 @@ void ps__sio_socket_unref(ps__sio_socket *s)
     ps__free(s);
 }
 
+/* Sends (or, before the CONNECT reply, keeps) one Engine.IO message. */
+static int send_message(ps__sio_socket *s, bool binary, const char *data, size_t len)
+{
+    if (s->state == SOCK_CONNECTING) {
+        uint8_t flag = binary;
+        ps__buf_append(&s->early, &flag, 1);
+        ps__buf_append(&s->early, &len, sizeof len);
+        ps__buf_append(&s->early, data, len);
+        return 0;
+    }
+    return binary ? ps__eio_send_binary(s->conn->eio, data, len)
+                  : ps__eio_send_packet(s->conn->eio, data, len);
+}
+
+/*
+ * Encodes and sends a packet. Binary values in `data` ({"$binary": base64}) turn an EVENT or
+ * ACK into its BINARY_ form: placeholders in the text packet, then each attachment in order.
+ * Returns 0, UV_EPIPE when the session is closing, or PS_EINVAL for more than 10 attachments.
+ */
 static int send_packet(ps__sio_socket *s, int type, int64_t id, const json_t *data)
 {
+    ps__buf parts[PS__SIO_MAX_ATTACHMENTS];
+    int nparts = 0;
+    json_t *plain = NULL;
+    if (data && (type == PS__SIO_EVENT || type == PS__SIO_ACK)) {
+        plain = deconstruct((json_t *)data, parts, &nparts);
+        if (!plain) {
+            parts_free(parts, nparts);
+            return PS_EINVAL;
+        }
+        if (nparts > 0) {
+            type = type == PS__SIO_EVENT ? PS__SIO_BINARY_EVENT : PS__SIO_BINARY_ACK;
+            data = plain;
+        }
+    }
     ps__buf out;
     ps__buf_init(&out);
-    ps__sio_encode(&out, type, s->nsp, id, data);
-    int rc;
-    if (s->state == SOCK_CONNECTING && type != PS__SIO_CONNECT && type != PS__SIO_CONNECT_ERROR) {
-        /* The CONNECT reply must precede everything else in this namespace. */
-        ps__buf_append(&s->early, &out.len, sizeof out.len);
-        ps__buf_append(&s->early, out.base, out.len);
-        rc = 0;
-    } else {
-        rc = ps__eio_send_packet(s->conn->eio, out.base, out.len);
-        if (rc == 0)
-            s->conn->srv->stats.packets_out++;
-    }
+    ps__sio_encode_binary(&out, type, nparts, s->nsp, id, data);
+    /* The CONNECT reply must precede everything else in this namespace: it is never kept. */
+    int rc = type == PS__SIO_CONNECT || type == PS__SIO_CONNECT_ERROR
+                 ? ps__eio_send_packet(s->conn->eio, out.base, out.len)
+                 : send_message(s, false, out.base, out.len);
+    for (int i = 0; i < nparts && rc == 0; i++)
+        rc = send_message(s, true, parts[i].base ? parts[i].base : "", parts[i].len);
+    if (rc == 0)
+        s->conn->srv->stats.packets_out++;
     ps__buf_free(&out);
+    parts_free(parts, nparts);
+    json_decref(plain);
     return rc;
 }
 
 static void flush_early(ps__sio_socket *s)
 {
     size_t off = 0;
-    while (off + sizeof(size_t) <= s->early.len) {
+    while (off + 1 + sizeof(size_t) <= s->early.len) {
+        bool binary = s->early.base[off] != 0;
         size_t n;
-        memcpy(&n, s->early.base + off, sizeof n);
-        off += sizeof n;
-        if (ps__eio_send_packet(s->conn->eio, s->early.base + off, n) == 0)
-            s->conn->srv->stats.packets_out++;
+        memcpy(&n, s->early.base + off + 1, sizeof n);
+        off += 1 + sizeof n;
+        if (binary)
+            ps__eio_send_binary(s->conn->eio, s->early.base + off, n);
+        else
+            ps__eio_send_packet(s->conn->eio, s->early.base + off, n);
         off += n;
     }
     ps__buf_free(&s->early);
@@ -300,7 +481,7 @@ int ps__sio_emit(ps__sio_socket *s, const char *event, json_t *args)
         json_array_extend(arr, args);
     int rc = send_packet(s, PS__SIO_EVENT, -1, arr);
     json_decref(arr);
-    return rc == 0 ? 0 : PS_ECLOSED;
+    return rc == 0 || rc == PS_EINVAL ? rc : PS_ECLOSED;
 }
 
 int ps__sio_emit_ack(ps__sio_socket *s, const char *event, json_t *args, uint32_t timeout_ms,
@@ -310,6 +491,16 @@ int ps__sio_emit_ack(ps__sio_socket *s, const char *event, json_t *args, uint32_
         return PS_ECLOSED;
     if (!event || !cb || ps__sio_reserved_event(event) || (args && !json_is_array(args)))
         return PS_EINVAL;
+    json_t *arr = json_array();
+    json_array_append_new(arr, json_string(event));
+    if (args)
+        json_array_extend(arr, args);
+    int64_t id = s->next_ack_id;
+    int rc = send_packet(s, PS__SIO_EVENT, id, arr);
+    json_decref(arr);
+    if (rc == PS_EINVAL)
+        return rc;
+    /* Sent, or lost with a session that is ending: either way the callback is owed. */
     pending_ack *a = ps__calloc(1, sizeof *a);
     a->sock = s;
     a->id = s->next_ack_id++;
@@ -320,12 +511,6 @@ int ps__sio_emit_ack(ps__sio_socket *s, const char *event, json_t *args, uint32_
         a->timer = ps__timer_new(ps__eio_get_server(s->conn->eio)->loop, ack_on_timeout, a);
         ps__timer_start(a->timer, timeout_ms);
     }
-    json_t *arr = json_array();
-    json_array_append_new(arr, json_string(event));
-    if (args)
-        json_array_extend(arr, args);
-    send_packet(s, PS__SIO_EVENT, a->id, arr);
-    json_decref(arr);
     return 0;
 }
 
@@ -338,7 +523,7 @@ int ps__sio_send_ack(ps__sio_socket *s, int64_t id, json_t *args)
     json_t *empty = args ? NULL : json_array();
     int rc = send_packet(s, PS__SIO_ACK, id, args ? args : empty);
     json_decref(empty);
-    return rc == 0 ? 0 : PS_ECLOSED;
+    return rc == 0 || rc == PS_EINVAL ? rc : PS_ECLOSED;
 }
 
 int ps__sio_disconnect(ps__sio_socket *s)
@@ -479,50 +664,26 @@ static void on_connect_packet(ps__sio_conn *c, ps__sio_packet *p)
     ps__sio_socket_unref(s);
 }
 
-static void sio_on_message(ps__eio *e, bool binary, const char *data, size_t len)
+/* One complete packet (binary ones reassembled, their attachments as binary values). */
+static void dispatch_packet(ps__sio_conn *c, ps__sio_packet *p)
 {
-    ps__sio_conn *c = ps__eio_up(e);
     ps__sio_server *ss = c->srv;
-    if (ss->engine_echo) {
-        if (binary) {
-            ps__eio_send_binary(e, data, len);
-        } else {
-            ps__buf out;
-            ps__buf_init(&out);
-            ps__buf_appendc(&out, PS__EIO_MESSAGE);
-            ps__buf_append(&out, data, len);
-            ps__eio_send_packet(e, out.base, out.len);
-            ps__buf_free(&out);
-        }
-        return;
-    }
-    if (binary) {
-        ps__sio_conn_close(c, PS__WS_UNSUPPORTED, "binary packets are not supported");
-        return;
-    }
-    ss->stats.packets_in++;
-    ps__sio_packet p;
-    const char *err = NULL;
-    if (ps__sio_decode(data, len, &p, &err) != 0) {
-        PS__DEBUG("socket.io packet from %s refused: %s", ps__eio_get_handshake(e)->address, err);
-        ps__sio_conn_close(c, PS__WS_PROTOCOL_ERROR, "parse error");
-        return;
-    }
     ps__sio_socket *s = NULL;
-    switch (p.type) {
+    switch (p->type) {
     case PS__SIO_CONNECT:
-        on_connect_packet(c, &p);
+        on_connect_packet(c, p);
         break;
     case PS__SIO_DISCONNECT:
-        if ((s = find_socket(c, p.nsp)))
+        if ((s = find_socket(c, p->nsp)))
             socket_close(s, "client namespace disconnect");
         break;
-    case PS__SIO_EVENT: {
-        if (!(s = find_socket(c, p.nsp))) {
+    case PS__SIO_EVENT:
+    case PS__SIO_BINARY_EVENT: {
+        if (!(s = find_socket(c, p->nsp))) {
             ps__sio_conn_close(c, PS__WS_POLICY, "namespace not joined");
             break;
         }
-        json_t *name = json_array_get(p.data, 0);
+        json_t *name = json_array_get(p->data, 0);
         char numbuf[32];
         const char *ev = json_string_value(name);
         if (!ev) {
@@ -530,16 +691,17 @@ static void sio_on_message(ps__eio *e, bool binary, const char *data, size_t len
             ev = numbuf;
         }
         json_t *args = json_array();
-        for (size_t i = 1; i < json_array_size(p.data); i++)
-            json_array_append(args, json_array_get(p.data, i));
+        for (size_t i = 1; i < json_array_size(p->data); i++)
+            json_array_append(args, json_array_get(p->data, i));
         ps__sio_socket_ref(s);
-        ss->cbs->on_event(s, ev, args, p.id);
+        ss->cbs->on_event(s, ev, args, p->id);
         ps__sio_socket_unref(s);
         json_decref(args);
         break;
     }
-    case PS__SIO_ACK: {
-        if (!(s = find_socket(c, p.nsp))) {
+    case PS__SIO_ACK:
+    case PS__SIO_BINARY_ACK: {
+        if (!(s = find_socket(c, p->nsp))) {
             ps__sio_conn_close(c, PS__WS_POLICY, "namespace not joined");
             break;
         }
@@ -547,21 +709,103 @@ static void sio_on_message(ps__eio *e, bool binary, const char *data, size_t len
         ps__list_foreach(pos, &s->acks)
         {
             pending_ack *a = PS__CONTAINER_OF(pos, pending_ack, link);
-            if (a->id == p.id) {
-                ack_complete(a, 0, p.data);
+            if (a->id == p->id) {
+                ack_complete(a, 0, p->data);
                 break;
             }
         }
         break; /* an unknown ack id is ignored, as the reference does */
     }
-    case PS__SIO_BINARY_EVENT:
-    case PS__SIO_BINARY_ACK:
-        ps__sio_conn_close(c, PS__WS_UNSUPPORTED, "binary packets are not supported");
-        break;
     default:
         ps__sio_conn_close(c, PS__WS_PROTOCOL_ERROR, "parse error");
         break;
     }
+}
+
+static void bin_reset(ps__sio_conn *c)
+{
+    if (c->bin_pending)
+        ps__sio_packet_clear(&c->bin);
+    parts_free(c->parts, c->nparts);
+    c->nparts = 0;
+    c->bin_pending = false;
+}
+
+/* An attachment of the binary packet being reassembled. */
+static void on_attachment(ps__sio_conn *c, const char *data, size_t len)
+{
+    if (!c->bin_pending) {
+        ps__sio_conn_close(c, PS__WS_PROTOCOL_ERROR, "unexpected binary message");
+        return;
+    }
+    ps__buf *part = &c->parts[c->nparts++];
+    ps__buf_init(part);
+    ps__buf_append(part, data, len);
+    if (c->nparts < c->bin.attachments)
+        return;
+    json_t *data_json = reconstruct(c->bin.data, c->parts, c->nparts);
+    if (!data_json) {
+        bin_reset(c);
+        ps__sio_conn_close(c, PS__WS_PROTOCOL_ERROR, "invalid placeholder");
+        return;
+    }
+    ps__sio_packet p = c->bin;
+    p.data = data_json;
+    c->bin_pending = false;
+    ps__sio_packet_clear(&c->bin);
+    parts_free(c->parts, c->nparts);
+    c->nparts = 0;
+    dispatch_packet(c, &p);
+    ps__sio_packet_clear(&p);
+}
+
+static void engine_echo(ps__eio *e, bool binary, const char *data, size_t len)
+{
+    if (binary) {
+        ps__eio_send_binary(e, data, len);
+        return;
+    }
+    ps__buf out;
+    ps__buf_init(&out);
+    ps__buf_appendc(&out, PS__EIO_MESSAGE);
+    ps__buf_append(&out, data, len);
+    ps__eio_send_packet(e, out.base, out.len);
+    ps__buf_free(&out);
+}
+
+static void sio_on_message(ps__eio *e, bool binary, const char *data, size_t len)
+{
+    ps__sio_conn *c = ps__eio_up(e);
+    ps__sio_server *ss = c->srv;
+    if (ss->engine_echo) {
+        engine_echo(e, binary, data, len);
+        return;
+    }
+    if (binary) {
+        on_attachment(c, data, len);
+        return;
+    }
+    ss->stats.packets_in++;
+    if (c->bin_pending) {
+        /* The reference decoder holds one reconstruction at a time: no interleaving. */
+        bin_reset(c);
+        ps__sio_conn_close(c, PS__WS_PROTOCOL_ERROR, "attachments expected");
+        return;
+    }
+    ps__sio_packet p;
+    const char *err = NULL;
+    if (ps__sio_decode(data, len, &p, &err) != 0) {
+        PS__DEBUG("socket.io packet from %s refused: %s", ps__eio_get_handshake(e)->address, err);
+        ps__sio_conn_close(c, PS__WS_PROTOCOL_ERROR, "parse error");
+        return;
+    }
+    if (p.type == PS__SIO_BINARY_EVENT || p.type == PS__SIO_BINARY_ACK) {
+        c->bin = p;
+        c->bin_pending = true;
+        c->nparts = 0;
+        return;
+    }
+    dispatch_packet(c, &p);
     ps__sio_packet_clear(&p);
 }
 
@@ -573,6 +817,7 @@ static void sio_on_close(ps__eio *e, const char *reason)
     while (!ps__list_empty(&c->sockets))
         socket_close(PS__CONTAINER_OF(c->sockets.next, ps__sio_socket, link), reason);
     ps__timer_free(c->connect_timer);
+    bin_reset(c);
     if (c->srv->cbs->on_conn_close)
         c->srv->cbs->on_conn_close(c);
     ps__free(c);

@@ -2,7 +2,8 @@
  * socketio: Socket.IO v5 on Engine.IO sessions. A pure packet codec (text grammar of
  * SOCKETIO.md §3.2, with every validity rule the reference decoder applies) and the per-session
  * state: namespace sockets, CONNECT/CONNECT_ERROR/DISCONNECT, events, and acknowledgements in
- * both directions with exactly-once completion. Binary packets are refused with close 1003.
+ * both directions with exactly-once completion. Binary packets (placeholders + attachments)
+ * both ways: binary values appear to the layers above as {"$binary": base64} JSON objects.
  */
 #ifndef PS_SOCKETIO_H
 #define PS_SOCKETIO_H
@@ -38,6 +39,9 @@ int ps__sio_decode(const char *s, size_t len, ps__sio_packet *p, const char **er
 void ps__sio_packet_clear(ps__sio_packet *p);
 /* Appends the Engine.IO text packet "4" + Socket.IO packet. `data` may be NULL. */
 void ps__sio_encode(ps__buf *out, int type, const char *nsp, int64_t id, const json_t *data);
+/* Same, with the "N-" attachment count of BINARY_EVENT/BINARY_ACK when attachments > 0. */
+void ps__sio_encode_binary(ps__buf *out, int type, int attachments, const char *nsp, int64_t id,
+                           const json_t *data);
 /* True for the event names the client refuses to receive (connect, disconnect, ...). */
 bool ps__sio_reserved_event(const char *name);
 

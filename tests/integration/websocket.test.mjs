@@ -1,6 +1,6 @@
 // RFC 6455 layer with raw frames: UTF-8 validation (1007), message size limit (1009),
 // masking (1002), fragmentation with interleaved control frames, ping/pong, the close
-// handshake, framing violations (1002) and refused binary data (1003). Every bad input
+// handshake, framing violations (1002) and binary packets (placeholders and attachments). Every bad input
 // must close only that connection: a witness socket.io-client keeps working.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -280,37 +280,56 @@ describe(`raw WebSocket frames (--max-payload ${MAX})`, () => {
       await expectClose(c, 1002);
     });
 
-    test('a binary frame -> close 1003', async () => {
+    test('a binary frame nobody announced -> close 1002', async () => {
       const raw = await openRaw(srv);
       raw.send(Buffer.from([1, 2, 3, 4]));
       const { code } = await raw.waitClose();
-      assert.equal(code, 1003);
+      assert.equal(code, 1002);
       await assertStillServes(witness);
     });
 
-    test('a binary Socket.IO event (451-[...placeholder]) -> close 1003', async () => {
+    test('a binary Socket.IO event (451-[...placeholder] + attachment) comes back as binary', async () => {
       const raw = await openRaw(srv);
+      const from = raw.frames.length;
       raw.send('451-["x",{"_placeholder":true,"num":0}]');
       raw.send(Buffer.from([1, 2, 3, 4]));
-      const { code } = await raw.waitClose();
-      assert.equal(code, 1003);
+      const header = '451-["x",{"_placeholder":true,"num":0}]';
+      await raw.waitFrame(header, 5000, from);
+      const at = raw.frames.indexOf(header, from);
+      const blob = await raw.waitFrame((f) => Buffer.isBuffer(f), 5000, at + 1);
+      assert.deepEqual([...blob], [1, 2, 3, 4]);
+      assert.equal(raw.frames[at + 1], blob, 'the attachment follows its header at once');
       await assertStillServes(witness);
     });
 
-    test('a binary Socket.IO ack (461-...) -> close 1003', async () => {
+    test('a text packet while an attachment is owed -> close 1002', async () => {
+      const raw = await openRaw(srv);
+      raw.send('451-["x",{"_placeholder":true,"num":0}]');
+      raw.send('42["x"]');
+      const { code } = await raw.waitClose();
+      assert.equal(code, 1002);
+      await assertStillServes(witness);
+    });
+
+    test('a binary Socket.IO ack for an unknown id (461-...) is ignored', async () => {
       const raw = await openRaw(srv);
       raw.send('461-0[{"_placeholder":true,"num":0}]');
-      const { code } = await raw.waitClose();
-      assert.equal(code, 1003);
+      raw.send(Buffer.from([1]));
+      const from = raw.frames.length;
+      raw.send('427["still",1]');
+      await raw.waitFrame('437[1]', 5000, from); /* the echo acks with the arguments */
       await assertStillServes(witness);
     });
 
-    test('socket.io-client emitting a Buffer is refused (connection closed), others unaffected', async () => {
+    test('socket.io-client emitting Buffers gets them back (event and ack)', async () => {
       const s = await connectClient(srv.url);
-      const closed = once(s, 'disconnect', 5000);
-      s.emit('bin', Buffer.from([1, 2, 3]));
-      const [reason] = await closed;
-      assert.equal(reason, 'transport close');
+      const back = once(s, 'bin', 5000);
+      s.emit('bin', Buffer.from([1, 2, 3]), { nested: Buffer.from([4]) });
+      const [a, b] = await back;
+      assert.deepEqual([...a], [1, 2, 3]);
+      assert.deepEqual([...b.nested], [4]);
+      const acked = await s.timeout(5000).emitWithAck('bin', Buffer.from([9]));
+      assert.deepEqual([...acked], [9]);
       await assertStillServes(witness);
     });
 
