@@ -365,15 +365,15 @@ describe('Engine.IO request validation (SOCKETIO.md §2.1)', () => {
     badTest('unknown transport -> 400 {"code":0,...}', () =>
       expectError(request('GET', '/socket.io/?EIO=4&transport=carrier-pigeon'), 0, 'Transport unknown'));
 
-    badTest('transport=polling -> 400 {"code":0,"message":"Transport unknown"} at once, no hang', async () => {
+    badTest('unknown transport=foo -> 400 {"code":0,"message":"Transport unknown"} at once, no hang', async () => {
       const t0 = performance.now();
-      const r = await expectError(request('GET', '/socket.io/?EIO=4&transport=polling&t=Nx1a2b3'), 0, 'Transport unknown');
+      const r = await expectError(request('GET', '/socket.io/?EIO=4&transport=foo&t=Nx1a2b3'), 0, 'Transport unknown');
       assert.equal(r.text, '{"code":0,"message":"Transport unknown"}');
       assert.ok(performance.now() - t0 < 2000);
     });
 
-    badTest('polling POST -> 400 {"code":0,...}', () =>
-      expectError(request('POST', '/socket.io/?EIO=4&transport=polling&sid=abc', { body: '40' }), 0, 'Transport unknown'));
+    badTest('polling POST with an unknown sid -> 400 {"code":1,...}', () =>
+      expectError(request('POST', '/socket.io/?EIO=4&transport=polling&sid=abc', { body: '40' }), 1, 'Session ID unknown'));
 
     badTest('WebSocket upgrade with an unknown sid -> 400 {"code":1,"message":"Session ID unknown"}', () =>
       expectError(upgrade('/socket.io/?EIO=4&transport=websocket&sid=doesNotExist123'), 1, 'Session ID unknown'));
