@@ -133,6 +133,16 @@ typedef struct ps_server_opts {
     const char *const *allowed_origins;
     /* Conformance testing only: a pure Engine.IO server that echoes every message packet. */
     bool engineio_echo;
+
+    /* Limits (docs/SECURITY.md). 0 means the default given; UINT32_MAX/SIZE_MAX: no bound. */
+    size_t max_queued_bytes;        /* unread output per client; beyond: disconnected; 4 MiB */
+    uint32_t max_connections;       /* open TCP connections; beyond: 503 and close; 10000 */
+    uint32_t max_views_per_session; /* beyond: attach_error "Too many views"; 64 */
+    uint32_t max_channels_per_session; /* open channels; beyond: ps_channel_open NULL; 256 */
+    uint32_t max_pending_requests;  /* per channel and direction; beyond: PS_ELIMIT or the
+                                       error reply "Too many pending requests"; 1024 */
+    uint32_t idle_timeout_ms;       /* HTTP: complete a request (or upgrade) within, and idle
+                                       between requests at most; 408 / close; 30000 */
 } ps_server_opts;
 
 /*
@@ -176,6 +186,13 @@ PS_EXTERN void ps_server_free(ps_server *srv);
 typedef void (*ps_post_fn)(ps_server *srv, void *arg);
 PS_EXTERN int ps_server_post(ps_server *srv, ps_post_fn fn, void *arg);
 
+/*
+ * Bytes sent to a session's client and not yet written to its socket (or, on long-polling,
+ * not yet taken by a poll). Lets an app drop or coalesce updates for a slow client before the
+ * max_queued_bytes bound disconnects it.
+ */
+PS_EXTERN size_t ps_session_queued(const ps_session *s);
+
 /* Counters since the server started, for monitoring and tests. */
 typedef struct ps_server_stats {
     uint64_t connections;      /* TCP connections open now */
@@ -187,6 +204,8 @@ typedef struct ps_server_stats {
     uint64_t messages_out;     /* Socket.IO packets sent */
     uint64_t messages_dropped; /* app messages dropped: unknown type, bad fields, closed channel */
     uint64_t protocol_errors;  /* connections closed for bad frames or packets */
+    uint64_t slow_consumers;   /* sessions cut off for leaving max_queued_bytes unread */
+    uint64_t refused;          /* connections refused over max_connections */
 } ps_server_stats;
 PS_EXTERN void ps_server_get_stats(const ps_server *srv, ps_server_stats *out);
 
@@ -360,7 +379,8 @@ PS_EXTERN void *ps_view_data(const ps_view *view);
 
 /*
  * Opens a channel owned by `view`, with a new id of 32 lowercase hex characters from the kernel
- * CSPRNG. Returns NULL if the view is going away. The pointer stays valid (ps_channel_closed
+ * CSPRNG. Returns NULL if the view is going away or its session has max_channels_per_session
+ * open channels. The pointer stays valid (ps_channel_closed
  * then says true) until the view is freed, after its dispose callback.
  */
 PS_EXTERN ps_channel *ps_channel_open(ps_view *view);
@@ -400,7 +420,7 @@ PS_EXTERN int ps_emit(ps_channel *ch, const char *event, json_t *payload);
  * Sends a request to the client. `cb` is called exactly once, never from inside ps_request:
  * PS_OK with the reply payload (borrowed), PS_EREMOTE with the client's error text, PS_ETIMEDOUT
  * after timeout_ms (0 = no timeout), or PS_ECLOSED when the channel closes first. Returns 0, or
- * PS_ECLOSED / PS_EINVAL (cb is then never called).
+ * PS_ECLOSED / PS_EINVAL / PS_ELIMIT (max_pending_requests in flight); cb is then never called.
  */
 typedef void (*ps_response_cb)(ps_channel *ch, int status, json_t *payload, const char *error,
                                void *user);

@@ -52,6 +52,8 @@ struct ps_channel {
     ps__list listeners;
     ps__list pending; /* our requests awaiting the client */
     ps__list replies; /* the client's requests awaiting us */
+    size_t npending;
+    size_t nreplies;
     bool closed;
     char id[PS__HEX_ID_LEN + 1];
 };
@@ -62,6 +64,7 @@ typedef struct view_channels {
 
 typedef struct sess_channels {
     ps__list open;
+    size_t nopen;
 } sess_channels;
 
 /* ---- envelope -------------------------------------------------------------------------- */
@@ -160,6 +163,8 @@ static void reply_state_unref(reply_state *st)
 {
     if (--st->refs > 0)
         return;
+    if (st->ch)
+        st->ch->nreplies--;
     ps__list_remove(&st->link);
     ps__free(st->request_id);
     ps__free(st);
@@ -210,6 +215,7 @@ static void request_complete(pending_req *pr, int status, json_t *payload, const
 {
     ps_channel *ch = pr->ch;
     ps__list_remove(&pr->link);
+    ch->npending--;
     ps__timer_free(pr->timer);
     ps__view_ref(ch->view);
     pr->cb(ch, status, payload, error, pr->user);
@@ -229,12 +235,15 @@ int ps_request(ps_channel *ch, const char *event, json_t *payload, uint32_t time
         return PS_ECLOSED;
     if (!event || !*event || !cb)
         return PS_EINVAL;
+    if (ch->layer->max_pending && ch->npending >= ch->layer->max_pending)
+        return PS_ELIMIT;
     pending_req *pr = ps__calloc(1, sizeof *pr);
     pr->ch = ch;
     pr->cb = cb;
     pr->user = user;
     ps__random_hex_id(pr->id);
     ps__list_insert_tail(&ch->pending, &pr->link);
+    ch->npending++;
     if (timeout_ms) {
         pr->timer = ps__timer_new(ps__session_loop(ch->session), request_on_timeout, pr);
         ps__timer_start(pr->timer, timeout_ms);
@@ -251,12 +260,14 @@ static void channel_close(ps_channel *ch, bool tell_client)
         return;
     ch->closed = true;
     ps__list_remove(&ch->open_link);
+    ((sess_channels *)ps__views_session_data(ch->session))->nopen--;
     ch->layer->nchannels--;
     ps__view_ref(ch->view);
     while (!ps__list_empty(&ch->replies)) {
         reply_state *st = PS__CONTAINER_OF(ch->replies.next, reply_state, link);
         st->ch = NULL;
         ps__list_remove(&st->link);
+        ch->nreplies--;
     }
     ps__list *pos;
     ps__list_foreach(pos, &ch->listeners)
@@ -293,6 +304,8 @@ ps_channel *ps_channel_open(ps_view *view)
         ps__list_init(&sc->open);
         ps__views_set_session_data(s, sc);
     }
+    if (cs->max_channels && sc->nopen >= cs->max_channels)
+        return NULL;
     ps_channel *ch = ps__calloc(1, sizeof *ch);
     ch->layer = cs;
     ch->view = view;
@@ -303,6 +316,7 @@ ps_channel *ps_channel_open(ps_view *view)
     ps__random_hex_id(ch->id);
     ps__list_insert_tail(&vc->channels, &ch->view_link);
     ps__list_insert_tail(&sc->open, &ch->open_link);
+    sc->nopen++;
     cs->nchannels++;
     return ch;
 }
@@ -385,6 +399,7 @@ static void dispatch(ps_channel *ch, const char *event, json_t *payload, const c
         st->request_id = ps__strdup(request_id);
         st->refs = 1;
         ps__list_insert_tail(&ch->replies, &st->link);
+        ch->nreplies++;
         handle.st = st;
     }
     /* Listeners added during dispatch wait for the next event, as in an EventEmitter. */
@@ -447,6 +462,11 @@ static void on_channel_message(ps_session *s, json_t *msg, void *user)
     }
     if (strcmp(env.event, "__close__") == 0) {
         channel_close(ch, true); /* DESIGN §4.1: the client hears __close__ however it closed */
+        return;
+    }
+    if (env.request_id && cs->max_pending && ch->nreplies >= cs->max_pending) {
+        cs->dropped++;
+        send_response(s, env.channel, env.request_id, NULL, "Too many pending requests");
         return;
     }
     ps_view *view = ch->view;

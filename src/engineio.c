@@ -399,11 +399,37 @@ static int send_text(ps__eio *e, const char *packet, size_t len)
     return 0;
 }
 
+/*
+ * A client that does not read would make the server hold everything sent to it. Past
+ * max_queued it is cut off: no close handshake (it would queue behind the same unread bytes),
+ * and the session ends as for any disconnect, so its channels close and requests complete.
+ */
+static int check_backlog(ps__eio *e, int rc)
+{
+    size_t limit = e->srv->cfg.max_queued;
+    if (rc != 0 || !limit || e->closed || ps__eio_queued(e) <= limit)
+        return rc;
+    e->srv->slow_consumers++;
+    PS__INFO("session %s: %zu bytes unread, disconnecting a slow consumer", e->sid,
+             ps__eio_queued(e));
+    mark_closed(e, "slow consumer");
+    if (e->transport == T_WEBSOCKET) {
+        ps__ws_abort(e->ws); /* notify_closed follows from its close callback */
+    } else {
+        ps__buf_free(&e->outq);
+        if (e->held)
+            poll_respond(e, "1", 1);
+        e->notify_timer = ps__timer_new(e->srv->loop, notify_timer_fire, e);
+        ps__timer_start(e->notify_timer, 0);
+    }
+    return UV_EPIPE;
+}
+
 int ps__eio_send_packet(ps__eio *e, const char *packet, size_t len)
 {
     if (e->closed)
         return UV_EPIPE;
-    return send_text(e, packet, len);
+    return check_backlog(e, send_text(e, packet, len));
 }
 
 int ps__eio_send_binary(ps__eio *e, const char *data, size_t len)
@@ -411,9 +437,9 @@ int ps__eio_send_binary(ps__eio *e, const char *data, size_t len)
     if (e->closed)
         return UV_EPIPE;
     if (e->transport == T_WEBSOCKET)
-        return ps__ws_send(e->ws, true, data, len);
+        return check_backlog(e, ps__ws_send(e->ws, true, data, len));
     poll_queue(e, true, data, len);
-    return 0;
+    return check_backlog(e, 0);
 }
 
 void ps__eio_close(ps__eio *e, int code, const char *reason)

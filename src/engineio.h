@@ -40,6 +40,7 @@ typedef struct ps__eio_config {
     uint32_t close_timeout_ms;
     uint32_t upgrade_timeout_ms; /* 0 = 10000 */
     bool polling;                /* long-polling enabled (and so the upgrade) */
+    size_t max_queued;           /* outgoing bytes a client may leave unread; 0 = no bound */
     /* Browser origins allowed to connect (exact "scheme://host:port" strings, or "*"). NULL:
      * any origin may open a WebSocket, and polling gets no CORS headers (same origin only). */
     char **allowed_origins;
@@ -56,6 +57,7 @@ struct ps__eio_server {
     ps__eio **buckets; /* sid -> session, for polling requests and upgrades */
     size_t nbuckets;
     uint64_t ws_errors; /* sessions ended by a WebSocket-level error (1002, 1007, 1009) */
+    uint64_t slow_consumers; /* sessions ended for leaving more than max_queued unread */
     bool shutting_down;
 };
 

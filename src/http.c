@@ -43,6 +43,8 @@ struct ps__http_conn {
     void (*on_abort)(void *user);
     void *abort_user;
     ps__buf stash;
+    ps__timer *idle;  /* idle_timeout_ms: armed while waiting for (the rest of) a request */
+    bool in_request;  /* bytes of a request have arrived */
 };
 
 static void hc_on_read(ps__conn *c, const char *data, size_t len);
@@ -281,6 +283,8 @@ static void respond_fatal(ps__http_conn *hc, int status)
 ps__conn *ps__http_take_conn(ps__http_req *req, const char **rest, size_t *rest_len)
 {
     ps__http_conn *hc = req->hc;
+    if (hc->idle)
+        ps__timer_stop(hc->idle);
     req->answered = true;
     hc->taken = true;
     *rest = hc->rest;
@@ -361,8 +365,31 @@ static int count_header_bytes(ps__http_conn *hc, size_t len)
 
 static int on_message_begin(http_parser *p)
 {
-    request_reset(p->data);
+    ps__http_conn *hc = p->data;
+    request_reset(hc);
+    hc->in_request = true;
     return 0;
+}
+
+/* Waiting for a request again (after a response, at the start): the idle bound applies. */
+static void idle_arm(ps__http_conn *hc)
+{
+    hc->in_request = false;
+    if (hc->idle)
+        ps__timer_start(hc->idle, hc->cfg->idle_timeout_ms);
+}
+
+static void idle_fire(ps__timer *t, void *data)
+{
+    ps__http_conn *hc = data;
+    if (hc->closing || hc->taken || hc->deferred)
+        return;
+    if (hc->in_request)
+        respond_fatal(hc, 408); /* a request that never completes: slowloris or a dead peer */
+    else {
+        hc->closing = true;
+        ps__conn_close(hc->conn);
+    }
 }
 
 static int on_url(http_parser *p, const char *at, size_t len)
@@ -520,11 +547,14 @@ static void dispatch(ps__http_conn *hc)
     if (!hc->taken && !req.keep_alive) {
         hc->closing = true;
         ps__conn_close(hc->conn);
+    } else if (!hc->taken && !hc->deferred) {
+        idle_arm(hc);
     }
 }
 
 static void hc_free(ps__http_conn *hc)
 {
+    ps__timer_free(hc->idle);
     ps__buf_free(&hc->stash);
     ps__buf_free(&hc->url);
     ps__buf_free(&hc->hbuf);
@@ -610,6 +640,8 @@ ps__http_conn *ps__http_defer(ps__http_req *req, void (*on_abort)(void *user), v
     hc->deferred_head = req->method_id == HTTP_HEAD;
     hc->on_abort = on_abort;
     hc->abort_user = user;
+    if (hc->idle)
+        ps__timer_stop(hc->idle); /* held on purpose: the heartbeat bounds it */
     req->keep_alive = true; /* the connection stays open until the answer */
     return hc;
 }
@@ -632,6 +664,7 @@ void ps__http_deferred_respond(ps__http_conn *hc, int status, const char *conten
         ps__conn_close(hc->conn);
         return;
     }
+    idle_arm(hc);
     if (hc->stash.len > 0) {
         ps__buf stash = hc->stash;
         ps__buf_init(&hc->stash);
@@ -649,6 +682,10 @@ void ps__http_attach(ps__conn *c, const ps__http_config *cfg)
     hc->parser.data = hc;
     c->cbs = &hc_cbs;
     c->data = hc;
+    if (cfg->idle_timeout_ms) {
+        hc->idle = ps__timer_new(c->tcp.loop, idle_fire, hc);
+        idle_arm(hc);
+    }
 }
 
 void ps__http_close_idle(ps__listener *l)

@@ -42,6 +42,9 @@ typedef struct ps__http_config {
     /* Optional: a different body limit for some paths (the Engine.IO endpoint takes payloads
      * of up to its max_payload); gets the raw request target. */
     size_t (*body_limit)(void *user, const char *url);
+    /* A connection must complete each request within this time, and may sit idle between
+     * requests no longer (408 / close). 0 = no bound. Long-polls are exempt while held. */
+    uint32_t idle_timeout_ms;
     /* Called for every request except /healthz; return true if it answered or took the
      * connection, false to fall through to static files and 404. */
     bool (*on_request)(void *user, ps__http_req *req);

@@ -41,6 +41,7 @@ struct ps_server {
     post_queue *posts;
     uv_signal_t *signals[2];
     ps__timer *grace;
+    uint64_t refused;
     bool listening;
     bool listener_failed; /* its handle exists but never listened */
     int listen_rc;        /* why */
@@ -66,6 +67,18 @@ static void apply_defaults(ps_server_opts *o)
         o->max_body_size = 1024 * 1024;
     if (!o->backlog)
         o->backlog = 511;
+    if (!o->max_queued_bytes)
+        o->max_queued_bytes = 4 * 1024 * 1024;
+    if (!o->max_connections)
+        o->max_connections = 10000;
+    if (!o->max_views_per_session)
+        o->max_views_per_session = 64;
+    if (!o->max_channels_per_session)
+        o->max_channels_per_session = 256;
+    if (!o->max_pending_requests)
+        o->max_pending_requests = 1024;
+    if (!o->idle_timeout_ms)
+        o->idle_timeout_ms = 30000;
 }
 
 /* "/socket.io/" also owns "/socket.io" and anything below it, as the reference does. `target`
@@ -97,6 +110,14 @@ static size_t server_body_limit(void *user, const char *url)
 static void server_on_conn(ps__listener *l, ps__conn *c)
 {
     ps_server *srv = l->data;
+    if (l->nconns > srv->opts.max_connections) {
+        /* Refused before any parsing or upgrade: the answer is all this connection costs. */
+        srv->refused++;
+        ps__conn_write(c, PS__STRLIT("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                     "Connection: close\r\nRetry-After: 1\r\n\r\n"));
+        ps__conn_close(c);
+        return;
+    }
     ps__http_attach(c, &srv->http);
 }
 
@@ -191,6 +212,7 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
     srv->http.max_header_size = o.max_header_size;
     srv->http.max_body_size = o.max_body_size;
     srv->http.body_limit = server_body_limit;
+    srv->http.idle_timeout_ms = o.idle_timeout_ms == UINT32_MAX ? 0 : o.idle_timeout_ms;
     srv->http.on_request = server_on_request;
     srv->http.user = srv;
 
@@ -200,6 +222,7 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
         .max_payload = o.max_payload,
         .close_timeout_ms = o.shutdown_grace_ms,
         .polling = !o.websocket_only,
+        .max_queued = o.max_queued_bytes == SIZE_MAX ? 0 : o.max_queued_bytes,
     };
     if (o.allowed_origins) {
         size_t n = 0;
@@ -214,6 +237,11 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
     ps__sessions_init(&srv->sessions, srv, loop, &ec, o.connect_timeout_ms);
     srv->sessions.sio.engine_echo = o.engineio_echo;
     ps__channels_init(&srv->channels, &srv->sessions);
+    srv->channels.views.max_views =
+        o.max_views_per_session == UINT32_MAX ? 0 : o.max_views_per_session;
+    srv->channels.max_channels =
+        o.max_channels_per_session == UINT32_MAX ? 0 : o.max_channels_per_session;
+    srv->channels.max_pending = o.max_pending_requests == UINT32_MAX ? 0 : o.max_pending_requests;
 
     srv->posts = ps__calloc(1, sizeof *srv->posts);
     srv->posts->srv = srv;
@@ -396,6 +424,8 @@ void ps_server_get_stats(const ps_server *srv, ps_server_stats *out)
     out->views = srv->channels.views.nviews;
     out->channels = srv->channels.nchannels;
     out->messages_dropped = srv->channels.dropped + srv->channels.views.dropped;
+    out->slow_consumers = srv->sessions.sio.eio.slow_consumers;
+    out->refused = srv->refused;
 }
 
 int ps_route(ps_server *srv, const char *path, const ps_view_type *type)

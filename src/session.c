@@ -415,6 +415,13 @@ int ps_session_emit_ack(ps_session *s, const char *event, json_t *args, uint32_t
     return rc;
 }
 
+size_t ps_session_queued(const ps_session *s)
+{
+    if (s->closed)
+        return 0;
+    return ps__eio_queued(ps__sio_conn_eio(ps__sio_socket_conn(s->sock)));
+}
+
 int ps_session_disconnect(ps_session *s)
 {
     return ps__sio_disconnect(s->sock);

@@ -27,6 +27,7 @@ struct ps_view {
 
 typedef struct sess_views {
     ps__list views;
+    size_t nviews;
     void *channel_data;
 } sess_views;
 
@@ -102,6 +103,7 @@ static void view_close(ps_view *v, bool run_dispose)
     v->state = VIEW_CLOSED;
     ps__list_remove(&v->link);
     v->layer->nviews--;
+    ((sess_views *)ps__session_ext_data(v->session))->nviews--;
     if (v->free_data) {
         void (*fn)(void *) = v->free_data;
         v->free_data = NULL;
@@ -158,6 +160,10 @@ static void on_attach(ps__views *vs, ps_session *s, json_t *msg)
         send_attach_error(s, aid, "Duplicate attachId");
         return;
     }
+    if (vs->max_views && sv->nviews >= vs->max_views) {
+        send_attach_error(s, aid, "Too many views");
+        return;
+    }
     ps_view *v = ps__calloc(1, sizeof *v);
     v->layer = vs;
     v->session = s;
@@ -167,6 +173,7 @@ static void on_attach(ps__views *vs, ps_session *s, json_t *msg)
     v->refs = 1;
     v->state = VIEW_INIT;
     ps__list_insert_tail(&sv->views, &v->link);
+    sv->nviews++;
     vs->nviews++;
 
     json_t *props = json_object_get(msg, "props");

@@ -37,6 +37,7 @@ struct ps__views {
     ps__view_ext ext;
     uint64_t nviews;
     uint64_t dropped; /* messages dropped: bad envelope, unknown type, unknown view */
+    uint32_t max_views; /* per session; 0 = no bound */
 };
 
 void ps__views_init(ps__views *vs, ps__sessions *sessions);

@@ -258,8 +258,10 @@ static const ps__conn_cbs ws_conn_cbs = {ws_on_read, ws_on_eof, ws_on_conn_close
 
 static void ws_on_close_timeout(ps__timer *t, void *data)
 {
+    /* No close reply in time: the peer may not even be reading, so a graceful shutdown could
+     * wait forever behind unsent bytes. */
     ps__ws *ws = data;
-    ps__conn_close(ws->conn);
+    ps__conn_abort(ws->conn);
 }
 
 /* ---- public ---------------------------------------------------------------------------- */

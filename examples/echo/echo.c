@@ -305,6 +305,13 @@ static void usage(FILE *f)
             "  --engine-echo           pure Engine.IO server echoing every message (use with\n"
             "                          --path /engine.io/)\n"
             "  --websocket-only        refuse HTTP long-polling\n"
+            "  --max-queued BYTES      unread output per client before it is cut off (4 MiB)\n"
+            "  --max-connections N     open connections; more get 503 (10000)\n"
+            "  --max-views N           views per session (64)\n"
+            "  --max-channels N        open channels per session (256)\n"
+            "  --max-pending N         requests in flight per channel and direction (1024)\n"
+            "  --idle-timeout MS       HTTP request / keep-alive idle bound (30000)\n"
+            "  --shutdown-grace MS     how long a stop waits for close replies (2000)\n"
             "  --origin ORIGIN         allow this browser origin (repeatable; \"*\" = any);\n"
             "                          without it any origin may use WebSocket, none may poll\n"
             "                          cross-origin\n"
@@ -329,6 +336,13 @@ int main(int argc, char **argv)
         {"engine-echo", no_argument, 0, 'G'},
         {"websocket-only", no_argument, 0, 'W'},
         {"origin", required_argument, 0, 'O'},
+        {"max-queued", required_argument, 0, 'q'},
+        {"max-connections", required_argument, 0, 'n'},
+        {"max-views", required_argument, 0, 'V'},
+        {"max-channels", required_argument, 0, 'C'},
+        {"max-pending", required_argument, 0, 'R'},
+        {"idle-timeout", required_argument, 0, 'I'},
+        {"shutdown-grace", required_argument, 0, 'g'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, '?'},
         {0, 0, 0, 0},
@@ -347,6 +361,13 @@ int main(int argc, char **argv)
         case 'E': socketio_echo = true; break;
         case 'G': opts.engineio_echo = true; break;
         case 'W': opts.websocket_only = true; break;
+        case 'q': opts.max_queued_bytes = strtoull(optarg, NULL, 10); break;
+        case 'n': opts.max_connections = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'V': opts.max_views_per_session = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'C': opts.max_channels_per_session = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'R': opts.max_pending_requests = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'I': opts.idle_timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'g': opts.shutdown_grace_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'O':
             if (norigins + 1 < sizeof origins / sizeof origins[0])
                 origins[norigins++] = optarg;
