@@ -231,6 +231,8 @@ static void request_on_timeout(ps__timer *t, void *data)
 int ps_request(ps_channel *ch, const char *event, json_t *payload, uint32_t timeout_ms,
                ps_response_cb cb, void *user)
 {
+    if (!ch)
+        return PS_EINVAL;
     if (ch->closed || ps__view_closing(ch->view) || ps__session_closed(ch->session))
         return PS_ECLOSED;
     if (!event || !*event || !cb)
@@ -338,6 +340,8 @@ ps_view *ps_channel_view(const ps_channel *ch)
 
 int ps_channel_close(ps_channel *ch)
 {
+    if (!ch)
+        return PS_EINVAL;
     if (ch->closed)
         return PS_ECLOSED;
     channel_close(ch, true);
@@ -346,7 +350,7 @@ int ps_channel_close(ps_channel *ch)
 
 ps_listener *ps_on(ps_channel *ch, const char *event, ps_handler h, void *user)
 {
-    if (ch->closed || !event || !*event || !h)
+    if (!ch || ch->closed || !event || !*event || !h)
         return NULL;
     ps_listener *l = ps__calloc(1, sizeof *l);
     l->ch = ch;
@@ -365,6 +369,8 @@ void ps_off(ps_listener *l)
 
 int ps_emit(ps_channel *ch, const char *event, json_t *payload)
 {
+    if (!ch)
+        return PS_EINVAL;
     if (ch->closed)
         return PS_ECLOSED;
     if (!event || !*event)

@@ -277,6 +277,8 @@ static int echo_view_init(ps_view *view, json_t *props, void *user)
     echo_view *ev = calloc(1, sizeof *ev);
     ps_view_set_data(view, ev, echo_view_free);
     ev->ch = ps_channel_open(view);
+    if (!ev->ch)
+        return ps_view_reject(view, "Too many channels");
     ps_on(ev->ch, "*", on_channel_event, ev);
     json_t *p = json_pack("{s:s}", "channelId", ps_channel_id(ev->ch));
     ps_view_set_props(view, p);
