@@ -43,7 +43,8 @@ export function rawRequest(method, target, { headers = {}, body, close = false }
 }
 
 /**
- * Sends one request and returns { conn, res, sentAt } without waiting: `res` resolves with
+ * Sends one request and returns { conn, res, sentAt, written } without waiting (`written`
+ * resolves once the bytes were handed to the kernel): `res` resolves with
  * the parsed response ({ status, headers, text, body, packets, at }) where `at` is the
  * performance.now() of its arrival. The connection is destroyed after the response unless
  * `keep` (or a caller-supplied `conn`).
@@ -51,7 +52,7 @@ export function rawRequest(method, target, { headers = {}, body, close = false }
 export function startRequest(srv, method, target, { headers = {}, body, conn, keep = false, ms = 5000, head } = {}) {
   const c = conn || openConn(srv);
   const bytes = rawRequest(method, target, { headers, body });
-  c.write(bytes);
+  const written = c.write(bytes);
   const sentAt = performance.now();
   const res = c.readResponse({ ms, head }).then((r) => {
     r.at = performance.now();
@@ -61,7 +62,7 @@ export function startRequest(srv, method, target, { headers = {}, body, conn, ke
     return r;
   });
   res.catch(() => {});
-  return { conn: c, res, sentAt };
+  return { conn: c, res, sentAt, written };
 }
 
 /** One request; resolves with its response. */
