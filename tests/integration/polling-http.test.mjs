@@ -6,11 +6,11 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, stopClean, killAll, closeClients, closeTcp, connectClient, assertStillServes, sleep,
+  startServer, stopClean, killAll, closeClients, closeTcp, connectClient, assertStillServes, sleep, RawWs,
 } from './lib/server.mjs';
 import {
   Polling, send, startRequest, eioTarget, assertEioError, MESSAGES, SEP, OPEN_RE, TEXT_PLAIN,
-  closePollConns, openConn, b64packet, ph,
+  closePollConns, openConn, b64packet, ph, rawRequest,
 } from './lib/polling.mjs';
 
 after(async () => {
@@ -290,6 +290,35 @@ describe('long-polling over raw HTTP (defaults)', () => {
       await p.assertGone('after a duplicate GET', 'POST');
     });
 
+    badTest('overlapping POSTs (the second arrives while the first body is still coming) -> 400 and the session is closed', async () => {
+      // SOCKETIO.md §2.6: at most one outstanding POST per session; same rule as for GETs.
+      const p = new Polling(srv);
+      await p.handshake();
+      await p.connectSio();
+      const first = openConn(srv);
+      const bytes = rawRequest('POST', p.target(), { headers: { 'Content-Type': TEXT_PLAIN }, body: '42["first",1]' });
+      await first.write(bytes.subarray(0, bytes.length - 5)); // headers and part of the body
+      await sleep(100);
+      const r2 = await p.post('42["second",2]');
+      await first.write(bytes.subarray(bytes.length - 5));
+      await first.readResponse().catch(() => null);
+      first.destroy();
+      assert.equal(r2.status, 400, `overlapping POST: ${r2.status} ${JSON.stringify(r2.text)}`);
+      await p.assertGone('after overlapping POSTs');
+    });
+
+    badTest('polling with the sid of a session opened on WebSocket -> 400 code 3', async () => {
+      const w = new RawWs(srv);
+      const open = await w.handshake();
+      const p = new Polling(srv);
+      p.sid = open.sid;
+      assertEioError(await p.get(), 400, 3, MESSAGES[3], 'GET with a WebSocket sid');
+      assertEioError(await p.post('40'), 400, 3, MESSAGES[3], 'POST with a WebSocket sid');
+      // The WebSocket session is unaffected.
+      await w.connectNs('/');
+      w.terminate();
+    });
+
     badTest('a client that aborts its held GET -> session closed (next request 400 code 1)', async () => {
       const p = new Polling(srv);
       await p.handshake();
@@ -534,6 +563,47 @@ describe('polling heartbeat (--ping-interval 300 --ping-timeout 200)', () => {
       const r = await p.post('3');
       assertEioError(r, 400, 1, MESSAGES[1], 'late pong');
     });
+  });
+});
+
+describe('--connect-timeout 300 on polling', () => {
+  let srv;
+  before(async () => {
+    srv = await startServer(['--connect-timeout', '300']);
+  });
+  after(async () => {
+    await stopClean(srv);
+  });
+
+  test('no CONNECT: the server closes the polling session at ~300 ms, the held GET gets "1"', async () => {
+    const p = new Polling(srv);
+    await p.handshake();
+    const r = await p.get({ ms: 3000 });
+    assert.equal(r.status, 200);
+    assert.equal(r.packets.at(-1), '1', `held GET: ${JSON.stringify(r.text)}`);
+    const dt = r.at - p.openedAt;
+    assert.ok(dt >= 270 && dt <= 500, `closed ${dt.toFixed(1)} ms after the handshake, expected ~300`);
+    await p.assertGone('after the connect timeout');
+  });
+
+  test('no CONNECT and no GET held: the next GET is answered "1" (SOCKETIO.md §2.8: "pending (or next) GET"), then 400 code 1', async () => {
+    const p = new Polling(srv);
+    await p.handshake();
+    await p.untilSinceOpen(450);
+    const r = await p.get({ ms: 3000 });
+    assert.equal(r.status, 200, `the first GET after the server closed the session: ${r.status} ${JSON.stringify(r.text)}`);
+    assert.equal(r.packets.at(-1), '1', `the first GET after the server closed the session: ${JSON.stringify(r.text)}`);
+    await p.assertGone('after the close was delivered');
+  });
+
+  test('with a CONNECT in time the session stays', async () => {
+    const p = new Polling(srv);
+    await p.handshake();
+    await p.connectSio();
+    await sleep(500);
+    await p.postOk('421["late",1]');
+    assert.deepEqual(await p.collect(1), ['431[1]']);
+    await p.postOk('1');
   });
 });
 

@@ -229,6 +229,7 @@ describe('upgrade from polling to WebSocket (raw)', () => {
       ['5 before 2probe', '5'],
       ['2 without probe', '2'],
       ['2probX', '2probX'],
+      ['2probe as a binary frame', Buffer.from('2probe')],
     ]) {
       test(`a probe that sends ${name} is closed; the session keeps working on polling`, async () => {
         const p = await connected(srv);
@@ -294,6 +295,18 @@ describe('upgrade from polling to WebSocket (raw)', () => {
       await w.waitClose(3000);
       await sleep(50);
       assertEioError(await p.get(), 400, 1, MESSAGES[1], 'GET after the WebSocket closed');
+    });
+
+    test('an upgrade WebSocket with the sid of a session opened on WebSocket is refused', async () => {
+      const w = new RawWs(srv);
+      wss.add(w);
+      const open = await w.handshake();
+      const { outcome } = await refusedWs(srv, `/socket.io/?EIO=4&transport=websocket&sid=${open.sid}`);
+      assert.ok(/^status 400$|^closed /.test(outcome), `WebSocket with a WebSocket session's sid: ${outcome}`);
+      await w.connectNs('/');
+      w.send('421["x",1]');
+      await w.waitFrame('431[1]');
+      w.terminate();
     });
 
     test('an upgrade probe for a session closed by the client (POST 1) is refused with code 1', async () => {
