@@ -27,6 +27,8 @@ struct ps__eio {
     ps__timer *upgrade_timer;
     bool upgrading;       /* the probe was answered: waiting for "5" */
     ps__http_conn *held;  /* a GET waiting for packets */
+    ps__buf held_headers; /* its response headers (CORS depends on the request's Origin) */
+    ps__timer *linger;    /* closed polling session kept to answer the next GET with "1" */
     ps__buf outq;         /* polling: packets not yet taken by a GET */
     void *up;
     ps__list link;        /* in srv->sessions while open */
@@ -233,7 +235,9 @@ static void eio_unref(ps__eio *e)
     ps__timer_free(e->heartbeat);
     ps__timer_free(e->notify_timer);
     ps__timer_free(e->upgrade_timer);
+    ps__timer_free(e->linger);
     ps__buf_free(&e->outq);
+    ps__buf_free(&e->held_headers);
     handshake_free(&e->hs);
     ps__free(e);
 }
@@ -258,7 +262,7 @@ static void poll_respond(ps__eio *e, const char *body, size_t len)
 {
     ps__http_conn *hc = e->held;
     e->held = NULL;
-    ps__http_deferred_respond(hc, 200, POLL_TYPE, body, len, "Cache-Control: no-store\r\n");
+    ps__http_deferred_respond(hc, 200, POLL_TYPE, body, len, ps__buf_cstr(&e->held_headers));
 }
 
 /* Marks the session closed and detaches it from the server; the transport ends separately. */
@@ -442,6 +446,45 @@ int ps__eio_send_binary(ps__eio *e, const char *data, size_t len)
     return check_backlog(e, 0);
 }
 
+static void linger_end(ps__eio *e)
+{
+    if (!e->linger)
+        return;
+    ps__timer_free(e->linger);
+    e->linger = NULL;
+    table_remove(e->srv, e);
+    ps__list_remove(&e->link);
+    eio_unref(e);
+}
+
+static void linger_fire(ps__timer *t, void *data)
+{
+    linger_end(data);
+}
+
+/*
+ * The server ended a polling session that had no GET waiting: the reference answers the next
+ * GET with "1" (the client then reports a close, not an error), so the sid stays known, closed,
+ * for as long as a healthy client takes to poll again (bounded by the heartbeat).
+ */
+static void linger(ps__eio *e)
+{
+    e->refs++;
+    table_add(e->srv, e);
+    ps__list_insert_tail(&e->srv->lingering, &e->link);
+    e->linger = ps__timer_new(e->srv->loop, linger_fire, e);
+    ps__timer_start(e->linger, e->srv->cfg.ping_interval_ms + e->srv->cfg.ping_timeout_ms);
+}
+
+/* A normal close the client did not cause: the only kind whose news waits for its next GET.
+ * (After a ping timeout the reference forgets the sid at once; errors are answered 400.) */
+static bool server_initiated(int code, const char *reason)
+{
+    return (code == PS__WS_NORMAL || code == PS__WS_GOING_AWAY) &&
+           strcmp(reason, "client close") != 0 && strcmp(reason, "transport close") != 0 &&
+           strcmp(reason, "ping timeout") != 0;
+}
+
 void ps__eio_close(ps__eio *e, int code, const char *reason)
 {
     if (e->closed)
@@ -456,6 +499,8 @@ void ps__eio_close(ps__eio *e, int code, const char *reason)
     if (e->held) {
         ps__buf_reset(&e->outq);
         poll_respond(e, "1", 1);
+    } else if (server_initiated(code, reason) && !e->srv->shutting_down) {
+        linger(e);
     }
     e->notify_timer = ps__timer_new(e->srv->loop, notify_timer_fire, e);
     ps__timer_start(e->notify_timer, 0);
@@ -612,6 +657,14 @@ static int on_posted_packet(void *user, bool binary, const char *data, size_t le
 
 static void handle_poll(ps__eio_server *es, ps__http_req *req, ps__eio *e)
 {
+    if (e->closed) { /* lingering: see linger() */
+        if (req->method_id == HTTP_GET)
+            respond_poll(req, &es->cfg, POLL_TYPE, "1", 1);
+        else
+            respond_error(req, &es->cfg, 400, 1, "Session ID unknown");
+        linger_end(e);
+        return;
+    }
     if (e->transport != T_POLLING) {
         respond_error(req, &es->cfg, 400, 3, "Bad request");
         return;
@@ -619,11 +672,14 @@ static void handle_poll(ps__eio_server *es, ps__http_req *req, ps__eio *e)
     if (req->method_id == HTTP_GET) {
         if (e->held) {
             /* Two GETs at once: a broken or hostile client. End the session. */
-            ps__eio_close(e, PS__WS_NORMAL, "multiple polling requests");
+            ps__eio_close(e, PS__WS_POLICY, "multiple polling requests");
             respond_error(req, &es->cfg, 400, 3, "Bad request");
             return;
         }
         e->held = ps__http_defer(req, on_held_abort, e);
+        ps__buf_reset(&e->held_headers);
+        ps__buf_appends(&e->held_headers, "Cache-Control: no-store\r\n");
+        cors_headers(&e->held_headers, &es->cfg, req);
         poll_flush(e);
         return;
     }
@@ -662,6 +718,10 @@ static void handle_ws(ps__eio_server *es, ps__http_req *req, ps__eio *e)
                       .close_timeout_ms = es->cfg.close_timeout_ms};
     if (e) {
         /* An upgrade: only a polling session with no probe under way. */
+        if (e->closed) {
+            respond_error(req, &es->cfg, 400, 1, "Session ID unknown");
+            return;
+        }
         if (e->transport != T_POLLING || e->probe) {
             respond_error(req, &es->cfg, 400, 3, "Bad request");
             return;
@@ -775,6 +835,7 @@ void ps__eio_server_init(ps__eio_server *es, uv_loop_t *loop, const ps__eio_conf
     es->cbs = cbs;
     es->user = user;
     ps__list_init(&es->sessions);
+    ps__list_init(&es->lingering);
 }
 
 void ps__eio_server_free(ps__eio_server *es)
@@ -787,6 +848,8 @@ void ps__eio_server_free(ps__eio_server *es)
 void ps__eio_server_shutdown(ps__eio_server *es)
 {
     es->shutting_down = true;
+    while (!ps__list_empty(&es->lingering))
+        linger_end(PS__CONTAINER_OF(es->lingering.next, ps__eio, link));
     while (!ps__list_empty(&es->sessions)) {
         ps__eio *e = PS__CONTAINER_OF(es->sessions.next, ps__eio, link);
         ps__eio_close(e, PS__WS_GOING_AWAY, "server shutdown");

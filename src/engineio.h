@@ -54,6 +54,7 @@ struct ps__eio_server {
     void *user;
     ps__list sessions;
     size_t nsessions;
+    ps__list lingering; /* closed polling sessions waiting to tell their next GET */
     ps__eio **buckets; /* sid -> session, for polling requests and upgrades */
     size_t nbuckets;
     uint64_t ws_errors; /* sessions ended by a WebSocket-level error (1002, 1007, 1009) */
