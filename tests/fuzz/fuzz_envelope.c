@@ -1,0 +1,108 @@
+/*
+ * fuzz_envelope: the channel_message envelope of DESIGN §3 (ps__envelope_decode) and binary
+ * values ({"$binary": base64}: ps_is_binary, ps_binary_data, ps_binary) on JSON a client could
+ * send. The input is parsed with jansson as the Socket.IO decoder would (any value, NULs in
+ * strings allowed); what fails to parse is done.
+ *
+ * Checks: a decoded envelope has a non-empty channel, exactly one of event and responseTo,
+ * non-empty strings where present, a payload (JSON null when absent), and every pointer it holds
+ * is borrowed from the message itself. Every binary value in the document decodes, and its
+ * bytes make a binary value that decodes to the same bytes.
+ */
+#include "harness.h"
+#include "channel.h"
+
+/* A field of the envelope is the message's own string, or absent. */
+static void check_field(json_t *msg, const char *key, const char *field)
+{
+    json_t *v = json_object_get(msg, key);
+    if (!field) {
+        FZ_CHECK(!json_is_string(v) || strcmp(key, "error") == 0);
+        return;
+    }
+    FZ_CHECK(json_is_string(v) && json_string_value(v) == field);
+    FZ_CHECK(strcmp(key, "error") == 0 || field[0] != '\0');
+}
+
+static void check_envelope(json_t *msg)
+{
+    ps__envelope env;
+    const char *err = NULL;
+    if (ps__envelope_decode(msg, &env, &err) != 0) {
+        FZ_CHECK(err != NULL && err[0] != '\0');
+        return;
+    }
+    FZ_CHECK(json_is_object(msg));
+    FZ_CHECK(env.channel != NULL);
+    FZ_CHECK((env.event == NULL) != (env.response_to == NULL));
+    check_field(msg, "channel", env.channel);
+    check_field(msg, "event", env.event);
+    check_field(msg, "requestId", env.request_id);
+    check_field(msg, "responseTo", env.response_to);
+    if (env.error)
+        check_field(msg, "error", env.error);
+    FZ_CHECK(env.payload != NULL);
+    json_t *payload = json_object_get(msg, "payload");
+    FZ_CHECK(payload ? env.payload == payload : json_is_null(env.payload));
+}
+
+static void check_binary(const json_t *v)
+{
+    size_t len = 0;
+    void *bytes = ps_binary_data(v, &len);
+    if (!ps_is_binary(v)) {
+        FZ_CHECK(bytes == NULL);
+        return;
+    }
+    if (!bytes)
+        return; /* not valid base64 */
+    json_t *again = ps_binary(bytes, len);
+    FZ_CHECK(ps_is_binary(again));
+    size_t len2 = 0;
+    void *bytes2 = ps_binary_data(again, &len2);
+    FZ_CHECK(bytes2 && len2 == len && memcmp(bytes, bytes2, len) == 0);
+    json_decref(again);
+    free(bytes2);
+    free(bytes);
+}
+
+/* Every value of the document, depth-first. */
+static void walk(json_t *v, int depth)
+{
+    check_binary(v);
+    if (depth > 64)
+        return;
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            walk(json_array_get(v, i), depth + 1);
+    } else if (json_is_object(v)) {
+        const char *key;
+        json_t *val;
+        json_object_foreach(v, key, val)
+        {
+            check_envelope(val); /* envelopes nested anywhere, as in a batch */
+            walk(val, depth + 1);
+        }
+    }
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    ps__log_set_level(-1);
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    json_error_t jerr;
+    json_t *msg = json_loadb((const char *)data, size, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (!msg)
+        return 0;
+    check_envelope(msg);
+    walk(msg, 0);
+    json_decref(msg);
+    return 0;
+}
