@@ -3,7 +3,7 @@
 # The C build itself is CMake (CMakeLists.txt); this file only sequences it.
 
 APT_PACKAGES := build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libwslay-dev \
-                libjansson-dev libssl-dev chromium fonts-liberation valgrind
+                libjansson-dev libssl-dev chromium fonts-liberation valgrind clang libclang-rt-14-dev
 JOBS   ?= 2
 PORT   ?= 8000
 HOST   ?= 127.0.0.1
@@ -60,7 +60,7 @@ run-playground: build web
 	@echo "pulsec channel playground (Ctrl-C stops it)"
 	./$(BUILD)/examples/playground --host $(HOST) --port $(PORT) --static $(BUILD)/web/playground
 
-test: test-unit test-asan test-js test-integration test-e2e bench-smoke
+test: test-unit test-asan test-js test-integration test-e2e bench-smoke fuzz-smoke
 
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -100,6 +100,24 @@ test-js: build-asan deps-npm
 	cd clients/js && node --test test/unit/
 	cd clients/js && PULSEC_BUILD_DIR=$(CURDIR)/$(ASAN) npm run -s test:integration
 	cd clients/js && PULSEC_BUILD_DIR=$(CURDIR)/$(ASAN) npm run -s test:e2e
+
+# libFuzzer targets (tests/fuzz): clang with ASan + UBSan in a build directory of their own.
+# `make fuzz` runs each target for FUZZ_SECONDS, growing $(FUZZ)/fuzz-corpus from the seeds in
+# tests/fuzz/corpus (which stay untouched); fuzz-smoke runs each for 10 s from the seeds alone,
+# so that `make test` keeps every target building and finding nothing.
+FUZZ         := build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD    = CC=clang cmake -S . -B $(FUZZ) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPULSEC_FUZZ=ON \
+                  -DPULSEC_BUILD_TESTS=OFF -DPULSEC_BUILD_EXAMPLES=OFF -DPULSEC_BUILD_BENCH=OFF \
+                  >/dev/null && cmake --build $(FUZZ) -j $(JOBS) --target fuzz_targets
+.PHONY: fuzz fuzz-smoke
+fuzz: deps-apt
+	$(FUZZ_BUILD)
+	tests/fuzz/run.sh $(FUZZ) $(FUZZ_SECONDS)
+
+fuzz-smoke: deps-apt
+	$(FUZZ_BUILD)
+	tests/fuzz/run.sh --scratch $(FUZZ) 10
 
 clean:
 	rm -rf $(BUILD) $(ASAN)
