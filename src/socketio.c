@@ -242,26 +242,22 @@ void *ps_binary_data(const json_t *v, size_t *len)
     return ps__buf_steal(&out, len);
 }
 
-/* Copies v with every binary value replaced by a placeholder; the bytes go to parts. Returns
- * NULL if there are too many or one is not valid base64. */
-static json_t *deconstruct(json_t *v, ps__buf *parts, int *nparts)
+/*
+ * Copies v, letting `leaf` replace the values it claims (*claimed set; a NULL result is an
+ * error that fails the whole copy) and descending into the arrays and objects it leaves.
+ */
+typedef json_t *(*leaf_fn)(json_t *v, void *ctx, bool *claimed);
+
+static json_t *json_map(json_t *v, leaf_fn leaf, void *ctx)
 {
-    if (ps_is_binary(v)) {
-        if (*nparts == PS__SIO_MAX_ATTACHMENTS)
-            return NULL;
-        json_t *s = json_object_get(v, "$binary");
-        ps__buf *part = &parts[*nparts];
-        ps__buf_init(part);
-        if (ps__base64_decode(json_string_value(s), json_string_length(s), part) < 0) {
-            ps__buf_free(part);
-            return NULL;
-        }
-        return json_pack("{s:b,s:i}", "_placeholder", 1, "num", (*nparts)++);
-    }
+    bool claimed = false;
+    json_t *r = leaf(v, ctx, &claimed);
+    if (claimed)
+        return r;
     if (json_is_array(v)) {
         json_t *copy = json_array();
         for (size_t i = 0; i < json_array_size(v); i++) {
-            json_t *item = deconstruct(json_array_get(v, i), parts, nparts);
+            json_t *item = json_map(json_array_get(v, i), leaf, ctx);
             if (!item) {
                 json_decref(copy);
                 return NULL;
@@ -276,7 +272,7 @@ static json_t *deconstruct(json_t *v, ps__buf *parts, int *nparts)
         json_t *val;
         json_object_foreach(v, key, val)
         {
-            json_t *item = deconstruct(val, parts, nparts);
+            json_t *item = json_map(val, leaf, ctx);
             if (!item) {
                 json_decref(copy);
                 return NULL;
@@ -288,46 +284,59 @@ static json_t *deconstruct(json_t *v, ps__buf *parts, int *nparts)
     return json_incref(v);
 }
 
-/* The inverse, on a received packet: placeholders become binary values. NULL when a
- * placeholder names an attachment that does not exist. */
+typedef struct attachments {
+    ps__buf *parts;
+    int n;
+} attachments;
+
+/* Sending: a binary value becomes a placeholder, its bytes the next attachment. */
+static json_t *to_placeholder(json_t *v, void *ctx, bool *claimed)
+{
+    attachments *a = ctx;
+    if (!ps_is_binary(v))
+        return NULL;
+    *claimed = true;
+    if (a->n == PS__SIO_MAX_ATTACHMENTS)
+        return NULL;
+    json_t *s = json_object_get(v, "$binary");
+    ps__buf *part = &a->parts[a->n];
+    ps__buf_init(part);
+    if (ps__base64_decode(json_string_value(s), json_string_length(s), part) < 0) {
+        ps__buf_free(part);
+        return NULL;
+    }
+    return json_pack("{s:b,s:i}", "_placeholder", 1, "num", a->n++);
+}
+
+/* Receiving: a placeholder becomes the binary value of the attachment it names. */
+static json_t *from_placeholder(json_t *v, void *ctx, bool *claimed)
+{
+    attachments *a = ctx;
+    if (!json_is_object(v) || !json_is_true(json_object_get(v, "_placeholder")))
+        return NULL;
+    *claimed = true;
+    json_t *num = json_object_get(v, "num");
+    if (!json_is_integer(num) || json_integer_value(num) < 0 || json_integer_value(num) >= a->n)
+        return NULL;
+    ps__buf *part = &a->parts[json_integer_value(num)];
+    return ps_binary(part->base ? part->base : "", part->len);
+}
+
+/* Copies v with every binary value replaced by a placeholder; the bytes go to parts. Returns
+ * NULL if there are too many or one is not valid base64. */
+static json_t *deconstruct(json_t *v, ps__buf *parts, int *nparts)
+{
+    attachments a = {parts, *nparts};
+    json_t *r = json_map(v, to_placeholder, &a);
+    *nparts = a.n;
+    return r;
+}
+
+/* The inverse, on a received packet. NULL when a placeholder names no attachment. */
 static json_t *reconstruct(json_t *v, ps__buf *parts, int nparts)
 {
-    if (json_is_object(v) && json_is_true(json_object_get(v, "_placeholder"))) {
-        json_t *num = json_object_get(v, "num");
-        if (!json_is_integer(num) || json_integer_value(num) < 0 ||
-            json_integer_value(num) >= nparts)
-            return NULL;
-        ps__buf *part = &parts[json_integer_value(num)];
-        return ps_binary(part->base ? part->base : "", part->len);
-    }
-    if (json_is_array(v)) {
-        json_t *copy = json_array();
-        for (size_t i = 0; i < json_array_size(v); i++) {
-            json_t *item = reconstruct(json_array_get(v, i), parts, nparts);
-            if (!item) {
-                json_decref(copy);
-                return NULL;
-            }
-            json_array_append_new(copy, item);
-        }
-        return copy;
-    }
-    if (json_is_object(v)) {
-        json_t *copy = json_object();
-        const char *key;
-        json_t *val;
-        json_object_foreach(v, key, val)
-        {
-            json_t *item = reconstruct(val, parts, nparts);
-            if (!item) {
-                json_decref(copy);
-                return NULL;
-            }
-            json_object_set_new(copy, key, item);
-        }
-        return copy;
-    }
-    return json_incref(v);
+    attachments a = {parts, nparts};
+    return json_map(v, from_placeholder, &a);
 }
 
 static void parts_free(ps__buf *parts, int n)

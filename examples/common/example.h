@@ -13,6 +13,24 @@
 
 typedef void (*example_setup_fn)(ps_server *srv);
 
+/* Listens, prints "listening on http://HOST:PORT" (what tests wait for), runs until SIGINT or
+ * SIGTERM, frees the server. Returns the exit status. */
+static inline int example_serve(ps_server *srv, const char *name, const ps_server_opts *opts)
+{
+    int rc = ps_server_listen(srv);
+    if (rc != 0) {
+        fprintf(stderr, "%s: cannot listen on %s:%d: %s\n", name, opts->host, opts->port,
+                ps_strerror(rc));
+        ps_server_free(srv);
+        return 1;
+    }
+    printf("listening on http://%s:%d\n", opts->host, ps_server_port(srv));
+    fflush(stdout);
+    rc = ps_server_run(srv);
+    ps_server_free(srv);
+    return rc == 0 ? 0 : 1;
+}
+
 /* Parses the common flags, creates the server, lets `setup` register routes, prints
  * "listening on http://HOST:PORT" and runs until SIGINT/SIGTERM. Returns the exit status. */
 static inline int example_main(int argc, char **argv, const char *name, const char *static_dir,
@@ -47,18 +65,7 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
     if (!srv)
         return 2;
     setup(srv);
-    int rc = ps_server_listen(srv);
-    if (rc != 0) {
-        fprintf(stderr, "%s: cannot listen on %s:%d: %s\n", name, opts.host, opts.port,
-                ps_strerror(rc));
-        ps_server_free(srv);
-        return 1;
-    }
-    printf("listening on http://%s:%d\n", opts.host, ps_server_port(srv));
-    fflush(stdout);
-    rc = ps_server_run(srv);
-    ps_server_free(srv);
-    return rc == 0 ? 0 : 1;
+    return example_serve(srv, name, &opts);
 }
 
 #endif

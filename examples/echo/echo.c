@@ -25,7 +25,7 @@
  *   - request "stats" replies with the server's counters and the fixture's own: how many asks
  *     started and completed (by status), views disposed, and completions seen twice (always 0).
  */
-#include <pulsec.h>
+#include "../common/example.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -389,16 +389,5 @@ int main(int argc, char **argv)
         ps_view_type echo_type = {.init = echo_view_init, .dispose = echo_view_dispose};
         ps_route(srv, "/echo", &echo_type);
     }
-    int rc = ps_server_listen(srv);
-    if (rc != 0) {
-        fprintf(stderr, "echo: cannot listen on %s:%d: %s\n", opts.host, opts.port,
-                ps_strerror(rc));
-        ps_server_free(srv);
-        return 1;
-    }
-    printf("listening on http://%s:%d\n", opts.host, ps_server_port(srv));
-    fflush(stdout);
-    rc = ps_server_run(srv);
-    ps_server_free(srv);
-    return rc == 0 ? 0 : 1;
+    return example_serve(srv, "echo", &opts);
 }
