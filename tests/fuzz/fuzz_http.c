@@ -229,7 +229,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     T.deferred = NULL;
     T.deferrals = T.aborts = T.answered = 0;
 
-    ps__conn *c = fz_conn_new(T.env);
+    ps__conn *c = fz_conn_new(T.env, NULL);
     ps__http_attach(c, &T.cfg);
     size_t chunk = fz_chunk_size(opt);
     while (size > 0) {

@@ -54,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     T.wo.close_timeout_ms = opt & 64 ? 0 : 1000;
     T.ws = NULL;
 
-    ps__conn *c = fz_conn_new(T.env);
+    ps__conn *c = fz_conn_new(T.env, NULL);
     ps__http_attach(c, &T.cfg);
     static const char hs[] = FZ_WS_REQUEST;
     size_t chunk = fz_chunk_size(opt);

@@ -31,7 +31,7 @@ fz_env *fz_env_get(void)
     env->listener.loop = env->loop;
     ps__list_init(&env->listener.conns);
     for (int i = 0; i < FZ_MAX_CONNS; i++)
-        env->peer_fds[i] = -1;
+        env->slots[i] = (fz_slot){.conn = NULL, .listener = NULL, .peer_fd = -1};
     return env;
 }
 
@@ -43,34 +43,58 @@ size_t fz_chunk_size(uint8_t sel)
 
 /* ---- connections ----------------------------------------------------------------------- */
 
-ps__conn *fz_conn_new(fz_env *env)
+static bool on_list(ps__listener *l, ps__conn *c)
 {
-    int slot = -1;
-    for (int i = 0; i < FZ_MAX_CONNS && slot < 0; i++)
-        if (env->peer_fds[i] < 0)
-            slot = i;
-    FZ_CHECK(slot >= 0);
+    ps__list *pos;
+    ps__list_foreach(pos, &l->conns)
+    {
+        if (pos == &c->link)
+            return true;
+    }
+    return false;
+}
+
+/* Frees the slots of connections that are gone (their close callback freed them). */
+static void reap_slots(fz_env *env)
+{
+    for (int i = 0; i < FZ_MAX_CONNS; i++) {
+        fz_slot *s = &env->slots[i];
+        if (s->conn && !on_list(s->listener, s->conn)) {
+            close(s->peer_fd);
+            *s = (fz_slot){.conn = NULL, .listener = NULL, .peer_fd = -1};
+        }
+    }
+}
+
+ps__conn *fz_conn_new(fz_env *env, ps__listener *l)
+{
+    if (!l)
+        l = &env->listener;
+    reap_slots(env);
+    fz_slot *slot = NULL;
+    for (int i = 0; i < FZ_MAX_CONNS && !slot; i++)
+        if (!env->slots[i].conn)
+            slot = &env->slots[i];
+    if (!slot)
+        return NULL;
     int sv[2];
     FZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
     ps__conn *c = ps__calloc(1, sizeof *c);
     FZ_CHECK(uv_tcp_init(env->loop, &c->tcp) == 0);
     FZ_CHECK(uv_tcp_open(&c->tcp, sv[0]) == 0);
-    c->listener = &env->listener;
-    ps__list_insert_tail(&env->listener.conns, &c->link);
-    env->listener.nconns++;
+    c->listener = l;
+    ps__list_insert_tail(&l->conns, &c->link);
+    l->nconns++;
     snprintf(c->peer, sizeof c->peer, "127.0.0.1");
-    env->peer_fds[slot] = sv[1];
+    *slot = (fz_slot){.conn = c, .listener = l, .peer_fd = sv[1]};
     return c;
 }
 
 bool fz_conn_alive(fz_env *env, ps__conn *c)
 {
-    ps__list *pos;
-    ps__list_foreach(pos, &env->listener.conns)
-    {
-        if (pos == &c->link)
-            return true;
-    }
+    for (int i = 0; i < FZ_MAX_CONNS; i++)
+        if (env->slots[i].conn == c)
+            return on_list(env->slots[i].listener, c);
     return false;
 }
 
@@ -79,10 +103,10 @@ static void drain_peers(fz_env *env)
 {
     static char sink[64 * 1024];
     for (int i = 0; i < FZ_MAX_CONNS; i++) {
-        if (env->peer_fds[i] < 0)
+        if (env->slots[i].peer_fd < 0)
             continue;
         ssize_t n;
-        while ((n = read(env->peer_fds[i], sink, sizeof sink)) > 0) {
+        while ((n = read(env->slots[i].peer_fd, sink, sizeof sink)) > 0) {
             env->out_bytes += (size_t)n;
             if (show_output) {
                 fprintf(stderr, "[conn %d wrote %zd bytes]\n", i, n);
@@ -93,7 +117,7 @@ static void drain_peers(fz_env *env)
     }
 }
 
-static void turn_loop(fz_env *env)
+void fz_loop_turn(fz_env *env)
 {
     drain_peers(env);
     uv_run(env->loop, UV_RUN_NOWAIT);
@@ -106,7 +130,7 @@ bool fz_conn_read(fz_env *env, ps__conn *c, const uint8_t *data, size_t len)
         return false;
     /* A connection throttled by unread output is not read from until libuv has written it. */
     for (int i = 0; i < 64 && c->throttled && fz_conn_alive(env, c); i++)
-        turn_loop(env);
+        fz_loop_turn(env);
     if (!fz_conn_alive(env, c) || c->closing || c->paused || c->throttled)
         return false;
     if (len > 0 && c->cbs && c->cbs->on_read) {
@@ -116,7 +140,7 @@ bool fz_conn_read(fz_env *env, ps__conn *c, const uint8_t *data, size_t len)
         c->cbs->on_read(c, copy, len);
         free(copy);
     }
-    turn_loop(env);
+    fz_loop_turn(env);
     return fz_conn_alive(env, c) && !c->closing;
 }
 
@@ -142,7 +166,26 @@ void fz_conn_eof(fz_env *env, ps__conn *c)
         c->cbs->on_eof(c);
     else
         ps__conn_abort(c);
-    turn_loop(env);
+    fz_loop_turn(env);
+}
+
+void fz_conns_abort(fz_env *env)
+{
+    for (int i = 0; i < FZ_MAX_CONNS; i++) {
+        fz_slot *s = &env->slots[i];
+        if (s->conn && on_list(s->listener, s->conn))
+            ps__conn_abort(s->conn);
+    }
+    /* Close callbacks may close more handles (timers); each turn runs one generation. */
+    for (int i = 0; i < 64 && uv_loop_alive(env->loop); i++) {
+        bool live = false;
+        for (int k = 0; k < FZ_MAX_CONNS; k++)
+            live |= env->slots[k].conn && on_list(env->slots[k].listener, env->slots[k].conn);
+        if (!live)
+            break;
+        fz_loop_turn(env);
+    }
+    reap_slots(env);
 }
 
 static void count_handle(uv_handle_t *h, void *arg)
@@ -155,25 +198,16 @@ static void count_handle(uv_handle_t *h, void *arg)
 
 void fz_env_finish(fz_env *env)
 {
-    ps__list *pos, *tmp;
-    ps__list_foreach_safe(pos, tmp, &env->listener.conns)
-    {
-        ps__conn_abort(PS__CONTAINER_OF(pos, ps__conn, link));
-    }
-    /* Close callbacks may close more handles (timers); each round runs one generation. */
+    fz_conns_abort(env);
     for (int i = 0; i < 64 && uv_loop_alive(env->loop); i++)
-        uv_run(env->loop, UV_RUN_NOWAIT);
+        fz_loop_turn(env);
     size_t left = 0;
     uv_walk(env->loop, count_handle, &left);
     FZ_CHECK(left == 0);
+    for (int i = 0; i < FZ_MAX_CONNS; i++)
+        FZ_CHECK(env->slots[i].conn == NULL);
     FZ_CHECK(env->listener.nconns == 0);
     FZ_CHECK(env->ws_opened == env->ws_closed);
-    drain_peers(env);
-    for (int i = 0; i < FZ_MAX_CONNS; i++) {
-        if (env->peer_fds[i] >= 0)
-            close(env->peer_fds[i]);
-        env->peer_fds[i] = -1;
-    }
     env->out_bytes = 0;
     env->ws_opened = env->ws_closed = 0;
 }

@@ -32,21 +32,31 @@
 
 #define FZ_MAX_CONNS 8
 
+typedef struct fz_slot {
+    ps__conn *conn;         /* NULL when free */
+    ps__listener *listener; /* the list it is on */
+    int peer_fd;            /* our end of its socketpair */
+} fz_slot;
+
 typedef struct fz_env {
-    uv_loop_t *loop;            /* one loop for the whole run, clean between inputs */
-    ps__listener listener;      /* never listens: holds the connection list and the read buffer */
-    int peer_fds[FZ_MAX_CONNS]; /* our ends of the socketpairs, -1 when unused */
-    size_t out_bytes;           /* bytes the connections wrote during this input */
-    unsigned ws_opened;         /* WebSockets made by fz_ws_upgrade during this input */
-    unsigned ws_closed;         /* their on_close calls: must match at the end */
+    uv_loop_t *loop;       /* one loop for the whole run, clean between inputs */
+    ps__listener listener; /* never listens: holds the connection list and the read buffer */
+    fz_slot slots[FZ_MAX_CONNS];
+    size_t out_bytes;   /* bytes the connections wrote during this input */
+    unsigned ws_opened; /* WebSockets made by fz_ws_upgrade during this input */
+    unsigned ws_closed; /* their on_close calls: must match at the end */
 } fz_env;
 
 /* Once per process: quiet logs, SIGPIPE ignored, the shared loop. */
 fz_env *fz_env_get(void);
 
-/* A fresh connection, as if just accepted; its owner attaches with ps__http_attach. */
-ps__conn *fz_conn_new(fz_env *env);
-/* True while c is still on the listener (not yet freed by its close callback). */
+/*
+ * A fresh connection, as if just accepted by `l` (NULL: the harness's own listener, which never
+ * listens). Its owner attaches next (ps__http_attach, or l->on_conn). NULL when every slot is
+ * taken by a live connection.
+ */
+ps__conn *fz_conn_new(fz_env *env, ps__listener *l);
+/* True while c is still on its listener (not yet freed by its close callback). */
 bool fz_conn_alive(fz_env *env, ps__conn *c);
 /* One read of len bytes, delivered as net.c does (nothing once the connection is closing), then
  * one turn of the loop. Returns false when the connection is gone or closing. */
@@ -55,6 +65,10 @@ bool fz_conn_read(fz_env *env, ps__conn *c, const uint8_t *data, size_t len);
 bool fz_conn_read_chunked(fz_env *env, ps__conn *c, const uint8_t *data, size_t len, size_t chunk);
 /* The peer's FIN, as net.c reports it. */
 void fz_conn_eof(fz_env *env, ps__conn *c);
+/* One turn of the loop without waiting, with the peers' output drained around it. */
+void fz_loop_turn(fz_env *env);
+/* Aborts every live connection and turns the loop until they are all freed (bounded). */
+void fz_conns_abort(fz_env *env);
 /* Ends the input: aborts every connection, runs the loop dry, checks nothing is left. */
 void fz_env_finish(fz_env *env);
 

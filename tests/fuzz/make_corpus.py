@@ -225,6 +225,104 @@ def packet_seeds():
         write("fuzz_packets", f"payload-{i}", p)
 
 
+# ---- the whole server ---------------------------------------------------------------------
+
+SID = "B" * 20  # the first Engine.IO sid of an input (fuzz_server.c's getrandom)
+CHANNEL = "03" * 16  # the channel of the first view attached on the first session
+REQUEST = "04" * 16  # the first request the server sends on it
+
+
+def seg(ctl, data=b""):
+    """A fuzz_server segment: connection ctl & 3, FIN if ctl & 4, read size ctl >> 3 & 7,
+    graceful stop first if ctl & 64."""
+    return b"\xfe\xfd" + bytes([ctl]) + data
+
+
+def msg(obj):
+    return "42" + json.dumps(["message", obj], separators=(",", ":"))
+
+
+def chan(event, payload=None, **kw):
+    d = {"type": "channel_message", "channel": CHANNEL, "event": event, "payload": payload}
+    d.update(kw)
+    return msg(d)
+
+
+def server_seeds():
+    eio = "/socket.io/?EIO=4&transport="
+    ws = req("GET", eio + "websocket", WS_UPGRADE)
+    attach = msg({"type": "attach", "path": "/echo", "attachId": "a1", "props": {"x": 1}})
+    frames = lambda *texts: b"".join(text(t) for t in texts)  # noqa: E731
+    poll = lambda method, body=b"", *h: req(method, eio + "polling&sid=" + SID, h, body)  # noqa
+    seeds = {
+        "ws-events": ws + frames("40", '42["hello","world"]', '421["ack",{"a":1}]',
+                                 '42["ask","q",0,[1]]', "430[\"answer\"]", "3",
+                                 '42["keep"]', '425["keep"]', '42["next"]', '42["bye"]'),
+        "ws-admin": ws + frames("40/admin,", '42/admin,["x"]', '42/admin,7["y"]', "41/admin,",
+                                "40/nope,", '40{"deny":"no"}'),
+        "ws-binary": ws + text("40") + text('451-["bin",{"_placeholder":true,"num":0}]')
+        + frame(2, b"\x01\x02\x03\x04") + text('452-1["two",{"_placeholder":true,"num":0},'
+                                               '{"_placeholder":true,"num":1}]')
+        + frame(2, b"\x01") + frame(2, b"")
+        + text('451-["bad",{"_placeholder":true,"num":3}]') + frame(2, b"x"),
+        "ws-channels": ws + frames(
+            "40", attach, chan("echo", {"a": [1, 2]}), chan("echo", 1, requestId="r1"),
+            chan("fail", "why", requestId="r2"), chan("keep", None, requestId="r3"),
+            chan("flush", "done"), chan("forbidden", None, requestId="r4"),
+            chan("ask", {"event": "q", "payload": 5, "timeout": True}),
+            msg({"type": "channel_message", "channel": CHANNEL, "responseTo": REQUEST,
+                 "payload": "yes"}),
+            chan("ask", {"event": "q2"}),
+            msg({"type": "channel_message", "channel": CHANNEL, "responseTo": "05" * 16,
+                 "error": "nope"}),
+            chan("open"), chan("off"), chan("echo", 2), chan("close"), chan("echo", 3),
+            msg({"type": "detach", "attachId": "a1"})),
+        "ws-views": ws + frames(
+            "40", attach, attach,
+            msg({"type": "attach", "path": "/echo", "attachId": "a2", "props": {"reject": True}}),
+            msg({"type": "attach", "path": "/nope", "attachId": "a3"}),
+            msg({"type": "attach", "path": "/echo", "attachId": "a4"}),
+            chan("keep", None, requestId="k1"), chan("ask", {"event": "q"}),
+            chan("closeview"), chan("echo", 1),
+            msg({"type": "nonsense"}), "42[\"message\",5]", chan("disconnect")),
+        "ws-stop-in-flight": ws + frames("40", attach, chan("ask", {"event": "q"}),
+                                         chan("keep", None, requestId="k")) + seg(64, text("2")),
+        "ws-bad-packets": ws + frames("40", "4", "9", "2", "4{", "42[\"connect\"]", "40",
+                                      "6", "1"),
+        "polling-session": req("GET", eio + "polling")
+        + seg(1, poll("POST", b'40\x1e42["hello","world"]\x1e' + attach.encode()))
+        + seg(0, poll("GET"))
+        + seg(1, poll("POST", b"3\x1e" + chan("echo", 1, requestId="r").encode()))
+        + seg(0, poll("GET")) + seg(0, poll("GET")) + seg(1, poll("POST", b"1")),
+        "polling-upgrade": req("GET", eio + "polling")
+        + seg(1, poll("POST", b"40"))
+        + seg(0, poll("GET"))
+        + seg(2, req("GET", eio + "websocket&sid=" + SID, WS_UPGRADE) + text("2probe"))
+        + seg(0, poll("GET"))
+        + seg(2, text("5") + text('42["after","upgrade"]') + text("3")),
+        "polling-errors": req("GET", eio + "polling")
+        + seg(1, poll("POST", b"", "Content-Type: application/octet-stream"))
+        + seg(1, poll("PUT"))
+        + seg(1, req("GET", eio + "polling&sid=nosuchsid"))
+        + seg(1, req("GET", "/socket.io/?EIO=3&transport=polling"))
+        + seg(1, req("GET", eio + "carrier-pigeon"))
+        + seg(1, req("GET", eio + "polling", ["Origin: http://evil.example"]))
+        + seg(1, req("OPTIONS", eio + "polling", ["Origin: http://ok.example"]))
+        + seg(1, req("POST", eio + "polling", body=b"40"))
+        + seg(2, poll("POST", b"b" + b"A" * 7))
+        + seg(0, poll("GET")) + seg(3, poll("GET")),
+        "polling-binary": req("GET", eio + "polling")
+        + seg(1, poll("POST", b'40\x1e451-["b",{"_placeholder":true,"num":0}]\x1ebAQIDBA=='))
+        + seg(0, poll("GET")),
+        "polling-stop": req("GET", eio + "polling") + seg(0, poll("GET")) + seg(65, poll("POST", b"40")),
+        "http-misc": req("GET", "/healthz") + req("GET", "/nothing") + b"BAD\r\n\r\n",
+        "many-connections": b"".join(seg(c | 8, ws + text("40")) for c in (0, 1, 2, 3))
+        + b"".join(seg(c | 4, text("41")) for c in (3, 2, 1, 0)) + seg(0, ws),
+    }
+    for name, data in seeds.items():
+        write("fuzz_server", name, data)
+
+
 # ---- envelopes ----------------------------------------------------------------------------
 
 def envelope_seeds():
@@ -263,3 +361,4 @@ if __name__ == "__main__":
     ws_seeds()
     packet_seeds()
     envelope_seeds()
+    server_seeds()
