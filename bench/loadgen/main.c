@@ -56,6 +56,7 @@ typedef struct opts {
     int server_pid;       /* sample this process's RSS and CPU, 0 = no */
     const char *label;    /* copied to the JSON line ("server") */
     bool strict;          /* exit 3 on any error or zero throughput */
+    double timeline;      /* print completions and worst latency every this many s, 0 = no */
 } opts;
 
 /* One connection's requests in flight: slot i is busy with id "i.gen[i]" sent at t[i]. */
@@ -102,6 +103,9 @@ typedef struct run {
     proc_sample srv_before, srv_measure, srv_end;
     long rss_held_kb;              /* idle: server RSS while holding */
     double busy_measure, busy_end; /* CPU seconds the whole machine spent busy (/proc/stat) */
+    uv_timer_t tl_timer;           /* --timeline */
+    uint64_t tl_completed;         /* completions since the last timeline line */
+    uint64_t tl_worst;             /* worst latency since then (ns) */
 } run;
 
 static run R;
@@ -266,6 +270,9 @@ static void complete(peer *p, unsigned slot, uint32_t gen)
     uint64_t now = uv_hrtime();
     if (R.ph == PH_MEASURE) {
         lg_hist_record(&R.hist, (now - p->t[slot]) / 1000);
+        if (now - p->t[slot] > R.tl_worst)
+            R.tl_worst = now - p->t[slot];
+        R.tl_completed++;
         R.completed++;
     }
     p->t[slot] = 0;
@@ -358,12 +365,21 @@ static void enter_done(void)
     }
     uv_timer_stop(&R.timer);
     uv_close((uv_handle_t *)&R.timer, NULL);
+    uv_close((uv_handle_t *)&R.tl_timer, NULL);
     if (R.pacer_fd >= 0) {
         uv_poll_stop(&R.pacer);
         uv_close((uv_handle_t *)&R.pacer, NULL);
     }
     lg_net_abort_all(&R.net);
     lg_net_close(&R.net);
+}
+
+static void on_timeline(uv_timer_t *t)
+{
+    fprintf(stderr, "  t=%6.2fs %8.0f/s worst %9.3f ms\n", secs(uv_hrtime() - R.t_measure),
+            (double)R.tl_completed / R.o.timeline, (double)R.tl_worst / 1e6);
+    R.tl_completed = 0;
+    R.tl_worst = 0;
 }
 
 static void enter_measure(void)
@@ -376,6 +392,10 @@ static void enter_measure(void)
     R.srv_measure = sample_proc(R.o.server_pid);
     R.busy_measure = machine_busy();
     uv_timer_start(&R.timer, on_timer, (uint64_t)(R.o.duration * 1000), 0);
+    if (R.o.timeline > 0) {
+        uint64_t every = (uint64_t)(R.o.timeline * 1000);
+        uv_timer_start(&R.tl_timer, on_timeline, every, every);
+    }
 }
 
 /* Paces --rate with a timerfd rather than libuv's millisecond timers, so that sends are spread
@@ -674,7 +694,8 @@ static void usage(FILE *f)
                "  --ramp-timeout S         stop waiting for the ramp after S seconds (120)\n"
                "  --server-pid PID         sample the server's RSS and CPU (/proc)\n"
                "  --label NAME             server name for the JSON line\n"
-               "  --strict                 exit 3 on any error or zero throughput\n");
+               "  --strict                 exit 3 on any error or zero throughput\n"
+               "  --timeline S             print throughput and worst latency every S seconds\n");
 }
 
 static void raise_nofile(void)
@@ -704,6 +725,7 @@ static int parse_opts(int argc, char **argv, opts *o)
         {"server-pid", required_argument, 0, 'S'},
         {"label", required_argument, 0, 'L'},
         {"strict", no_argument, 0, 's'},
+        {"timeline", required_argument, 0, 't'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -765,6 +787,9 @@ static int parse_opts(int argc, char **argv, opts *o)
         case 's':
             o->strict = true;
             break;
+        case 't':
+            o->timeline = strtod(optarg, NULL);
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -807,6 +832,7 @@ int main(int argc, char **argv)
     if (R.o.sc == SC_RR || R.o.sc == SC_EVENTS)
         R.peers = calloc(R.o.conns, sizeof *R.peers);
     uv_timer_init(R.loop, &R.timer);
+    uv_timer_init(R.loop, &R.tl_timer);
     R.pacer_fd = -1;
     R.srv_before = sample_proc(R.o.server_pid);
     R.t_ramp = uv_hrtime();
