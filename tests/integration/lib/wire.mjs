@@ -37,8 +37,9 @@ export class WireClient extends TcpWs {
    * Opens the WebSocket (hand-made upgrade), waits for the Engine.IO open packet, sends the
    * Socket.IO CONNECT for "/" and waits for its reply.
    */
-  static async connect(server, { path: p = eioPath(), timeoutMs = 10000, autoPong = true } = {}) {
+  static async connect(server, { path: p = eioPath(), timeoutMs = 10000, autoPong = true, closeReply = true } = {}) {
     const c = new WireClient(server, p, autoPong);
+    c.closeReply = closeReply;
     wires.add(c);
     c.ended_.then(() => wires.delete(c));
     await c._handshake(timeoutMs);
@@ -59,6 +60,8 @@ export class WireClient extends TcpWs {
     this.seen = 0;
     /** `${channel}\0${event}` -> handler(payload, msg) -> {payload}|{error}|undefined. */
     this.answerers = new Map();
+    /** Answer the server's close frame with a close frame (as a browser does). */
+    this.closeReply = true;
   }
 
   _notify() {
@@ -69,7 +72,11 @@ export class WireClient extends TcpWs {
         continue;
       }
       if (f.opcode === OP.CLOSE) {
-        this.closeFrame = { code: f.payload.length >= 2 ? f.payload.readUInt16BE(0) : null, reason: f.payload.subarray(2).toString('utf8') };
+        this.closeFrame = { code: f.payload.length >= 2 ? f.payload.readUInt16BE(0) : null, reason: f.payload.subarray(2).toString('utf8'), at: performance.now() };
+        if (this.closeReply && !this.sock.destroyed) {
+          this.sendFrame({ opcode: OP.CLOSE, payload: f.payload.subarray(0, 2) });
+          this.sock.end();
+        }
         continue;
       }
       if (f.opcode !== OP.TEXT || !f.text.startsWith('42[')) continue;
@@ -105,7 +112,7 @@ export class WireClient extends TcpWs {
 
   /** Sends one `message` packet carrying `obj`. */
   send(obj) {
-    if (this.ended || this.sock.destroyed) return;
+    if (this.ended || this.sock.destroyed || this.closeFrame) return;
     this.sendText(`42${JSON.stringify(['message', obj])}`);
   }
 
