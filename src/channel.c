@@ -135,26 +135,80 @@ static int send_envelope(ps_session *s, json_t *env)
     return rc;
 }
 
+/*
+ * The hot path writes the envelope's text directly: building a json_t per message only to
+ * serialise it at once cost more than the rest of the channel layer (BENCHMARKS.md). Payloads
+ * holding binary values still go through json_t, which turns them into attachments.
+ */
+static void text_begin(ps__buf *b, const char *channel)
+{
+    ps__buf_reserve(b, 256);
+    ps__buf_appends(b, "{\"type\":\"channel_message\",\"channel\":");
+    ps__json_escape(b, channel);
+}
+
+static int text_send(ps_session *s, ps__buf *b)
+{
+    ps__buf_appendc(b, '}');
+    int rc = ps__session_send_message_text(s, b->base, b->len);
+    ps__buf_free(b);
+    return rc;
+}
+
 static int send_event(ps_channel *ch, const char *event, json_t *payload, const char *request_id)
 {
-    json_t *env = envelope(ch->id);
-    json_object_set_new(env, "event", json_string(event));
-    json_object_set(env, "payload", payload ? payload : json_null());
-    if (request_id)
-        json_object_set_new(env, "requestId", json_string(request_id));
-    return send_envelope(ch->session, env);
+    if (payload && ps__json_has_binary(payload)) {
+        json_t *env = envelope(ch->id);
+        json_object_set_new(env, "event", json_string(event));
+        json_object_set(env, "payload", payload);
+        if (request_id)
+            json_object_set_new(env, "requestId", json_string(request_id));
+        return send_envelope(ch->session, env);
+    }
+    ps__buf b;
+    ps__buf_init(&b);
+    text_begin(&b, ch->id);
+    ps__buf_appends(&b, ",\"event\":");
+    ps__json_escape(&b, event);
+    ps__buf_appends(&b, ",\"payload\":");
+    if (payload)
+        ps__json_append(&b, payload);
+    else
+        ps__buf_appends(&b, "null");
+    if (request_id) {
+        ps__buf_appends(&b, ",\"requestId\":");
+        ps__json_escape(&b, request_id);
+    }
+    return text_send(ch->session, &b);
 }
 
 static int send_response(ps_session *s, const char *channel, const char *request_id,
                          json_t *payload, const char *error)
 {
-    json_t *env = envelope(channel);
-    json_object_set_new(env, "responseTo", json_string(request_id));
-    if (error)
-        json_object_set_new(env, "error", json_string(error));
-    else
-        json_object_set(env, "payload", payload ? payload : json_null());
-    return send_envelope(s, env);
+    if (!error && payload && ps__json_has_binary(payload)) {
+        json_t *env = envelope(channel);
+        json_object_set_new(env, "responseTo", json_string(request_id));
+        json_object_set(env, "payload", payload);
+        return send_envelope(s, env);
+    }
+    ps__buf b;
+    ps__buf_init(&b);
+    text_begin(&b, channel);
+    ps__buf_appends(&b, ",\"responseTo\":");
+    ps__json_escape(&b, request_id);
+    if (error) {
+        ps__buf_appends(&b, ",\"error\":");
+        /* A WebSocket text frame must be UTF-8, or the client drops the whole connection. */
+        ps__json_escape(&b, ps__utf8_valid((const uint8_t *)error, strlen(error)) ? error
+                                                                                  : "error");
+    } else {
+        ps__buf_appends(&b, ",\"payload\":");
+        if (payload)
+            ps__json_append(&b, payload);
+        else
+            ps__buf_appends(&b, "null");
+    }
+    return text_send(s, &b);
 }
 
 /* ---- replies (the client's requests) --------------------------------------------------- */
@@ -235,7 +289,7 @@ int ps_request(ps_channel *ch, const char *event, json_t *payload, uint32_t time
         return PS_EINVAL;
     if (ch->closed || ps__view_closing(ch->view) || ps__session_closed(ch->session))
         return PS_ECLOSED;
-    if (!event || !*event || !cb)
+    if (!event || !*event || !cb || !ps__utf8_valid((const uint8_t *)event, strlen(event)))
         return PS_EINVAL;
     if (ch->layer->max_pending && ch->npending >= ch->layer->max_pending)
         return PS_ELIMIT;
@@ -276,12 +330,8 @@ static void channel_close(ps_channel *ch, bool tell_client)
     {
         PS__CONTAINER_OF(pos, ps_listener, link)->removed = true;
     }
-    if (tell_client) {
-        json_t *env = envelope(ch->id);
-        json_object_set_new(env, "event", json_string("__close__"));
-        json_object_set_new(env, "payload", json_null());
-        send_envelope(ch->session, env);
-    }
+    if (tell_client)
+        send_event(ch, "__close__", NULL, NULL);
     while (!ps__list_empty(&ch->pending))
         request_complete(PS__CONTAINER_OF(ch->pending.next, pending_req, link), PS_ECLOSED, NULL,
                          NULL);
@@ -373,7 +423,7 @@ int ps_emit(ps_channel *ch, const char *event, json_t *payload)
         return PS_EINVAL;
     if (ch->closed)
         return PS_ECLOSED;
-    if (!event || !*event)
+    if (!event || !*event || !ps__utf8_valid((const uint8_t *)event, strlen(event)))
         return PS_EINVAL;
     return send_event(ch, event, payload, NULL) == 0 ? 0 : PS_ECLOSED;
 }

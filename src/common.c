@@ -341,6 +341,48 @@ size_t ps__base64_encode(const uint8_t *in, size_t n, char *out)
     return o;
 }
 
+void ps__json_escape(ps__buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    ps__buf_appendc(b, '"');
+    const char *run = s;
+    for (const char *p = s;; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        ps__buf_append(b, run, (size_t)(p - run));
+        if (c == 0)
+            break;
+        char esc[6] = {'\\', (char)c};
+        size_t n = 2;
+        switch (c) {
+        case '"': case '\\': break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        default:
+            esc[1] = 'u', esc[2] = '0', esc[3] = '0', esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
+            n = 6;
+        }
+        ps__buf_append(b, esc, n);
+        run = p + 1;
+    }
+    ps__buf_appendc(b, '"');
+}
+
+static int json_append_cb(const char *buffer, size_t size, void *data)
+{
+    ps__buf_append(data, buffer, size);
+    return 0;
+}
+
+void ps__json_append(ps__buf *b, const json_t *v)
+{
+    json_dump_callback(v, json_append_cb, b, PS__JSON_FLAGS);
+}
+
 /* ---- errors ---------------------------------------------------------------------------- */
 
 /* libuv describes a code it does not know with a string it allocates on every call and never

@@ -108,6 +108,10 @@ bool ps__strncaseeq(const char *a, size_t alen, const char *b);
 long ps__url_decode(char *s, size_t len, bool plus_is_space);
 /* Encodes bytes as standard base64 with padding into out (4*ceil(n/3)+1 bytes); returns length. */
 size_t ps__base64_encode(const uint8_t *in, size_t n, char *out);
+/* Appends s as a JSON string literal (quotes included); s must be valid UTF-8. */
+void ps__json_escape(ps__buf *b, const char *s);
+/* Appends the compact JSON text of v (ps__JSON_FLAGS). */
+void ps__json_append(ps__buf *b, const json_t *v);
 /* Compact JSON, keys in insertion order (what the Socket.IO JS encoder produces). */
 #define PS__JSON_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY)
 

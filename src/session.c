@@ -198,16 +198,19 @@ static int sess_on_connect(ps__sio_socket *sock, json_t *auth)
     return 0;
 }
 
-static void sess_on_event(ps__sio_socket *sock, const char *name, json_t *args, int64_t ack_id)
+static void sess_on_event(ps__sio_socket *sock, const char *name, json_t *packet, int64_t ack_id)
 {
     ps_session *s = ps__sio_socket_up(sock);
     ps__sessions *ss = s->layer;
     if (ss->ext.on_message && strcmp(name, "message") == 0 && strcmp(s->nsp->name, "/") == 0) {
         ps__session_ref(s);
-        ss->ext.on_message(s, args, ack_id, ss->ext.user);
+        ss->ext.on_message(s, packet, ack_id, ss->ext.user);
         ps__session_unref(s);
         return;
     }
+    json_t *args = json_array();
+    for (size_t i = 1; i < json_array_size(packet); i++)
+        json_array_append(args, json_array_get(packet, i));
     ps_ack *ack = NULL;
     if (ack_id >= 0) {
         ack = ps__calloc(1, sizeof *ack);
@@ -226,6 +229,7 @@ static void sess_on_event(ps__sio_socket *sock, const char *name, json_t *args, 
             ack_free(ack);
         /* kept and unsent: the app owns it now */
     }
+    json_decref(args);
 }
 
 static void sess_on_disconnect(ps__sio_socket *sock, const char *reason)
@@ -275,6 +279,13 @@ int ps__session_send_message(ps_session *s, json_t *msg)
 uv_loop_t *ps__session_loop(const ps_session *s)
 {
     return s->layer->sio.eio.loop;
+}
+
+int ps__session_send_message_text(ps_session *s, const char *msg, size_t len)
+{
+    if (s->closed)
+        return PS_ECLOSED;
+    return ps__sio_emit_text(s->sock, "message", msg, len);
 }
 
 int ps__session_send_ack(ps_session *s, int64_t id, json_t *args)

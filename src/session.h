@@ -14,9 +14,9 @@ typedef struct ps__sessions ps__sessions;
 
 /* The layer above sessions (views and channels). */
 typedef struct ps__session_ext {
-    /* A "message" event on the main namespace: one argument expected (borrowed), may be any
-     * JSON; ack_id -1 when none. */
-    void (*on_message)(ps_session *s, json_t *args, int64_t ack_id, void *user);
+    /* A "message" event on the main namespace: `packet` is ["message", args...] (borrowed), one
+     * argument expected, of any JSON type; ack_id -1 when none. */
+    void (*on_message)(ps_session *s, json_t *packet, int64_t ack_id, void *user);
     /* The session is ending: dispose everything it owns. */
     void (*on_session_close)(ps_session *s, void *user);
     void *user;
@@ -61,6 +61,8 @@ void ps__session_ref(ps_session *s);
 void ps__session_unref(ps_session *s);
 /* Emits the "message" event with `msg` (borrowed) as its one argument. 0 or PS_ECLOSED. */
 int ps__session_send_message(ps_session *s, json_t *msg);
+/* Same, with the message already encoded as JSON text (no binary values). */
+int ps__session_send_message_text(ps_session *s, const char *msg, size_t len);
 uv_loop_t *ps__session_loop(const ps_session *s);
 int ps__session_send_ack(ps_session *s, int64_t id, json_t *args);
 /* Stats (ps_server_get_stats) */

@@ -181,12 +181,6 @@ bad_payload:
     return -1;
 }
 
-static int dump_to_buf(const char *buffer, size_t size, void *data)
-{
-    ps__buf_append(data, buffer, size);
-    return 0;
-}
-
 void ps__sio_encode(ps__buf *out, int type, const char *nsp, int64_t id, const json_t *data)
 {
     ps__sio_encode_binary(out, type, 0, nsp, id, data);
@@ -206,7 +200,7 @@ void ps__sio_encode_binary(ps__buf *out, int type, int attachments, const char *
     if (id >= 0)
         ps__buf_printf(out, "%" PRId64, id);
     if (data)
-        json_dump_callback(data, dump_to_buf, out, PS__JSON_FLAGS);
+        ps__json_append(out, data);
 }
 
 /* ---- binary values --------------------------------------------------------------------- */
@@ -322,6 +316,28 @@ static json_t *from_placeholder(json_t *v, void *ctx, bool *claimed)
     return ps_binary(part->base ? part->base : "", part->len);
 }
 
+/* Whether v holds a binary value anywhere: a read-only walk, so that the common packet with none
+ * is sent as it is instead of being copied. */
+bool ps__json_has_binary(const json_t *v)
+{
+    if (ps_is_binary(v))
+        return true;
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (ps__json_has_binary(json_array_get(v, i)))
+                return true;
+    } else if (json_is_object(v)) {
+        const char *key;
+        json_t *val;
+        json_object_foreach((json_t *)v, key, val)
+        {
+            if (ps__json_has_binary(val))
+                return true;
+        }
+    }
+    return false;
+}
+
 /* Copies v with every binary value replaced by a placeholder; the bytes go to parts. Returns
  * NULL if there are too many or one is not valid base64. */
 static json_t *deconstruct(json_t *v, ps__buf *parts, int *nparts)
@@ -398,7 +414,7 @@ static int send_packet(ps__sio_socket *s, int type, int64_t id, const json_t *da
     ps__buf parts[PS__SIO_MAX_ATTACHMENTS];
     int nparts = 0;
     json_t *plain = NULL;
-    if (data && (type == PS__SIO_EVENT || type == PS__SIO_ACK)) {
+    if (data && (type == PS__SIO_EVENT || type == PS__SIO_ACK) && ps__json_has_binary(data)) {
         plain = deconstruct((json_t *)data, parts, &nparts);
         if (!plain) {
             parts_free(parts, nparts);
@@ -491,6 +507,30 @@ int ps__sio_emit(ps__sio_socket *s, const char *event, json_t *args)
     int rc = send_packet(s, PS__SIO_EVENT, -1, arr);
     json_decref(arr);
     return rc == 0 || rc == PS_EINVAL ? rc : PS_ECLOSED;
+}
+
+int ps__sio_emit_text(ps__sio_socket *s, const char *event, const char *args, size_t len)
+{
+    if (s->state == SOCK_CLOSED)
+        return PS_ECLOSED;
+    ps__buf out;
+    ps__buf_init(&out);
+    ps__buf_reserve(&out, len + 64);
+    ps__buf_appends(&out, "42");
+    if (strcmp(s->nsp, "/") != 0) {
+        ps__buf_appends(&out, s->nsp);
+        ps__buf_appendc(&out, ',');
+    }
+    ps__buf_appendc(&out, '[');
+    ps__json_escape(&out, event);
+    ps__buf_appendc(&out, ',');
+    ps__buf_append(&out, args, len);
+    ps__buf_appendc(&out, ']');
+    int rc = send_message(s, false, out.base, out.len);
+    if (rc == 0)
+        s->conn->srv->stats.packets_out++;
+    ps__buf_free(&out);
+    return rc == 0 ? 0 : PS_ECLOSED;
 }
 
 int ps__sio_emit_ack(ps__sio_socket *s, const char *event, json_t *args, uint32_t timeout_ms,
@@ -699,13 +739,9 @@ static void dispatch_packet(ps__sio_conn *c, ps__sio_packet *p)
             snprintf(numbuf, sizeof numbuf, "%.17g", json_number_value(name));
             ev = numbuf;
         }
-        json_t *args = json_array();
-        for (size_t i = 1; i < json_array_size(p->data); i++)
-            json_array_append(args, json_array_get(p->data, i));
         ps__sio_socket_ref(s);
-        ss->cbs->on_event(s, ev, args, p->id);
+        ss->cbs->on_event(s, ev, p->data, p->id);
         ps__sio_socket_unref(s);
-        json_decref(args);
         break;
     }
     case PS__SIO_ACK:

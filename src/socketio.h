@@ -59,9 +59,9 @@ typedef struct ps__sio_cbs {
      * accept or non-zero to refuse with ps__sio_socket_deny's message (the socket is then
      * freed without on_disconnect). Packets emitted meanwhile are sent after the CONNECT reply. */
     int (*on_connect)(ps__sio_socket *s, json_t *auth);
-    /* An event: args is the array of arguments after the name (borrowed); ack_id -1 when the
-     * client wants no acknowledgement. */
-    void (*on_event)(ps__sio_socket *s, const char *name, json_t *args, int64_t ack_id);
+    /* An event: `packet` is the whole array [name, args...] (borrowed), so the arguments start
+     * at index 1; ack_id -1 when the client wants no acknowledgement. */
+    void (*on_event)(ps__sio_socket *s, const char *name, json_t *packet, int64_t ack_id);
     /* The socket is gone (client DISCONNECT, server disconnect, or session end); pending acks
      * have completed with PS_ECLOSED already. Called once per accepted socket. */
     void (*on_disconnect)(ps__sio_socket *s, const char *reason);
@@ -91,6 +91,14 @@ void ps__sio_server_init(ps__sio_server *ss, uv_loop_t *loop, const ps__eio_conf
 
 /* Sockets (one per namespace joined on a connection). */
 int ps__sio_emit(ps__sio_socket *s, const char *event, json_t *args);
+/*
+ * Emits `event` with arguments already encoded: `args` is the JSON text of the argument list
+ * without its brackets ("1,{...}"), and must hold no binary value. Saves building a json_t for
+ * messages whose text is easy to write directly (the channel envelope).
+ */
+int ps__sio_emit_text(ps__sio_socket *s, const char *event, const char *args, size_t len);
+/* Whether v holds a binary value ({"$binary": ...}) anywhere. */
+bool ps__json_has_binary(const json_t *v);
 int ps__sio_emit_ack(ps__sio_socket *s, const char *event, json_t *args, uint32_t timeout_ms,
                      ps__sio_ack_cb cb, void *user);
 int ps__sio_send_ack(ps__sio_socket *s, int64_t id, json_t *args);

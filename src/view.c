@@ -203,14 +203,14 @@ static void on_detach(ps__views *vs, ps_session *s, json_t *msg)
     view_close(v, true);
 }
 
-static void views_on_message(ps_session *s, json_t *args, int64_t ack_id, void *user)
+static void views_on_message(ps_session *s, json_t *packet, int64_t ack_id, void *user)
 {
     ps__views *vs = user;
     if (ack_id >= 0)
         ps__session_send_ack(s, ack_id, NULL); /* the envelope protocol has its own replies */
-    json_t *msg = json_array_get(args, 0);
+    json_t *msg = json_array_get(packet, 1);
     const char *type = json_string_value(json_object_get(msg, "type"));
-    if (json_array_size(args) != 1 || !json_is_object(msg) || !type) {
+    if (json_array_size(packet) != 2 || !json_is_object(msg) || !type) {
         vs->dropped++;
         return;
     }
