@@ -27,7 +27,7 @@ const TOTAL = 2000;
 const EVERY_MS = 10;
 
 test(`a flood of ${TOTAL} connects/disconnects over ~${(TOTAL * EVERY_MS) / 1000} s, mixed transports, leaves nothing behind`, { timeout: 150000 }, async (t) => {
-  const srv = await startServer(['--ping-interval', '1000', '--ping-timeout', '1000']);
+  const srv = await startServer(['--ping-interval', '1000', '--ping-timeout', '3000']);
   const mon = await openMonitor(srv.url);
   const wit = await ChannelTestClient.connect(srv.url);
   const witView = await wit.attachEcho();
@@ -146,11 +146,11 @@ test(`a flood of ${TOTAL} connects/disconnects over ~${(TOTAL * EVERY_MS) / 1000
   }
   await Promise.all(all);
   const floodMs = performance.now() - t0;
-  // Silent polling sessions go by ping timeout (1 + 1 s); everything else at once.
+  // Silent polling sessions go by ping timeout (1 + 3 s); everything else at once.
   const end = await pollUntil(
     () => mon.stats(),
     (s) => s.connections === base.connections && s.sessions === base.sessions && s.views === base.views,
-    { ms: 15000, every: 100 },
+    { ms: 30000, every: 100 },
   );
   stopWitness = true;
   await witnessDone;
@@ -165,7 +165,7 @@ test(`a flood of ${TOTAL} connects/disconnects over ~${(TOTAL * EVERY_MS) / 1000
   assert.ok(end.sessions_total - base.sessions_total >= TOTAL * 0.6, `sessions_total grew by ${end.sessions_total - base.sessions_total}`);
   witLat.sort((a, b) => a - b);
   assert.ok(witLat.length > 100, `witness round trips: ${witLat.length}`);
-  assert.ok(witLat[witLat.length - 1] < 1000, `witness max latency ${witLat[witLat.length - 1].toFixed(0)} ms (p50 ${witLat[witLat.length >> 1].toFixed(1)})`);
+  assert.ok(witLat[witLat.length - 1] < 2000, `witness max latency ${witLat[witLat.length - 1].toFixed(0)} ms (p50 ${witLat[witLat.length >> 1].toFixed(1)})`);
   const fds = await pollUntil(async () => fdCount(srv.proc.pid), (n) => n <= baseFds, { ms: 5000 });
   assert.ok(fds <= baseFds, `server fds ${fds}, before the flood ${baseFds}`);
   await wit.assertEchoes(witView.channel, 'witness after the flood');
