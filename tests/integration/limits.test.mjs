@@ -255,6 +255,33 @@ describe('--max-connections 20', () => {
   });
 });
 
+describe('--max-connections 20 under a connect storm', () => {
+  test('300 simultaneous connects: exactly 20 open, every other one 503 and counted; all freed after', { timeout: 30000 }, async () => {
+    const srv = await startServer(['--max-connections', '20']);
+    const mon = await openMonitor(srv.url);
+    const before = await mon.stats();
+    const socks = await Promise.all(Array.from({ length: 300 }, () => tcpConnect(srv)));
+    const st = await pollUntil(() => mon.stats(), (s) => (s.refused ?? 0) - (before.refused ?? 0) >= 281, { ms: 5000 });
+    await sleep(100);
+    const refused = socks.filter((s) => /^HTTP\/1\.1 503 /.test(s.data.toString('latin1')));
+    const open = socks.filter((s) => !s.destroyed && s.data.length === 0);
+    assert.equal(open.length, 19, 'admitted beside the monitor');
+    assert.equal(refused.length, 281);
+    await Promise.all(refused.map((s) => withTimeout(s.closeP, 5000, 'refused connection closed')));
+    assert.equal(st.connections, 20);
+    await mon.client.assertEchoes(mon.channel, 'monitor during the storm');
+    for (const s of socks) s.destroy();
+    const end = await pollUntil(() => mon.stats(), (s) => s.connections === 1, { ms: 5000 });
+    assert.equal(end.connections, 1);
+    const w = await WireClient.connect(srv);
+    assert.equal((await w.request((await w.attachEcho()).channel, 'echo', 'after the storm')).payload, 'after the storm');
+    w.destroy();
+    assert.equal(st.refused - (before.refused ?? 0), 281, `stats.refused: ${JSON.stringify(st)}`);
+    mon.close();
+    await stopClean(srv);
+  });
+});
+
 describe('--max-views 3', () => {
   test('the 4th attach gets attach_error "Too many views"; after a detach, attach works again', async () => {
     const srv = await startServer(['--max-views', '3']);
