@@ -203,19 +203,30 @@ static json_t *stats_json(ps_server *srv)
 {
     ps_server_stats st;
     ps_server_get_stats(srv, &st);
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I,s:I},s:I}",
-                     "connections", (json_int_t)st.connections, "sessions",
-                     (json_int_t)st.sessions, "views", (json_int_t)st.views, "channels",
-                     (json_int_t)st.channels, "sessions_total", (json_int_t)st.sessions_total,
-                     "messages_in", (json_int_t)st.messages_in, "messages_out",
-                     (json_int_t)st.messages_out, "messages_dropped",
-                     (json_int_t)st.messages_dropped, "protocol_errors",
-                     (json_int_t)st.protocol_errors, "asks", "started",
-                     (json_int_t)counters.asks_started, "ok", (json_int_t)counters.asks_ok,
-                     "timeout", (json_int_t)counters.asks_timeout, "closed",
-                     (json_int_t)counters.asks_closed, "error", (json_int_t)counters.asks_error,
-                     "twice", (json_int_t)counters.asks_twice, "views_disposed",
-                     (json_int_t)counters.views_disposed);
+    json_t *j = json_object();
+    const struct {
+        const char *name;
+        uint64_t value;
+    } server[] = {
+        {"connections", st.connections},       {"sessions", st.sessions},
+        {"views", st.views},                   {"channels", st.channels},
+        {"sessions_total", st.sessions_total}, {"messages_in", st.messages_in},
+        {"messages_out", st.messages_out},     {"messages_dropped", st.messages_dropped},
+        {"protocol_errors", st.protocol_errors}, {"slow_consumers", st.slow_consumers},
+        {"refused", st.refused},
+    };
+    for (size_t i = 0; i < sizeof server / sizeof server[0]; i++)
+        json_object_set_new(j, server[i].name, json_integer((json_int_t)server[i].value));
+    json_object_set_new(j, "asks",
+                        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "started",
+                                  (json_int_t)counters.asks_started, "ok",
+                                  (json_int_t)counters.asks_ok, "timeout",
+                                  (json_int_t)counters.asks_timeout, "closed",
+                                  (json_int_t)counters.asks_closed, "error",
+                                  (json_int_t)counters.asks_error, "twice",
+                                  (json_int_t)counters.asks_twice));
+    json_object_set_new(j, "views_disposed", json_integer((json_int_t)counters.views_disposed));
+    return j;
 }
 
 static void on_channel_event(ps_channel *ch, const char *event, json_t *payload, ps_reply *reply,
