@@ -76,7 +76,7 @@ function busySeconds() {
 // while the runs still planned (planLeft) fit.
 const T0 = Date.now();
 const BUDGET_S = Q ? 150 : 480;
-const PROFILE_S = 70;
+const PROFILE_S = 100;
 let planLeft = 0;
 const elapsed = () => (Date.now() - T0) / 1000;
 const spare = () => BUDGET_S - elapsed() - planLeft - PROFILE_S;
@@ -312,6 +312,45 @@ async function profileCpu() {
   };
 }
 
+// System calls per round trip of the pulsec server, counted by perf's syscall tracepoints (these
+// work where hardware counters do not): once in the batched closed loop, once paced at `rate`.
+const SYSCALLS = ["read", "write", "writev", "epoll_ctl", "epoll_wait", "epoll_pwait"];
+function perfTracepointsOk() {
+  try {
+    execFileSync("perf", ["stat", "-x,", "-e", "syscalls:sys_enter_read", "true"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function countSyscalls(argv) {
+  const out = path.join(WORK, "syscalls.csv");
+  await waitQuiet();
+  const srv = await startServer(SERVERS[0]);
+  const window = 4;
+  try {
+    const counting = new Promise((resolve) => {
+      setTimeout(() => {
+        const events = [...SYSCALLS.map((n) => `syscalls:sys_enter_${n}`), "context-switches"].join(",");
+        const perf = spawn("perf", ["stat", "-x,", "-o", out, "-e", events, "-p", String(srv.pid), "--", "sleep", String(window)], { stdio: "ignore" });
+        perf.on("exit", resolve);
+      }, 2500);
+    });
+    const r = await loadgen(["rr", "--port", srv.port, ...argv, "-d", window + 3, "-w", 1], 120);
+    await counting;
+    const counts = {};
+    for (const line of readFileSync(out, "utf8").split("\n")) {
+      const f = line.split(",");
+      if (f.length > 2 && /^\d+$/.test(f[0])) counts[f[2].replace("syscalls:sys_enter_", "")] = Number(f[0]);
+    }
+    const ops = r.per_sec * window;
+    return { args: argv.join(" "), perSec: r.per_sec, perOp: Object.fromEntries(Object.entries(counts).map(([k, v]) => [k, v / ops])) };
+  } finally {
+    await stopServer(srv);
+  }
+}
+
 // Parses the peak snapshot of a massif.out file into allocation sites (first named frames).
 function massifPeak(file) {
   const lines = readFileSync(file, "utf8").split("\n");
@@ -484,6 +523,24 @@ function report(env, res, targets, cpuProf, memProf) {
     p();
     p(`Raw profile: \`${cpuProf.file}\` (\`callgrind_annotate --inclusive=yes ${cpuProf.file}\`).`);
     p();
+    if (cpuProf.syscalls) {
+      const [closed, paced] = cpuProf.syscalls;
+      p("System calls of the pulsec server per round trip, counted with perf's syscall tracepoints over 4 s of each load");
+      p("(these work on this VM; the hardware counters do not):");
+      p();
+      p("| load | read | write | epoll_ctl | epoll_wait | context switches |");
+      p("|---|---|---|---|---|---|");
+      for (const [label, x] of [[`closed loop, \`${closed.args}\` (${fmt(closed.perSec)}/s)`, closed], [`paced, \`${paced.args}\` (${fmt(paced.perSec)}/s)`, paced]]) {
+        const o = x.perOp;
+        p(`| ${label} | ${fmt(o.read, 2)} | ${fmt((o.write ?? 0) + (o.writev ?? 0), 2)} | ${fmt(o.epoll_ctl, 2)} | ${fmt((o.epoll_wait ?? 0) + (o.epoll_pwait ?? 0), 3)} | ${fmt(o["context-switches"], 3)} |`);
+      }
+      p();
+      if (paced.perOp.epoll_ctl > 0.5)
+        p("The `epoll_ctl` per write is libuv's: after every completed `uv_write` it re-arms the socket's epoll registration " +
+          "(`uv__io_stop` queues the watcher, the next poll issues `EPOLL_CTL_MOD` even though the events did not change). " +
+          "Writing with `uv_try_write` first, and `uv_write` only for what remains, avoids it.");
+      p();
+    }
   }
   if (memProf) {
     const per = (b) => b / memProf.conns;
@@ -674,6 +731,13 @@ async function main() {
     if (!targets[0].met || !targets[1].met) {
       log("profiling pulsec's CPU (callgrind)");
       cpuProf = await profileCpu();
+      if (perfTracepointsOk()) {
+        log("counting pulsec's system calls per round trip (perf tracepoints)");
+        cpuProf.syscalls = [
+          await countSyscalls(["-c", P.conns, "-k", P.inflight]),
+          await countSyscalls(["-c", P.conns, "-k", 64, "-r", Math.round(res.rrPeak[0].per_sec / 2)]),
+        ];
+      }
     }
     if (!targets[2].met) {
       log("profiling pulsec's memory (massif)");
