@@ -112,7 +112,7 @@ int ps__sio_decode(const char *s, size_t len, ps__sio_packet *p, const char **er
         }
         memcpy(p->nsp, s + start, n);
         p->nsp[n] = '\0';
-        if (memchr(p->nsp, '\0', n)) {
+        if (memchr(p->nsp, '\0', n) || !ps__utf8_valid((const uint8_t *)p->nsp, n)) {
             *err = "invalid namespace";
             return -1;
         }
