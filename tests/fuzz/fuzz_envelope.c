@@ -7,7 +7,8 @@
  * Checks: a decoded envelope has a non-empty channel, exactly one of event and responseTo,
  * non-empty strings where present, a payload (JSON null when absent), and every pointer it holds
  * is borrowed from the message itself. Every binary value in the document decodes, and its
- * bytes make a binary value that decodes to the same bytes.
+ * bytes make a binary value that decodes to the same bytes. Every string, written by
+ * ps__json_escape, reads back as itself.
  */
 #include "harness.h"
 #include "channel.h"
@@ -66,10 +67,30 @@ static void check_binary(const json_t *v)
     free(bytes);
 }
 
+/* ps__json_escape (the channel envelopes' text path) must write a literal that reads back as s. */
+static void check_escape(const json_t *v)
+{
+    const char *s = json_string_value(v);
+    if (!s || strlen(s) != json_string_length(v))
+        return; /* a C string ends at its first NUL */
+    ps__buf b;
+    ps__buf_init(&b);
+    ps__json_escape(&b, s);
+    json_error_t jerr;
+    json_t *back = json_loadb(b.base, b.len, JSON_DECODE_ANY, &jerr);
+    if (!back || !json_equal(back, v)) {
+        fprintf(stderr, "ps__json_escape wrote %.*s (%s)\n", (int)b.len, b.base, jerr.text);
+        abort();
+    }
+    json_decref(back);
+    ps__buf_free(&b);
+}
+
 /* Every value of the document, depth-first. */
 static void walk(json_t *v, int depth)
 {
     check_binary(v);
+    check_escape(v);
     if (depth > 64)
         return;
     if (json_is_array(v)) {

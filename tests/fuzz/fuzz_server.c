@@ -22,8 +22,12 @@
  * Checks, besides ASan/UBSan and the harness's (no connection or handle left): every view that
  * attached is disposed exactly once, every request and emit-with-ack completes exactly once
  * (their contexts are freed on completion, so a second completion is a use-after-free), every
- * kept reply and ack is handed back.
+ * kept reply and ack is handed back. And what the server sends is well-formed, whatever it was
+ * sent: the link wraps ps__eio_send_packet and ps__ws_send (-Wl,--wrap), so every Engine.IO text
+ * packet is checked to be valid UTF-8 with a known type, every Socket.IO packet to decode with
+ * ps__sio_decode, and every channel_message to decode with ps__envelope_decode.
  */
+#include "channel.h"
 #include "harness.h"
 
 #include <sys/random.h>
@@ -41,6 +45,58 @@ ssize_t getrandom(void *buf, size_t n, unsigned int flags)
         return syscall(SYS_getrandom, buf, n, flags);
     memset(buf, ++random_counter, n);
     return (ssize_t)n;
+}
+
+/* ---- what the server sends ------------------------------------------------------------ */
+
+int __real_ps__eio_send_packet(ps__eio *e, const char *packet, size_t len);
+int __wrap_ps__eio_send_packet(ps__eio *e, const char *packet, size_t len);
+int __real_ps__ws_send(ps__ws *ws, bool binary, const char *data, size_t len);
+int __wrap_ps__ws_send(ps__ws *ws, bool binary, const char *data, size_t len);
+
+static void bad_output(const char *what, const char *data, size_t len, const char *err)
+{
+    fprintf(stderr, "server sent %s (%s): %.*s\n", what, err ? err : "", (int)len, data);
+    abort();
+}
+
+static bool is_string(const json_t *v, const char *s)
+{
+    return json_is_string(v) && strcmp(json_string_value(v), s) == 0;
+}
+
+static void check_sio_packet(const char *data, size_t len)
+{
+    ps__sio_packet p;
+    const char *err = NULL;
+    if (ps__sio_decode(data, len, &p, &err) != 0)
+        bad_output("an invalid Socket.IO packet", data, len, err);
+    json_t *msg = json_array_get(p.data, 1);
+    if (p.type == PS__SIO_EVENT && is_string(json_array_get(p.data, 0), "message") &&
+        is_string(json_object_get(msg, "type"), "channel_message")) {
+        ps__envelope env;
+        if (ps__envelope_decode(msg, &env, &err) != 0)
+            bad_output("an invalid channel envelope", data, len, err);
+    }
+    ps__sio_packet_clear(&p);
+}
+
+int __wrap_ps__eio_send_packet(ps__eio *e, const char *packet, size_t len)
+{
+    if (len == 0 || packet[0] < PS__EIO_OPEN || packet[0] > PS__EIO_NOOP)
+        bad_output("an invalid Engine.IO packet", packet, len, NULL);
+    if (!ps__utf8_valid((const uint8_t *)packet, len))
+        bad_output("invalid UTF-8", packet, len, NULL);
+    if (packet[0] == PS__EIO_MESSAGE)
+        check_sio_packet(packet + 1, len - 1);
+    return __real_ps__eio_send_packet(e, packet, len);
+}
+
+int __wrap_ps__ws_send(ps__ws *ws, bool binary, const char *data, size_t len)
+{
+    if (!binary && !ps__utf8_valid((const uint8_t *)data, len))
+        bad_output("a text frame of invalid UTF-8", data, len, NULL);
+    return __real_ps__ws_send(ws, binary, data, len);
 }
 
 /* ---- the app --------------------------------------------------------------------------- */
@@ -102,6 +158,10 @@ static int connect_mw(ps_session *s, const ps_handshake *hs, void *user)
 static int ns_connect(ps_session *s, const ps_handshake *hs, void *user)
 {
     n.sessions_connected++;
+    /* Queued until the CONNECT reply is out (socketio.c's early queue), binary included. */
+    json_t *args = json_pack("[s,o]", ps_session_namespace(s), ps_binary("\x01\x02", 2));
+    ps_session_emit(s, "welcome", args);
+    json_decref(args);
     return 0;
 }
 

@@ -4,13 +4,14 @@
 The seeds are real protocol bytes: HTTP requests as browsers and Engine.IO clients send them,
 RFC 6455 frames (masked as a client must, with the key of RFC 6455 §5.7), the Socket.IO packets
 of SOCKETIO.md §4 and tests/fixtures/socketio-packets.json, and the envelopes of DESIGN §3.
-Running it again rewrites the same files (names are content hashes), so the committed corpus
-can be regenerated and reviewed. Files that libFuzzer adds during `make fuzz` go to a scratch
+Running it again rewrites the whole corpus directory (names are content hashes), so the committed
+corpus can be regenerated and reviewed. Files that libFuzzer adds during `make fuzz` go to a scratch
 copy, never here.
 """
 import hashlib
 import json
 import os
+import shutil
 import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -275,7 +276,9 @@ def server_seeds():
             chan("ask", {"event": "q2"}),
             msg({"type": "channel_message", "channel": CHANNEL, "responseTo": "05" * 16,
                  "error": "nope"}),
+            chan("echo", {"$binary": "AQID"}), chan("echo", [{"$binary": ""}], requestId="b1"),
             chan("open"), chan("off"), chan("echo", 2), chan("close"), chan("echo", 3),
+            chan("__close__"), chan("echo", 4, requestId="after-close"),
             msg({"type": "detach", "attachId": "a1"})),
         "ws-views": ws + frames(
             "40", attach, attach,
@@ -314,6 +317,9 @@ def server_seeds():
         "polling-binary": req("GET", eio + "polling")
         + seg(1, poll("POST", b'40\x1e451-["b",{"_placeholder":true,"num":0}]\x1ebAQIDBA=='))
         + seg(0, poll("GET")),
+        # Regression: a namespace of invalid UTF-8 was echoed raw in CONNECT_ERROR.
+        "polling-nsp-invalid-utf8": req("GET", eio + "polling")
+        + seg(1, poll("POST", b"40/\xff\xfe,")) + seg(0, poll("GET")),
         "polling-stop": req("GET", eio + "polling") + seg(0, poll("GET")) + seg(65, poll("POST", b"40")),
         "http-misc": req("GET", "/healthz") + req("GET", "/nothing") + b"BAD\r\n\r\n",
         "many-connections": b"".join(seg(c | 8, ws + text("40")) for c in (0, 1, 2, 3))
@@ -357,6 +363,7 @@ def envelope_seeds():
 
 
 if __name__ == "__main__":
+    shutil.rmtree(os.path.join(HERE, "corpus"), ignore_errors=True)
     http_seeds()
     ws_seeds()
     packet_seeds()
