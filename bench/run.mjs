@@ -9,7 +9,7 @@
 //   --build DIR   CMake build dir with examples/echo and bench/loadgen (build-release)
 //   --out FILE    report to write (BENCHMARKS.md at the repository root)
 //   --quick       short runs, fewer connections, for trying the script itself
-//   --nice N      run server and loadgen at this nice level (e.g. -10, as root) so that other
+//   --nice=N      run server and loadgen at this nice level (e.g. --nice=-10, as root) so that other
 //                 work on a shared machine disturbs them less; 0 (default) leaves priorities alone
 //
 // The machine is shared: before each run the script waits (a bounded time) for the cores to go
@@ -30,7 +30,32 @@ const { values: args } = parseArgs({
     nice: { type: "string", default: process.env.BENCH_NICE ?? "0" },
   },
 });
-const NICE = Number(args.nice) ? ["nice", "-n", String(Number(args.nice))] : [];
+// With --nice, each server and loadgen also starts in its own session (setsid) and that session's
+// autogroup gets the nice level: with autogroup scheduling (Linux's default) a process's own nice
+// only counts inside its session, so this is what puts it ahead of other sessions' work.
+const NICE_LEVEL = Number(args.nice) || 0;
+const NICE = NICE_LEVEL ? ["setsid", "taskset"] : ["taskset"];
+// Only once the child leads its own session: before setsid() has run, /proc/PID/autogroup would
+// still be ours.
+async function prioritise(pid) {
+  if (!NICE_LEVEL) return;
+  for (let i = 0; i < 200; i++) {
+    let sid = -1;
+    try {
+      sid = Number(readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ")[3]);
+    } catch {
+      return;
+    }
+    if (sid === pid) {
+      try {
+        writeFileSync(`/proc/${pid}/autogroup`, String(NICE_LEVEL));
+      } catch {}
+      sh("renice", ["-n", String(NICE_LEVEL), "-p", String(pid)]);
+      return;
+    }
+    await sleep(5);
+  }
+}
 const BUILD = path.resolve(ROOT, args.build);
 const OUT = path.resolve(ROOT, args.out);
 const WORK = path.join(BUILD, "bench-work");
@@ -135,7 +160,7 @@ function environment() {
     httpParser: pkg("libhttp-parser-dev"),
     valgrind: sh("valgrind", ["--version"]),
     loadavg: readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" "),
-    nice: NICE.length ? Number(args.nice) : 0,
+    nice: NICE_LEVEL,
   };
 }
 
@@ -144,8 +169,9 @@ function environment() {
 // Starts a server pinned to SERVER_CORE (optionally under `wrap`, e.g. valgrind) and resolves
 // once it prints "listening on http://HOST:PORT".
 function startServer(server, wrap = []) {
-  const argv = ["-c", SERVER_CORE, ...NICE, ...wrap, ...server.cmd, "--port", "0"];
-  const proc = spawn("taskset", argv, { stdio: ["ignore", "pipe", "inherit"] });
+  const argv = ["-c", SERVER_CORE, ...wrap, ...server.cmd, "--port", "0"];
+  const proc = spawn(NICE[0], [...NICE.slice(1), ...argv], { stdio: ["ignore", "pipe", "inherit"] });
+  const ready = prioritise(proc.pid);
   return new Promise((resolve, reject) => {
     let out = "";
     const timer = setTimeout(() => reject(new Error(`${server.name} did not start`)), 30000);
@@ -157,7 +183,7 @@ function startServer(server, wrap = []) {
         clearTimeout(timer);
         proc.removeAllListeners("exit");
         out = "";
-        resolve({ proc, pid: proc.pid, port: m[2] });
+        ready.then(() => resolve({ proc, pid: proc.pid, port: m[2] }));
       }
     });
   });
@@ -175,9 +201,10 @@ async function stopServer(srv, graceMs = 5000) {
 // Runs the loadgen pinned to LOADGEN_CORE; its readable summary goes to our stderr, and its JSON
 // line is returned.
 function loadgen(argv, timeoutS) {
-  const proc = spawn("taskset", ["-c", LOADGEN_CORE, ...NICE, LOADGEN, ...argv.map(String)], {
+  const proc = spawn(NICE[0], [...NICE.slice(1), "-c", LOADGEN_CORE, LOADGEN, ...argv.map(String)], {
     stdio: ["ignore", "pipe", "pipe"],
   });
+  prioritise(proc.pid);
   let out = "";
   proc.stdout.on("data", (d) => (out += d));
   proc.stderr.on("data", (d) => process.stderr.write(String(d).replace(/^/gm, "    ")));
@@ -564,7 +591,7 @@ function report(env, res, targets, cpuProf, memProf) {
   p(`- baseline: Node ${env.node}, socket.io ${env.socketio} (engine.io ${env.engineio}, ws ${env.ws}), installed by \`npm ci\` from bench/baseline-socketio/package-lock.json (no optional native add-ons)`);
   p(`- ${env.valgrind || "valgrind not installed"}`);
   p(`- date: ${env.date}; load average when the run started: ${env.loadavg}`);
-  p(`- server and loadgen ran at nice ${env.nice}${env.nice ? " (bench/run.mjs --nice), ahead of other work on the machine" : " (default priority, sharing the cores with whatever else ran)"}`);
+  p(`- server and loadgen ran at nice ${env.nice}${env.nice ? " (\`BENCH_NICE\`, process and session autogroup), ahead of other work on the machine" : " (default priority, sharing the cores with whatever else ran)"}`);
   p();
   p("## Method");
   p();
@@ -588,7 +615,7 @@ function report(env, res, targets, cpuProf, memProf) {
   p("## How to reproduce");
   p();
   p("```sh");
-  p("make bench                      # release build, npm ci of the baseline, every run, this file (< 10 minutes)");
+  p(`${env.nice ? `BENCH_NICE=${env.nice} ` : ""}make bench                      # release build, npm ci of the baseline, every run, this file (< 10 minutes)`);
   p("node bench/run.mjs --quick      # the same with short runs, to try changes to the script");
   p("# one run by hand:");
   p("taskset -c 0 build-release/examples/echo --port 9000 &");
