@@ -512,7 +512,7 @@ function report(env, res, targets, cpuProf, memProf) {
     (noisy.length ? `; above 0.3 cores in ${noisy.map((r) => `${r.server} ${r.scenario}${r.rate ? " paced" : ""}`).join(", ")}, so those figures are pessimistic.` : "."));
   const busyLg = all.filter((r) => r.loadgen_cpu > 0.9);
   p(busyLg.length
-    ? `The load generator used over 90% of its core in ${busyLg.map((r) => `${r.server} ${r.scenario}`).join(", ")}: there it may be the limit, and the figure is a lower bound for that server.`
+    ? `The load generator used over 90% of its core in ${busyLg.map((r) => `${r.server} ${r.scenario}${r.rate ? " paced" : ""}`).join(", ")}: there it may be the limit, so throughput is a lower bound and latency an upper bound for that server (a paced request costs the loadgen a write and a read system call of its own, like the server).`
     : `The load generator never used more than ${fmt(Math.max(...all.map((r) => r.loadgen_cpu)) * 100)}% of its core, so it was not the limit.`);
   p();
 
@@ -675,6 +675,7 @@ function analysis(res, targets, cpuProf, memProf) {
             `builds sets the tail (p50 ${ms(half.latency_us.p50)}, p99 ${ms(half.latency_us.p99)}). `
           : `The server was not saturated, so the tail (p50 ${ms(half.latency_us.p50)}, p99 ${ms(half.latency_us.p99)}) is time spent ` +
             `waiting for a core: other work on the machine took ${fmt(half.background_cpu, 2)} cores during this run. `) +
+        (half.loadgen_cpu > 0.9 ? `The loadgen itself was at ${fmt(half.loadgen_cpu * 100)}% of its core in this run, so part of that tail is its own. ` : "") +
         `At a quarter of the peak: p99 ${ms(quarter.latency_us.p99)} at ${fmt(quarter.server_proc.cpu * 100)}% CPU` +
         (quarter.background_cpu > 0.3 ? ` (with ${fmt(quarter.background_cpu, 2)} cores of other load)` : "") +
         `. Cutting the per-message cost (above) is what moves this.`,
