@@ -52,6 +52,8 @@ const char *ps_handshake_header(const ps_handshake *hs, const char *name)
 const char *ps_handshake_query(const ps_handshake *hs, const char *name)
 {
     ps_handshake *m = (ps_handshake *)hs;
+    if (!m->query)
+        m->query = json_object(); /* most apps never ask: no cost per session until then */
     json_t *cached = json_object_get(m->query, name);
     if (cached)
         return json_string_value(cached);
@@ -178,7 +180,6 @@ static int sess_on_connect(ps__sio_socket *sock, json_t *auth)
     ps__list_init(&s->link);
     s->hs.eio = ps__eio_get_handshake(ps__sio_conn_eio(ps__sio_socket_conn(sock)));
     s->hs.auth = json_incref(auth);
-    s->hs.query = json_object();
     s->refs = 1;
     ps__sio_socket_set_up(sock, s);
     int rc = 0;

@@ -13,16 +13,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+typedef struct reassembly {
+    ps__sio_packet packet; /* the text part */
+    ps__buf parts[PS__SIO_MAX_ATTACHMENTS];
+    int nparts; /* of packet.attachments */
+} reassembly;
+
 struct ps__sio_conn {
     ps__sio_server *srv;
     ps__eio *eio;
     ps__list sockets;
     ps__timer *connect_timer;
-    /* A binary packet being reassembled: its text part, then `nparts` of `bin.attachments`. */
-    ps__sio_packet bin;
-    bool bin_pending;
-    ps__buf parts[PS__SIO_MAX_ATTACHMENTS];
-    int nparts;
+    /* A binary packet being reassembled (allocated only then: idle connections are many). */
+    struct reassembly *bin;
 };
 
 enum { SOCK_CONNECTING, SOCK_CONNECTED, SOCK_CLOSED };
@@ -769,37 +772,36 @@ static void dispatch_packet(ps__sio_conn *c, ps__sio_packet *p)
 
 static void bin_reset(ps__sio_conn *c)
 {
-    if (c->bin_pending)
-        ps__sio_packet_clear(&c->bin);
-    parts_free(c->parts, c->nparts);
-    c->nparts = 0;
-    c->bin_pending = false;
+    if (!c->bin)
+        return;
+    ps__sio_packet_clear(&c->bin->packet);
+    parts_free(c->bin->parts, c->bin->nparts);
+    ps__free(c->bin);
+    c->bin = NULL;
 }
 
 /* An attachment of the binary packet being reassembled. */
 static void on_attachment(ps__sio_conn *c, const char *data, size_t len)
 {
-    if (!c->bin_pending) {
+    reassembly *r = c->bin;
+    if (!r) {
         ps__sio_conn_close(c, PS__WS_PROTOCOL_ERROR, "unexpected binary message");
         return;
     }
-    ps__buf *part = &c->parts[c->nparts++];
+    ps__buf *part = &r->parts[r->nparts++];
     ps__buf_init(part);
     ps__buf_append(part, data, len);
-    if (c->nparts < c->bin.attachments)
+    if (r->nparts < r->packet.attachments)
         return;
-    json_t *data_json = reconstruct(c->bin.data, c->parts, c->nparts);
+    json_t *data_json = reconstruct(r->packet.data, r->parts, r->nparts);
     if (!data_json) {
         bin_reset(c);
         ps__sio_conn_close(c, PS__WS_PROTOCOL_ERROR, "invalid placeholder");
         return;
     }
-    ps__sio_packet p = c->bin;
+    ps__sio_packet p = r->packet;
     p.data = data_json;
-    c->bin_pending = false;
-    ps__sio_packet_clear(&c->bin);
-    parts_free(c->parts, c->nparts);
-    c->nparts = 0;
+    bin_reset(c);
     dispatch_packet(c, &p);
     ps__sio_packet_clear(&p);
 }
@@ -831,7 +833,7 @@ static void sio_on_message(ps__eio *e, bool binary, const char *data, size_t len
         return;
     }
     ss->stats.packets_in++;
-    if (c->bin_pending) {
+    if (c->bin) {
         /* The reference decoder holds one reconstruction at a time: no interleaving. */
         bin_reset(c);
         ps__sio_conn_close(c, PS__WS_PROTOCOL_ERROR, "attachments expected");
@@ -845,9 +847,8 @@ static void sio_on_message(ps__eio *e, bool binary, const char *data, size_t len
         return;
     }
     if (p.type == PS__SIO_BINARY_EVENT || p.type == PS__SIO_BINARY_ACK) {
-        c->bin = p;
-        c->bin_pending = true;
-        c->nparts = 0;
+        c->bin = ps__calloc(1, sizeof *c->bin);
+        c->bin->packet = p;
         return;
     }
     dispatch_packet(c, &p);
