@@ -120,7 +120,7 @@ async function waitQuiet(need = 0) {
 
 function sh(cmd, argv) {
   try {
-    return execFileSync(cmd, argv, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    return execFileSync(cmd, argv, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], maxBuffer: 1 << 28 }).trim();
   } catch {
     return "";
   }
@@ -286,6 +286,40 @@ function annotate(file, inclusive) {
   return { total, rows };
 }
 
+// For functions without a symbol (jansson's static ones): the nearest named caller, following
+// the heaviest caller edge of callgrind_annotate --tree=caller (recursion collapsed).
+function namedCallers(file) {
+  const txt = sh("callgrind_annotate", ["--tree=caller", "--threshold=100", file]);
+  const base = (fn) => fn.replace(/^.*?:(?=[^:]*$)/, "").replace(/'\d+$/, "");
+  const callers = new Map(); // base name -> [{ fn, ir }] merged over recursion levels
+  let pending = [];
+  for (const line of txt.split("\n")) {
+    const m = /^\s*([\d,]+) \(\s*[\d.]+%\)\s+([<*])\s+(.*?)(?: \(\d[\d,]*x\))?(?: \[.*\])?$/.exec(line);
+    if (!m) {
+      pending = [];
+      continue;
+    }
+    const fn = base(m[3]);
+    if (m[2] === "<") {
+      pending.push({ fn, ir: Number(m[1].replace(/,/g, "")) });
+    } else {
+      callers.set(fn, [...(callers.get(fn) ?? []), ...pending.filter((c) => c.fn !== fn)]);
+      pending = [];
+    }
+  }
+  const anonymous = (fn) => /^0x[0-9a-f]+$/i.test(fn);
+  return (fn) => {
+    const seen = new Set([fn]);
+    for (let f = fn; ; ) {
+      const up = (callers.get(f) ?? []).filter((c) => !seen.has(c.fn)).reduce((a, b) => (a && a.ir >= b.ir ? a : b), null);
+      if (!up) return null;
+      if (!anonymous(up.fn)) return up.fn;
+      seen.add(up.fn);
+      f = up.fn;
+    }
+  };
+}
+
 function component(row) {
   const { fn, obj } = row;
   if (obj.startsWith("libjansson")) return "jansson (JSON parse, build, encode, free)";
@@ -314,6 +348,8 @@ async function profileCpu() {
   }
   const self = annotate(out, false);
   const incl = annotate(out, true);
+  const namedCaller = namedCallers(out);
+  for (const row of self.rows) if (/^0x[0-9a-f]+$/i.test(row.fn)) row.under = namedCaller(row.fn);
   const byComponent = new Map();
   for (const row of self.rows) byComponent.set(component(row), (byComponent.get(component(row)) ?? 0) + row.ir);
   const inclusiveOf = (name) => incl.rows.filter((x) => x.fn === name).reduce((m, x) => Math.max(m, x.ir), 0);
@@ -445,6 +481,9 @@ const fmt = (n, d = 0) => (n === null || n === undefined || Number.isNaN(n) ? "�
 const ms = (us) => (us === undefined ? "–" : `${(us / 1000).toFixed(us < 10000 ? 2 : 1)} ms`);
 const kb = (b) => `${fmt(b / 1024, 1)} KiB`;
 const ratio = (a, b) => (a && b ? `${(a / b).toFixed(2)}×` : "–");
+const runLabel = (r) =>
+  `${r.server} ${r.scenario}` +
+  (r.rate ? ` paced at ${fmt(r.rate)}/s` : r.inflight ? ` ${fmt(r.conns)}×${r.inflight}` : "");
 const cpuUsPerOp = (r) => (r.server_proc?.cpu && r.per_sec ? (r.server_proc.cpu * 1e6) / r.per_sec : null);
 const cpuCell = (r) =>
   r.server_proc?.cpu
@@ -505,14 +544,14 @@ function report(env, res, targets, cpuProf, memProf) {
   p();
   const all = Object.values(res).flat();
   const errs = all.filter((r) => r.errors);
-  p(errs.length ? `Errors: ${errs.map((r) => `${r.server} ${r.scenario}: ${errorsCell(r)}`).join("; ")}.` : "Every run completed with zero errors (failed connections, error replies, unmatched or lost responses).");
+  p(errs.length ? `Errors: ${errs.map((r) => `${runLabel(r)}: ${errorsCell(r)}`).join("; ")}.` : "Every run completed with zero errors (failed connections, error replies, unmatched or lost responses).");
   p();
   const noisy = all.filter((r) => r.background_cpu > 0.3);
   p(`Other load on the machine during the measured windows (total busy CPU minus server and loadgen): at most ${fmt(Math.max(...all.map((r) => r.background_cpu ?? 0)), 2)} cores` +
-    (noisy.length ? `; above 0.3 cores in ${noisy.map((r) => `${r.server} ${r.scenario}${r.rate ? " paced" : ""}`).join(", ")}, so those figures are pessimistic.` : "."));
+    (noisy.length ? `; above 0.3 cores in ${noisy.map(runLabel).join(", ")}, so those figures are pessimistic.` : "."));
   const busyLg = all.filter((r) => r.loadgen_cpu > 0.9);
   p(busyLg.length
-    ? `The load generator used over 90% of its core in ${busyLg.map((r) => `${r.server} ${r.scenario}${r.rate ? " paced" : ""}`).join(", ")}: there it may be the limit, so throughput is a lower bound and latency an upper bound for that server (a paced request costs the loadgen a write and a read system call of its own, like the server).`
+    ? `The load generator used over 90% of its core in ${busyLg.map(runLabel).join(", ")}: there it may be the limit, so throughput is a lower bound and latency an upper bound for that server (a paced request costs the loadgen a write and a read system call of its own, like the server).`
     : `The load generator never used more than ${fmt(Math.max(...all.map((r) => r.loadgen_cpu)) * 100)}% of its core, so it was not the limit.`);
   p();
 
@@ -542,11 +581,13 @@ function report(env, res, targets, cpuProf, memProf) {
     p("|---|---|---|---|");
     for (const o of cpuProf.ops) p(`| \`${o.fn}\` | ${o.what} | ${fmt((o.ir / cpuProf.total) * 100, 1)}% | ${fmt(o.ir / cpuProf.roundTrips)} |`);
     p();
-    p("Top functions by self cost (jansson's internal functions have no symbols in Debian's build, so they show as addresses):");
+    p("Top functions by self cost (jansson's internal functions have no symbols in Debian's build: they show as addresses,");
+    p("with the nearest named function above them in the call graph):");
     p();
     p("| function | object | share |");
     p("|---|---|---|");
-    for (const t of cpuProf.top.slice(0, 12)) p(`| \`${t.fn}\` | ${t.obj} | ${fmt((t.ir / cpuProf.total) * 100, 1)}% |`);
+    for (const t of cpuProf.top.slice(0, 12))
+      p(`| \`${t.fn}\`${t.under ? ` (inside \`${t.under}\`)` : ""} | ${t.obj} | ${fmt((t.ir / cpuProf.total) * 100, 1)}% |`);
     p();
     p(`Raw profile: \`${cpuProf.file}\` (\`callgrind_annotate --inclusive=yes ${cpuProf.file}\`).`);
     p();
