@@ -7,6 +7,7 @@
 #include "websocket.h"
 
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <wslay/wslay.h>
 
 struct ps__ws {
@@ -29,6 +30,8 @@ struct ps__ws {
     bool in_proceed;      /* inside wslay_event_recv: sends are flushed at the end */
     bool failed;          /* a message was refused: deliver nothing more */
     bool too_big;         /* an announced frame was over max_message: read nothing more */
+    int pending_close;    /* a close decided inside wslay_event_recv, queued after it */
+    char pending_reason[124];
     bool closing;         /* close handshake started or connection ending */
 };
 
@@ -224,7 +227,12 @@ static void ws_on_read(ps__conn *c, const char *data, size_t len)
         if (sent && !ws->close_code)
             ws->close_code = sent;
         ws->closing = true;
+    } else if (ws->pending_close) {
+        wslay_event_send(ws->ctx); /* the answers first */
+        wslay_event_queue_close(ws->ctx, (uint16_t)ws->pending_close,
+                                (const uint8_t *)ws->pending_reason, strlen(ws->pending_reason));
     }
+    ws->pending_close = 0;
     ws_flush(ws);
     if (ws->closing && !c->closing && !ws->close_timer && ws->close_timeout_ms) {
         /* Our close frame is out: the peer gets a bounded time to answer it. */
@@ -361,6 +369,15 @@ void ps__ws_close(ps__ws *ws, int code, const char *reason)
 {
     if (ws->conn->closing)
         return;
+    if (code && ws->in_proceed && !ws->closing) {
+        /* wslay sends control frames before data frames and nothing after its close: queued
+         * now, the close would swallow the answers to messages earlier in this same read. */
+        ws->pending_close = code;
+        snprintf(ws->pending_reason, sizeof ws->pending_reason, "%s", reason ? reason : "");
+        if (!ws->close_code)
+            ws->close_code = code;
+        code = 0;
+    }
     if (code) {
         if (!ws->closing || !wslay_event_get_close_sent(ws->ctx)) {
             if (!ws->close_code)
