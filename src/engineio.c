@@ -403,49 +403,6 @@ static int send_text(ps__eio *e, const char *packet, size_t len)
     return 0;
 }
 
-/*
- * A client that does not read would make the server hold everything sent to it. Past
- * max_queued it is cut off: no close handshake (it would queue behind the same unread bytes),
- * and the session ends as for any disconnect, so its channels close and requests complete.
- */
-static int check_backlog(ps__eio *e, int rc)
-{
-    size_t limit = e->srv->cfg.max_queued;
-    if (rc != 0 || !limit || e->closed || ps__eio_queued(e) <= limit)
-        return rc;
-    e->srv->slow_consumers++;
-    PS__INFO("session %s: %zu bytes unread, disconnecting a slow consumer", e->sid,
-             ps__eio_queued(e));
-    mark_closed(e, "slow consumer");
-    if (e->transport == T_WEBSOCKET) {
-        ps__ws_abort(e->ws); /* notify_closed follows from its close callback */
-    } else {
-        ps__buf_free(&e->outq);
-        if (e->held)
-            poll_respond(e, "1", 1);
-        e->notify_timer = ps__timer_new(e->srv->loop, notify_timer_fire, e);
-        ps__timer_start(e->notify_timer, 0);
-    }
-    return UV_EPIPE;
-}
-
-int ps__eio_send_packet(ps__eio *e, const char *packet, size_t len)
-{
-    if (e->closed)
-        return UV_EPIPE;
-    return check_backlog(e, send_text(e, packet, len));
-}
-
-int ps__eio_send_binary(ps__eio *e, const char *data, size_t len)
-{
-    if (e->closed)
-        return UV_EPIPE;
-    if (e->transport == T_WEBSOCKET)
-        return check_backlog(e, ps__ws_send(e->ws, true, data, len));
-    poll_queue(e, true, data, len);
-    return check_backlog(e, 0);
-}
-
 static void linger_end(ps__eio *e)
 {
     if (!e->linger)
@@ -476,6 +433,60 @@ static void linger(ps__eio *e)
     ps__timer_start(e->linger, e->srv->cfg.ping_interval_ms + e->srv->cfg.ping_timeout_ms);
 }
 
+/*
+ * Ends a polling session's transport side: the client learns from a "1" in its poll (the
+ * reference answers a held GET with it at once); with no GET held, a session the server ended
+ * lingers to tell the next one. The layer above hears of it from the loop.
+ */
+static void poll_finish(ps__eio *e, bool may_linger)
+{
+    ps__buf_free(&e->outq);
+    if (e->held)
+        poll_respond(e, "1", 1);
+    else if (may_linger)
+        linger(e);
+    e->notify_timer = ps__timer_new(e->srv->loop, notify_timer_fire, e);
+    ps__timer_start(e->notify_timer, 0);
+}
+
+/*
+ * A client that does not read would make the server hold everything sent to it. Past
+ * max_queued it is cut off: no close handshake (it would queue behind the same unread bytes),
+ * and the session ends as for any disconnect, so its channels close and requests complete.
+ */
+static int check_backlog(ps__eio *e, int rc)
+{
+    size_t limit = e->srv->cfg.max_queued;
+    if (rc != 0 || !limit || e->closed || ps__eio_queued(e) <= limit)
+        return rc;
+    e->srv->slow_consumers++;
+    PS__INFO("session %s: %zu bytes unread, disconnecting a slow consumer", e->sid,
+             ps__eio_queued(e));
+    mark_closed(e, "slow consumer");
+    if (e->transport == T_WEBSOCKET)
+        ps__ws_abort(e->ws); /* notify_closed follows from its close callback */
+    else
+        poll_finish(e, false);
+    return UV_EPIPE;
+}
+
+int ps__eio_send_packet(ps__eio *e, const char *packet, size_t len)
+{
+    if (e->closed)
+        return UV_EPIPE;
+    return check_backlog(e, send_text(e, packet, len));
+}
+
+int ps__eio_send_binary(ps__eio *e, const char *data, size_t len)
+{
+    if (e->closed)
+        return UV_EPIPE;
+    if (e->transport == T_WEBSOCKET)
+        return check_backlog(e, ps__ws_send(e->ws, true, data, len));
+    poll_queue(e, true, data, len);
+    return check_backlog(e, 0);
+}
+
 /* A normal close the client did not cause: the only kind whose news waits for its next GET.
  * (After a ping timeout the reference forgets the sid at once; errors are answered 400.) */
 static bool server_initiated(int code, const char *reason)
@@ -494,19 +505,16 @@ void ps__eio_close(ps__eio *e, int code, const char *reason)
         ps__ws_close(e->ws, code, reason); /* notify_closed follows from its close callback */
         return;
     }
-    /* Polling: the client learns from a "1" in its poll; the reference answers a held GET with
-     * it at once, and a later GET finds an unknown sid. */
-    if (e->held) {
-        ps__buf_reset(&e->outq);
-        poll_respond(e, "1", 1);
-    } else if (server_initiated(code, reason) && !e->srv->shutting_down) {
-        linger(e);
-    }
-    e->notify_timer = ps__timer_new(e->srv->loop, notify_timer_fire, e);
-    ps__timer_start(e->notify_timer, 0);
+    poll_finish(e, server_initiated(code, reason) && !e->srv->shutting_down);
 }
 
 /* ---- upgrade --------------------------------------------------------------------------- */
+
+static int send_on_ws(void *user, bool binary, const char *data, size_t len)
+{
+    ps__ws_send(user, binary, data, len);
+    return 0;
+}
 
 static void probe_on_message(ps__ws *ws, bool binary, const char *data, size_t len)
 {
@@ -528,24 +536,11 @@ static void probe_on_message(ps__ws *ws, bool binary, const char *data, size_t l
         ps__ws_set_cbs(ws, &eio_ws_cbs, e);
         if (e->held)
             poll_respond(e, "6", 1);
-        /* What waited for a GET now goes on the WebSocket, in order. */
+        /* What waited for a GET now goes on the WebSocket, in order: the queue is a payload. */
         ps__buf q = e->outq;
         ps__buf_init(&e->outq);
-        size_t i = 0;
-        while (i < q.len) {
-            const char *sep = memchr(q.base + i, '\x1e', q.len - i);
-            size_t end = sep ? (size_t)(sep - q.base) : q.len;
-            if (q.base[i] == 'b') {
-                ps__buf bin;
-                ps__buf_init(&bin);
-                ps__base64_decode(q.base + i + 1, end - i - 1, &bin);
-                ps__ws_send(ws, true, bin.base ? bin.base : "", bin.len);
-                ps__buf_free(&bin);
-            } else {
-                ps__ws_send(ws, false, q.base + i, end - i);
-            }
-            i = end + 1;
-        }
+        if (q.len)
+            ps__eio_decode_payload(q.base, q.len, send_on_ws, ws);
         ps__buf_free(&q);
         return;
     }
