@@ -123,13 +123,18 @@ const char *ps__http_content_type(const char *path)
     return "application/octet-stream";
 }
 
-const char *ps__http_header_get(const ps__http_req *req, const char *name)
+const char *ps__http_headers_find(const ps__http_header *headers, size_t n, const char *name)
 {
     const char *found = NULL;
-    for (size_t i = 0; i < req->nheaders; i++)
-        if (ps__strcaseeq(req->headers[i].name, name))
-            found = req->headers[i].value;
+    for (size_t i = 0; i < n; i++)
+        if (ps__strcaseeq(headers[i].name, name))
+            found = headers[i].value;
     return found;
+}
+
+const char *ps__http_header_get(const ps__http_req *req, const char *name)
+{
+    return ps__http_headers_find(req->headers, req->nheaders, name);
 }
 
 bool ps__http_header_has_token(const ps__http_req *req, const char *name, const char *token)

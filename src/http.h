@@ -55,6 +55,8 @@ typedef struct ps__http_config {
 void ps__http_attach(ps__conn *c, const ps__http_config *cfg);
 
 const char *ps__http_header_get(const ps__http_req *req, const char *name);
+/* The value of the last header called `name` (case-insensitive) in a list, or NULL. */
+const char *ps__http_headers_find(const ps__http_header *headers, size_t n, const char *name);
 /* True if a comma-separated header (Connection) contains token, case-insensitively. */
 bool ps__http_header_has_token(const ps__http_req *req, const char *name, const char *token);
 /* Copies the value of query parameter `name` (URL-decoded) into out; false if absent. */

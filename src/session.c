@@ -42,11 +42,7 @@ struct ps_ack {
 
 const char *ps_handshake_header(const ps_handshake *hs, const char *name)
 {
-    const char *found = NULL;
-    for (size_t i = 0; i < hs->eio->nheaders; i++)
-        if (ps__strcaseeq(hs->eio->headers[i].name, name))
-            found = hs->eio->headers[i].value;
-    return found;
+    return ps__http_headers_find(hs->eio->headers, hs->eio->nheaders, name);
 }
 
 const char *ps_handshake_query(const ps_handshake *hs, const char *name)
