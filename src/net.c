@@ -26,6 +26,10 @@ static void conn_on_close(uv_handle_t *h)
     ps__listener *l = c->listener;
     ps__list_remove(&c->link);
     l->nconns--;
+    if (c->linger) {
+        l->nlingering--;
+        ps__timer_free(c->linger);
+    }
     if (c->cbs && c->cbs->on_close)
         c->cbs->on_close(c);
     ps__free(c);
@@ -51,6 +55,7 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     /* EOF or error: the owner decides how to finish, but reads are over either way. */
+    c->peer_done = true;
     uv_read_stop(s);
     if (!c->closing && c->cbs && c->cbs->on_eof)
         c->cbs->on_eof(c);
@@ -236,11 +241,29 @@ void ps__conn_abort(ps__conn *c)
         uv_close((uv_handle_t *)&c->tcp, conn_on_close);
 }
 
+static void linger_expired(ps__timer *t, void *data)
+{
+    (void)t;
+    ps__conn_abort(data);
+}
+
 static void conn_on_shutdown(uv_shutdown_t *req, int status)
 {
     shutdown_req *s = PS__CONTAINER_OF(req, shutdown_req, req);
-    ps__conn_abort(s->conn);
+    ps__conn *c = s->conn;
     ps__free(s);
+    if (status < 0 || c->peer_done || uv_is_closing((uv_handle_t *)&c->tcp)) {
+        ps__conn_abort(c);
+        return;
+    }
+    /* Our FIN is out; conn_on_read drops whatever still comes and aborts on the peer's EOF. */
+    if (uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read) != 0) {
+        ps__conn_abort(c);
+        return;
+    }
+    c->linger = ps__timer_new(c->tcp.loop, linger_expired, c);
+    c->listener->nlingering++;
+    ps__timer_start(c->linger, PS__CONN_LINGER_MS);
 }
 
 void ps__conn_close(ps__conn *c)

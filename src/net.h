@@ -24,16 +24,18 @@ typedef struct ps__conn_cbs {
 } ps__conn_cbs;
 
 struct ps__conn {
-    uv_tcp_t tcp;              /* must stay first: libuv hands this pointer back */
-    const ps__conn_cbs *cbs;   /* current owner's callbacks (changes on upgrade) */
-    void *data;                /* current owner's object */
-    ps__listener *listener;    /* the listener that accepted it */
-    ps__list link;             /* in listener->conns */
-    size_t write_queued;       /* bytes handed to libuv and not yet written */
-    bool closing;              /* close requested: no more reads or writes */
-    bool paused;               /* reads stopped by the owner */
-    bool throttled;            /* reads stopped while the peer is slow to take our output */
-    char peer[48];             /* "127.0.0.1" */
+    uv_tcp_t tcp;             /* must stay first: libuv hands this pointer back */
+    const ps__conn_cbs *cbs;  /* current owner's callbacks (changes on upgrade) */
+    void *data;               /* current owner's object */
+    ps__listener *listener;   /* the listener that accepted it */
+    ps__list link;            /* in listener->conns */
+    size_t write_queued;      /* bytes handed to libuv and not yet written */
+    bool closing;             /* close requested: no more reads or writes */
+    bool paused;              /* reads stopped by the owner */
+    bool throttled;           /* reads stopped while the peer is slow to take our output */
+    bool peer_done;           /* EOF or a read error seen: nothing more will arrive */
+    struct ps__timer *linger; /* while lingering after our FIN (see ps__conn_close) */
+    char peer[48];            /* "127.0.0.1" */
 };
 
 struct ps__listener {
@@ -41,8 +43,9 @@ struct ps__listener {
     uv_loop_t *loop;
     void (*on_conn)(ps__listener *l, ps__conn *c); /* set c->cbs and c->data here */
     void *data;
-    ps__list conns; /* every open connection */
+    ps__list conns; /* every connection not yet freed */
     size_t nconns;
+    size_t nlingering; /* of nconns: answered and FIN sent, only waiting for the peer's EOF */
     int port;
     bool listening;
     bool closed;
@@ -68,7 +71,13 @@ void ps__listener_close(ps__listener *l, void (*on_closed)(ps__listener *l));
 int ps__conn_write(ps__conn *c, const void *data, size_t len);
 /* Same for several pieces, written as one. */
 int ps__conn_writev(ps__conn *c, const uv_buf_t *bufs, size_t n);
-/* Flushes queued writes, sends FIN, then closes. Idempotent. */
+/*
+ * Flushes queued writes, sends FIN, then reads and discards until the peer's EOF or
+ * PS__CONN_LINGER_MS have passed, and only then closes. Closing a socket that still has
+ * unread input makes the kernel send RST, and an RST can destroy our last answer (a 413 to
+ * a body still arriving) in the peer's receive buffer before it is read. Idempotent.
+ */
+#define PS__CONN_LINGER_MS 2000
 void ps__conn_close(ps__conn *c);
 /* Closes now, dropping queued writes (peer misbehaved or shutdown grace expired). */
 void ps__conn_abort(ps__conn *c);

@@ -110,7 +110,7 @@ static size_t server_body_limit(void *user, const char *url)
 static void server_on_conn(ps__listener *l, ps__conn *c)
 {
     ps_server *srv = l->data;
-    if (l->nconns > srv->opts.max_connections) {
+    if (l->nconns - l->nlingering > srv->opts.max_connections) {
         /* Refused before any parsing or upgrade: the answer is all this connection costs. */
         srv->refused++;
         ps__conn_write(c, PS__STRLIT("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
@@ -419,7 +419,7 @@ void ps_server_free(ps_server *srv)
 void ps_server_get_stats(const ps_server *srv, ps_server_stats *out)
 {
     memset(out, 0, sizeof *out);
-    out->connections = srv->listener.nconns;
+    out->connections = srv->listener.nconns - srv->listener.nlingering;
     ps__sessions_stats(&srv->sessions, out);
     out->views = srv->channels.views.nviews;
     out->channels = srv->channels.nchannels;

@@ -276,6 +276,25 @@ describe('HTTP', () => {
       c.destroy();
     });
 
+    // The server answers while the body is still arriving. Closing a socket with unread input
+    // sends RST, which can destroy the 413 in the client's buffer before it is read. So the
+    // server sends FIN and keeps reading until the client closes. Ten clients send as fast
+    // as they can; each of them must get the 413.
+    badTest('bodies streamed without pause over the limit: every sender reads its 413', async () => {
+      const chunk = `10000\r\n${'y'.repeat(0x10000)}\r\n`;
+      const one = async () => {
+        const c = await HttpConn.connect(srv);
+        const responded = c.readResponse({ ms: 15000 });
+        c.sock.write('POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n');
+        for (let i = 0; i < 64 && !c.ended; i++) c.sock.write(chunk);
+        const r = await responded;
+        c.destroy();
+        return r.status;
+      };
+      const statuses = await Promise.all(Array.from({ length: 10 }, one));
+      assert.deepEqual(statuses, Array(10).fill(413));
+    });
+
     badTest('unknown path -> 404', async () => {
       const r = await get(srv, '/does/not/exist.html');
       assert.equal(r.status, 404);
