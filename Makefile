@@ -3,7 +3,7 @@
 # The C build itself is CMake (CMakeLists.txt); this file only sequences it.
 
 APT_PACKAGES := build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libwslay-dev \
-                libjansson-dev libssl-dev chromium fonts-liberation valgrind clang libclang-rt-14-dev
+                libjansson-dev libssl-dev chromium fonts-liberation valgrind clang clang-format libclang-rt-14-dev
 JOBS   ?= 2
 PORT   ?= 8000
 HOST   ?= 127.0.0.1
@@ -12,7 +12,7 @@ ASAN   := build-asan
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps deps-apt deps-npm build build-asan web run run-playground test test-unit test-asan \
-        test-integration test-js test-e2e clean format
+        test-integration test-js test-e2e clean format format-check
 
 all: build
 
@@ -60,7 +60,7 @@ run-playground: build web
 	@echo "pulsec channel playground (Ctrl-C stops it)"
 	./$(BUILD)/examples/playground --host $(HOST) --port $(PORT) --static $(BUILD)/web/playground
 
-test: test-unit test-asan test-js test-integration test-e2e bench-smoke fuzz-smoke
+test: format-check test-unit test-asan test-js test-integration test-e2e bench-smoke fuzz-smoke
 
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -124,5 +124,13 @@ fuzz-smoke: deps-apt
 clean:
 	rm -rf $(BUILD) $(ASAN)
 
+FORMATTED = $(wildcard include/*.h src/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c examples/*/*.[ch] \
+                       bench/loadgen/*.[ch])
+
 format:
-	clang-format -i include/*.h src/*.c src/*.h tests/unit/*.c tests/unit/*.h examples/*/*.c
+	clang-format -i $(FORMATTED)
+
+# Debian's clang-format 14 is the reference; `make format` fixes what this reports.
+format-check: deps-apt
+	clang-format --dry-run -Werror $(FORMATTED)
+	@echo "format: $(words $(FORMATTED)) files clean"

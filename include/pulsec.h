@@ -57,7 +57,7 @@ PS_EXTERN const char *ps_version_string(void);
     XX(EINVAL, -30101, "invalid argument")                                                         \
     XX(ELIMIT, -30102, "limit reached")                                                            \
     XX(ENOTFOUND, -30103, "not found")                                                             \
-    XX(EEXIST, -30104, "already exists")                                                          \
+    XX(EEXIST, -30104, "already exists")                                                           \
     XX(EALREADY, -30105, "already answered")
 
 typedef enum ps_errno {
@@ -135,14 +135,14 @@ typedef struct ps_server_opts {
     bool engineio_echo;
 
     /* Limits (docs/SECURITY.md). 0 means the default given; UINT32_MAX/SIZE_MAX: no bound. */
-    size_t max_queued_bytes;        /* unread output per client; beyond: disconnected; 4 MiB */
-    uint32_t max_connections;       /* open TCP connections; beyond: 503 and close; 10000 */
-    uint32_t max_views_per_session; /* beyond: attach_error "Too many views"; 64 */
+    size_t max_queued_bytes;           /* unread output per client; beyond: disconnected; 4 MiB */
+    uint32_t max_connections;          /* open TCP connections; beyond: 503 and close; 10000 */
+    uint32_t max_views_per_session;    /* beyond: attach_error "Too many views"; 64 */
     uint32_t max_channels_per_session; /* open channels; beyond: ps_channel_open NULL; 256 */
-    uint32_t max_pending_requests;  /* per channel and direction; beyond: PS_ELIMIT or the
-                                       error reply "Too many pending requests"; 1024 */
-    uint32_t idle_timeout_ms;       /* HTTP: complete a request (or upgrade) within, and idle
-                                       between requests at most; 408 / close; 30000 */
+    uint32_t max_pending_requests;     /* per channel and direction; beyond: PS_ELIMIT or the
+                                          error reply "Too many pending requests"; 1024 */
+    uint32_t idle_timeout_ms;          /* HTTP: complete a request (or upgrade) within, and idle
+                                          between requests at most; 408 / close; 30000 */
 } ps_server_opts;
 
 /*

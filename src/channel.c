@@ -22,10 +22,10 @@ struct ps_listener {
 };
 
 typedef struct reply_state {
-    ps__list link; /* in ch->replies while the channel is open */
-    ps_channel *ch;  /* NULL once the channel closed */
+    ps__list link;  /* in ch->replies while the channel is open */
+    ps_channel *ch; /* NULL once the channel closed */
     char *request_id;
-    int refs;      /* the dispatch's handle and every kept handle */
+    int refs; /* the dispatch's handle and every kept handle */
     bool answered;
 } reply_state;
 
@@ -199,8 +199,8 @@ static int send_response(ps_session *s, const char *channel, const char *request
     if (error) {
         ps__buf_appends(&b, ",\"error\":");
         /* A WebSocket text frame must be UTF-8, or the client drops the whole connection. */
-        ps__json_escape(&b, ps__utf8_valid((const uint8_t *)error, strlen(error)) ? error
-                                                                                  : "error");
+        ps__json_escape(&b,
+                        ps__utf8_valid((const uint8_t *)error, strlen(error)) ? error : "error");
     } else {
         ps__buf_appends(&b, ",\"payload\":");
         if (payload)
@@ -539,7 +539,9 @@ static void on_channel_message(ps_session *s, json_t *msg, void *user)
     if (rc != 0 || ch->closed) {
         if (env.request_id)
             send_response(s, env.channel, env.request_id, NULL,
-                          ch->closed ? "Channel closed" : m.deny_error ? m.deny_error : "denied");
+                          ch->closed     ? "Channel closed"
+                          : m.deny_error ? m.deny_error
+                                         : "denied");
     } else {
         dispatch(ch, env.event, env.payload, env.request_id);
     }

@@ -13,10 +13,10 @@ typedef struct ps__channels {
     struct {
         ps_message_fn fn;
         void *user;
-    } *message_mw;
+    } * message_mw;
     size_t nmessage_mw;
     uint64_t nchannels;
-    uint64_t dropped; /* channel messages dropped: bad fields, closed or unknown channel */
+    uint64_t dropped;      /* channel messages dropped: bad fields, closed or unknown channel */
     uint32_t max_channels; /* open channels per session; 0 = no bound */
     uint32_t max_pending;  /* requests in flight per channel and direction; 0 = no bound */
 } ps__channels;

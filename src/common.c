@@ -356,7 +356,8 @@ void ps__json_escape(ps__buf *b, const char *s)
         char esc[6] = {'\\', (char)c};
         size_t n = 2;
         switch (c) {
-        case '"': case '\\': break;
+        case '"':
+        case '\\': break;
         case '\n': esc[1] = 'n'; break;
         case '\r': esc[1] = 'r'; break;
         case '\t': esc[1] = 't'; break;
@@ -393,34 +394,28 @@ void ps__json_append(ps__buf *b, const json_t *v)
 const char *ps_strerror(int err)
 {
     switch (err) {
-    case 0:
-        return "success";
+    case 0: return "success";
 #define PS__ERR_TEXT(name, value, text)                                                            \
-    case value:                                                                                    \
-        return text;
+    case value: return text;
         PS_ERRNO_MAP(PS__ERR_TEXT)
 #undef PS__ERR_TEXT
         PS__UV_ERRNO_CASES
         return uv_strerror(err);
-    default:
-        return "unknown error";
+    default: return "unknown error";
     }
 }
 
 const char *ps_err_name(int err)
 {
     switch (err) {
-    case 0:
-        return "PS_OK";
+    case 0: return "PS_OK";
 #define PS__ERR_NAME(name, value, text)                                                            \
-    case value:                                                                                    \
-        return "PS_" #name;
+    case value: return "PS_" #name;
         PS_ERRNO_MAP(PS__ERR_NAME)
 #undef PS__ERR_NAME
         PS__UV_ERRNO_CASES
         return uv_err_name(err);
-    default:
-        return "UNKNOWN";
+    default: return "UNKNOWN";
     }
 }
 

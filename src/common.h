@@ -86,7 +86,8 @@ static inline void ps__list_remove(ps__list *n)
 }
 #define ps__list_foreach(pos, head) for ((pos) = (head)->next; (pos) != (head); (pos) = (pos)->next)
 #define ps__list_foreach_safe(pos, tmp, head)                                                      \
-    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->next)
+    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);                               \
+         (pos) = (tmp), (tmp) = (pos)->next)
 
 /* ---- ids ------------------------------------------------------------------------------- */
 

@@ -22,8 +22,8 @@ enum { T_POLLING, T_WEBSOCKET };
 struct ps__eio {
     ps__eio_server *srv;
     int transport;
-    ps__ws *ws;           /* the transport, once on WebSocket */
-    ps__ws *probe;        /* an upgrade candidate */
+    ps__ws *ws;    /* the transport, once on WebSocket */
+    ps__ws *probe; /* an upgrade candidate */
     ps__timer *upgrade_timer;
     bool upgrading;       /* the probe was answered: waiting for "5" */
     ps__http_conn *held;  /* a GET waiting for packets */
@@ -31,11 +31,11 @@ struct ps__eio {
     ps__timer *linger;    /* closed polling session kept to answer the next GET with "1" */
     ps__buf outq;         /* polling: packets not yet taken by a GET */
     void *up;
-    ps__list link;        /* in srv->sessions while open */
-    ps__eio *hnext;       /* sid hash chain, while open */
+    ps__list link;  /* in srv->sessions while open */
+    ps__eio *hnext; /* sid hash chain, while open */
     ps__timer *heartbeat;
     ps__timer *notify_timer;
-    int refs;             /* the session's own, plus one per WebSocket pointing here */
+    int refs; /* the session's own, plus one per WebSocket pointing here */
     bool awaiting_pong;
     bool closed;
     bool notified;
@@ -316,25 +316,19 @@ static int on_packet(ps__eio *e, bool binary, const char *data, size_t len)
         return -1;
     }
     switch (data[0]) {
-    case PS__EIO_MESSAGE:
-        e->srv->cbs->on_message(e, false, data + 1, len - 1);
-        return 0;
+    case PS__EIO_MESSAGE: e->srv->cbs->on_message(e, false, data + 1, len - 1); return 0;
     case PS__EIO_PONG:
         if (e->awaiting_pong && len == 1) {
             e->awaiting_pong = false;
             ps__timer_start(e->heartbeat, e->srv->cfg.ping_interval_ms);
         }
         return 0;
-    case PS__EIO_CLOSE:
-        ps__eio_close(e, PS__WS_NORMAL, "client close");
-        return 0;
+    case PS__EIO_CLOSE: ps__eio_close(e, PS__WS_NORMAL, "client close"); return 0;
     case PS__EIO_PING:
         /* v4 clients never ping outside an upgrade probe. */
         ps__eio_close(e, PS__WS_PROTOCOL_ERROR, "invalid heartbeat direction");
         return -1;
-    default:
-        ps__eio_close(e, PS__WS_PROTOCOL_ERROR, "parse error");
-        return -1;
+    default: ps__eio_close(e, PS__WS_PROTOCOL_ERROR, "parse error"); return -1;
     }
 }
 

@@ -55,9 +55,9 @@ struct ps__eio_server {
     ps__list sessions;
     size_t nsessions;
     ps__list lingering; /* closed polling sessions waiting to tell their next GET */
-    ps__eio **buckets; /* sid -> session, for polling requests and upgrades */
+    ps__eio **buckets;  /* sid -> session, for polling requests and upgrades */
     size_t nbuckets;
-    uint64_t ws_errors; /* sessions ended by a WebSocket-level error (1002, 1007, 1009) */
+    uint64_t ws_errors;      /* sessions ended by a WebSocket-level error (1002, 1007, 1009) */
     uint64_t slow_consumers; /* sessions ended for leaving more than max_queued unread */
     bool shutting_down;
 };
@@ -106,7 +106,14 @@ int ps__eio_decode_payload(const char *body, size_t len, ps__eio_packet_fn fn, v
 long ps__base64_decode(const char *in, size_t n, ps__buf *out);
 
 /* Engine.IO packet types (the first character of a text packet). */
-enum { PS__EIO_OPEN = '0', PS__EIO_CLOSE, PS__EIO_PING, PS__EIO_PONG, PS__EIO_MESSAGE,
-       PS__EIO_UPGRADE, PS__EIO_NOOP };
+enum {
+    PS__EIO_OPEN = '0',
+    PS__EIO_CLOSE,
+    PS__EIO_PING,
+    PS__EIO_PONG,
+    PS__EIO_MESSAGE,
+    PS__EIO_UPGRADE,
+    PS__EIO_NOOP
+};
 
 #endif

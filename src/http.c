@@ -23,18 +23,18 @@ struct ps__http_conn {
     const ps__http_config *cfg;
     http_parser parser;
     ps__buf url;
-    ps__buf hbuf;                 /* name\0value\0 ... */
-    size_t hoff[MAX_HEADERS][2];  /* offsets of name and value in hbuf */
+    ps__buf hbuf;                /* name\0value\0 ... */
+    size_t hoff[MAX_HEADERS][2]; /* offsets of name and value in hbuf */
     size_t nheaders;
-    bool in_value;                /* the last header callback was a value */
-    size_t header_bytes;          /* request line + headers so far */
+    bool in_value;       /* the last header callback was a value */
+    size_t header_bytes; /* request line + headers so far */
     ps__buf body;
-    size_t body_max;              /* this request's body limit */
-    int error_status;             /* a limit was hit: answer this and close */
+    size_t body_max;  /* this request's body limit */
+    int error_status; /* a limit was hit: answer this and close */
     bool message_done;
-    bool taken;                   /* handed over by an upgrade */
+    bool taken; /* handed over by an upgrade */
     bool closing;
-    const char *rest;             /* bytes after an upgrade request */
+    const char *rest; /* bytes after an upgrade request */
     size_t rest_len;
     /* A deferred response (a long-poll GET): input is stashed until it is answered. */
     bool deferred;
@@ -43,8 +43,8 @@ struct ps__http_conn {
     void (*on_abort)(void *user);
     void *abort_user;
     ps__buf stash;
-    ps__timer *idle;  /* idle_timeout_ms: armed while waiting for (the rest of) a request */
-    bool in_request;  /* bytes of a request have arrived */
+    ps__timer *idle; /* idle_timeout_ms: armed while waiting for (the rest of) a request */
+    bool in_request; /* bytes of a request have arrived */
 };
 
 static void hc_on_read(ps__conn *c, const char *data, size_t len);
@@ -647,7 +647,7 @@ ps__http_conn *ps__http_defer(ps__http_req *req, void (*on_abort)(void *user), v
     hc->abort_user = user;
     if (hc->idle)
         ps__timer_stop(hc->idle); /* held on purpose: the heartbeat bounds it */
-    req->keep_alive = true; /* the connection stays open until the answer */
+    req->keep_alive = true;       /* the connection stays open until the answer */
     return hc;
 }
 

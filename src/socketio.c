@@ -722,9 +722,7 @@ static void dispatch_packet(ps__sio_conn *c, ps__sio_packet *p)
     ps__sio_server *ss = c->srv;
     ps__sio_socket *s = NULL;
     switch (p->type) {
-    case PS__SIO_CONNECT:
-        on_connect_packet(c, p);
-        break;
+    case PS__SIO_CONNECT: on_connect_packet(c, p); break;
     case PS__SIO_DISCONNECT:
         if ((s = find_socket(c, p->nsp)))
             socket_close(s, "client namespace disconnect");
@@ -764,9 +762,7 @@ static void dispatch_packet(ps__sio_conn *c, ps__sio_packet *p)
         }
         break; /* an unknown ack id is ignored, as the reference does */
     }
-    default:
-        ps__sio_conn_close(c, PS__WS_PROTOCOL_ERROR, "parse error");
-        break;
+    default: ps__sio_conn_close(c, PS__WS_PROTOCOL_ERROR, "parse error"); break;
     }
 }
 

@@ -54,8 +54,8 @@ static void send_view_message(ps_view *v, const char *type, const char *key, jso
 
 static void send_attach_error(ps_session *s, const char *attach_id, const char *error)
 {
-    json_t *msg = json_pack("{s:s,s:s,s:s}", "type", "attach_error", "attachId", attach_id,
-                            "error", error);
+    json_t *msg =
+        json_pack("{s:s,s:s,s:s}", "type", "attach_error", "attachId", attach_id, "error", error);
     ps__session_send_message(s, msg);
     json_decref(msg);
 }
@@ -178,8 +178,8 @@ static void on_attach(ps__views *vs, ps_session *s, json_t *msg)
 
     json_t *props = json_object_get(msg, "props");
     ps__view_ref(v);
-    int rc = route->type.init ? route->type.init(v, props ? props : json_null(), route->type.user)
-                              : 0;
+    int rc =
+        route->type.init ? route->type.init(v, props ? props : json_null(), route->type.user) : 0;
     if (v->state == VIEW_INIT) {
         if (rc != 0) {
             send_attach_error(s, aid, v->reject_error ? v->reject_error : "Attach refused");

@@ -36,7 +36,7 @@ struct ps__views {
     size_t nroutes;
     ps__view_ext ext;
     uint64_t nviews;
-    uint64_t dropped; /* messages dropped: bad envelope, unknown type, unknown view */
+    uint64_t dropped;   /* messages dropped: bad envelope, unknown type, unknown view */
     uint32_t max_views; /* per session; 0 = no bound */
 };
 

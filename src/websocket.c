@@ -17,22 +17,22 @@ struct ps__ws {
     void *data;
     const char *in; /* unread input of the current read */
     size_t in_len;
-    ps__buf out;          /* frames produced by wslay, written after each round */
-    ps__buf early;        /* bytes that arrived with the handshake, until ps__ws_start */
+    ps__buf out;   /* frames produced by wslay, written after each round */
+    ps__buf early; /* bytes that arrived with the handshake, until ps__ws_start */
     ps__timer *close_timer;
     uint32_t close_timeout_ms;
-    size_t max_message;   /* bound on a (reassembled) data message */
-    uint64_t msg_len;     /* announced length of the data message being received */
-    uint8_t hdr[14];      /* the frame header being scanned */
+    size_t max_message; /* bound on a (reassembled) data message */
+    uint64_t msg_len;   /* announced length of the data message being received */
+    uint8_t hdr[14];    /* the frame header being scanned */
     size_t hdr_len;
     uint64_t payload_left; /* payload bytes of the current frame not yet seen */
-    int close_code;       /* what on_close reports */
-    bool in_proceed;      /* inside wslay_event_recv: sends are flushed at the end */
-    bool failed;          /* a message was refused: deliver nothing more */
-    bool too_big;         /* an announced frame was over max_message: read nothing more */
-    int pending_close;    /* a close decided inside wslay_event_recv, queued after it */
+    int close_code;        /* what on_close reports */
+    bool in_proceed;       /* inside wslay_event_recv: sends are flushed at the end */
+    bool failed;           /* a message was refused: deliver nothing more */
+    bool too_big;          /* an announced frame was over max_message: read nothing more */
+    int pending_close;     /* a close decided inside wslay_event_recv, queued after it */
     char pending_reason[124];
-    bool closing;         /* close handshake started or connection ending */
+    bool closing; /* close handshake started or connection ending */
 };
 
 static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -52,8 +52,7 @@ void ps__ws_accept_key(const char *key, char out[29])
 
 /* ---- wslay callbacks ------------------------------------------------------------------- */
 
-static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
-                       void *user)
+static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
 {
     ps__ws *ws = user;
     if (ws->in_len == 0) {

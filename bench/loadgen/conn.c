@@ -304,8 +304,7 @@ static void on_socketio(lg_conn *c, const char *s, size_t n)
         else if (c->state == ST_ATTACH)
             on_attach_reply(c, s + 1, n - 1);
         return;
-    case '3': /* ACK: we never ask for one */
-        return;
+    case '3': /* ACK: we never ask for one */ return;
     case '4': /* CONNECT_ERROR */
     {
         fail(c, LG_EREFUSED);
@@ -334,14 +333,9 @@ static void on_engineio(lg_conn *c, const char *s, size_t n)
         c->state = ST_CONNECT;
         queue_text(c, "40", 2);
         return;
-    case '2': /* ping */
-        queue_text(c, "3", 1);
-        return;
-    case '4':
-        on_socketio(c, s + 1, n - 1);
-        return;
-    case '6': /* noop */
-        return;
+    case '2': /* ping */ queue_text(c, "3", 1); return;
+    case '4': on_socketio(c, s + 1, n - 1); return;
+    case '6': /* noop */ return;
     case '1': /* close */
     {
         fail(c, c->state == ST_CLOSING ? LG_EOK : LG_ECLOSED);

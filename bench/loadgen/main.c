@@ -441,14 +441,9 @@ static void on_timer(uv_timer_t *t)
                 R.o.conns);
         enter_warmup();
         break;
-    case PH_WARMUP:
-        enter_measure();
-        break;
-    case PH_MEASURE:
-        enter_done();
-        break;
-    case PH_DONE:
-        break;
+    case PH_WARMUP: enter_measure(); break;
+    case PH_MEASURE: enter_done(); break;
+    case PH_DONE: break;
     }
 }
 
@@ -742,59 +737,24 @@ static int parse_opts(int argc, char **argv, opts *o)
     int ch;
     while ((ch = getopt_long(argc, argv, "c:k:r:d:w:h", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'H':
-            o->host = optarg;
-            break;
-        case 'p':
-            o->port = atoi(optarg);
-            break;
-        case 'P':
-            o->sio_path = optarg;
-            break;
-        case 'V':
-            o->view = optarg;
-            break;
-        case 'c':
-            o->conns = (unsigned)strtoul(optarg, NULL, 10);
-            break;
-        case 'k':
-            o->inflight = (unsigned)strtoul(optarg, NULL, 10);
-            break;
-        case 'r':
-            o->rate = strtod(optarg, NULL);
-            break;
-        case 'd':
-            o->duration = strtod(optarg, NULL);
-            break;
-        case 'w':
-            o->warmup = strtod(optarg, NULL);
-            break;
-        case 'b':
-            o->payload = (unsigned)strtoul(optarg, NULL, 10);
-            break;
-        case 'C':
-            o->concurrency = (unsigned)strtoul(optarg, NULL, 10);
-            break;
-        case 'T':
-            o->ramp_timeout = strtod(optarg, NULL);
-            break;
-        case 'S':
-            o->server_pid = atoi(optarg);
-            break;
-        case 'L':
-            o->label = optarg;
-            break;
-        case 's':
-            o->strict = true;
-            break;
-        case 't':
-            o->timeline = strtod(optarg, NULL);
-            break;
-        case 'h':
-            usage(stdout);
-            exit(0);
-        default:
-            return -1;
+        case 'H': o->host = optarg; break;
+        case 'p': o->port = atoi(optarg); break;
+        case 'P': o->sio_path = optarg; break;
+        case 'V': o->view = optarg; break;
+        case 'c': o->conns = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'k': o->inflight = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'r': o->rate = strtod(optarg, NULL); break;
+        case 'd': o->duration = strtod(optarg, NULL); break;
+        case 'w': o->warmup = strtod(optarg, NULL); break;
+        case 'b': o->payload = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'C': o->concurrency = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'T': o->ramp_timeout = strtod(optarg, NULL); break;
+        case 'S': o->server_pid = atoi(optarg); break;
+        case 'L': o->label = optarg; break;
+        case 's': o->strict = true; break;
+        case 't': o->timeline = strtod(optarg, NULL); break;
+        case 'h': usage(stdout); exit(0);
+        default: return -1;
         }
     }
     if (optind != argc - 1)

@@ -46,8 +46,8 @@ static void broadcast(const char *event, json_t *payload, const member *skip)
     json_t *names = member_names();
     for (size_t i = 0; i < room.nmembers; i++) {
         member *m = room.members[i];
-        json_t *props = json_pack("{s:s,s:s,s:O,s:O}", "channelId", ps_channel_id(m->channel),
-                                  "me", m->name, "members", names, "messages", room.messages);
+        json_t *props = json_pack("{s:s,s:s,s:O,s:O}", "channelId", ps_channel_id(m->channel), "me",
+                                  m->name, "members", names, "messages", room.messages);
         ps_view_set_props(m->view, props);
         json_decref(props);
         if (event && m != skip)
@@ -71,8 +71,7 @@ static void on_send(ps_channel *ch, const char *ev, json_t *payload, ps_reply *r
     json_decref(msg);
 }
 
-static void on_confirmed(ps_channel *ch, int status, json_t *payload, const char *error,
-                         void *user)
+static void on_confirmed(ps_channel *ch, int status, json_t *payload, const char *error, void *user)
 {
     const char *why = NULL;
     if (status == PS_OK && json_is_true(json_object_get(payload, "confirm"))) {

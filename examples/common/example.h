@@ -41,10 +41,14 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
     if (env_port)
         opts.port = atoi(env_port);
     static const struct option longopts[] = {
-        {"host", required_argument, 0, 'h'},          {"port", required_argument, 0, 'p'},
-        {"static", required_argument, 0, 's'},        {"ping-interval", required_argument, 0, 'i'},
-        {"ping-timeout", required_argument, 0, 't'},  {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, '?'},                {0, 0, 0, 0},
+        {"host", required_argument, 0, 'h'},
+        {"port", required_argument, 0, 'p'},
+        {"static", required_argument, 0, 's'},
+        {"ping-interval", required_argument, 0, 'i'},
+        {"ping-timeout", required_argument, 0, 't'},
+        {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, '?'},
+        {0, 0, 0, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {

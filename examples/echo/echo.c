@@ -208,23 +208,26 @@ static json_t *stats_json(ps_server *srv)
         const char *name;
         uint64_t value;
     } server[] = {
-        {"connections", st.connections},       {"sessions", st.sessions},
-        {"views", st.views},                   {"channels", st.channels},
-        {"sessions_total", st.sessions_total}, {"messages_in", st.messages_in},
-        {"messages_out", st.messages_out},     {"messages_dropped", st.messages_dropped},
-        {"protocol_errors", st.protocol_errors}, {"slow_consumers", st.slow_consumers},
+        {"connections", st.connections},
+        {"sessions", st.sessions},
+        {"views", st.views},
+        {"channels", st.channels},
+        {"sessions_total", st.sessions_total},
+        {"messages_in", st.messages_in},
+        {"messages_out", st.messages_out},
+        {"messages_dropped", st.messages_dropped},
+        {"protocol_errors", st.protocol_errors},
+        {"slow_consumers", st.slow_consumers},
         {"refused", st.refused},
     };
     for (size_t i = 0; i < sizeof server / sizeof server[0]; i++)
         json_object_set_new(j, server[i].name, json_integer((json_int_t)server[i].value));
-    json_object_set_new(j, "asks",
-                        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "started",
-                                  (json_int_t)counters.asks_started, "ok",
-                                  (json_int_t)counters.asks_ok, "timeout",
-                                  (json_int_t)counters.asks_timeout, "closed",
-                                  (json_int_t)counters.asks_closed, "error",
-                                  (json_int_t)counters.asks_error, "twice",
-                                  (json_int_t)counters.asks_twice));
+    json_object_set_new(
+        j, "asks",
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "started", (json_int_t)counters.asks_started, "ok",
+                  (json_int_t)counters.asks_ok, "timeout", (json_int_t)counters.asks_timeout,
+                  "closed", (json_int_t)counters.asks_closed, "error",
+                  (json_int_t)counters.asks_error, "twice", (json_int_t)counters.asks_twice));
     json_object_set_new(j, "views_disposed", json_integer((json_int_t)counters.views_disposed));
     return j;
 }
@@ -304,31 +307,30 @@ static void echo_view_dispose(ps_view *view, void *user)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: echo [options]\n"
-            "  --host ADDR             bind address (127.0.0.1)\n"
-            "  --port N                port, 0 = any free port (8000)\n"
-            "  --static DIR            serve static files from DIR\n"
-            "  --path PATH             Socket.IO endpoint (/socket.io/)\n"
-            "  --ping-interval MS      Engine.IO ping interval (25000)\n"
-            "  --ping-timeout MS       Engine.IO pong deadline (20000)\n"
-            "  --max-payload BYTES     largest message accepted (1048576)\n"
-            "  --connect-timeout MS    Socket.IO CONNECT deadline (45000)\n"
-            "  --socketio-echo         Socket.IO test-suite behaviour (see source)\n"
-            "  --engine-echo           pure Engine.IO server echoing every message (use with\n"
-            "                          --path /engine.io/)\n"
-            "  --websocket-only        refuse HTTP long-polling\n"
-            "  --max-queued BYTES      unread output per client before it is cut off (4 MiB)\n"
-            "  --max-connections N     open connections; more get 503 (10000)\n"
-            "  --max-views N           views per session (64)\n"
-            "  --max-channels N        open channels per session (256)\n"
-            "  --max-pending N         requests in flight per channel and direction (1024)\n"
-            "  --idle-timeout MS       HTTP request / keep-alive idle bound (30000)\n"
-            "  --shutdown-grace MS     how long a stop waits for close replies (2000)\n"
-            "  --origin ORIGIN         allow this browser origin (repeatable; \"*\" = any);\n"
-            "                          without it any origin may use WebSocket, none may poll\n"
-            "                          cross-origin\n"
-            "  --verbose               log connections and errors\n");
+    fprintf(f, "usage: echo [options]\n"
+               "  --host ADDR             bind address (127.0.0.1)\n"
+               "  --port N                port, 0 = any free port (8000)\n"
+               "  --static DIR            serve static files from DIR\n"
+               "  --path PATH             Socket.IO endpoint (/socket.io/)\n"
+               "  --ping-interval MS      Engine.IO ping interval (25000)\n"
+               "  --ping-timeout MS       Engine.IO pong deadline (20000)\n"
+               "  --max-payload BYTES     largest message accepted (1048576)\n"
+               "  --connect-timeout MS    Socket.IO CONNECT deadline (45000)\n"
+               "  --socketio-echo         Socket.IO test-suite behaviour (see source)\n"
+               "  --engine-echo           pure Engine.IO server echoing every message (use with\n"
+               "                          --path /engine.io/)\n"
+               "  --websocket-only        refuse HTTP long-polling\n"
+               "  --max-queued BYTES      unread output per client before it is cut off (4 MiB)\n"
+               "  --max-connections N     open connections; more get 503 (10000)\n"
+               "  --max-views N           views per session (64)\n"
+               "  --max-channels N        open channels per session (256)\n"
+               "  --max-pending N         requests in flight per channel and direction (1024)\n"
+               "  --idle-timeout MS       HTTP request / keep-alive idle bound (30000)\n"
+               "  --shutdown-grace MS     how long a stop waits for close replies (2000)\n"
+               "  --origin ORIGIN         allow this browser origin (repeatable; \"*\" = any);\n"
+               "                          without it any origin may use WebSocket, none may poll\n"
+               "                          cross-origin\n"
+               "  --verbose               log connections and errors\n");
 }
 
 int main(int argc, char **argv)

@@ -16,7 +16,7 @@
 
 typedef struct tester {
     ps_channel *channel;
-    json_int_t n;       /* tester number, from the page */
+    json_int_t n; /* tester number, from the page */
     json_int_t notifies;
 } tester;
 

@@ -132,21 +132,14 @@ static void on_response(ps_channel *ch, int status, json_t *payload, const char 
     }
     *done = true;
     switch (status) {
-    case PS_OK:
-        st.req_ok++;
-        break;
-    case PS_ETIMEDOUT:
-        st.req_timeout++;
-        break;
-    case PS_ECLOSED:
-        st.req_closed++;
-        break;
+    case PS_OK: st.req_ok++; break;
+    case PS_ETIMEDOUT: st.req_timeout++; break;
+    case PS_ECLOSED: st.req_closed++; break;
     case PS_EREMOTE:
         st.req_remote++;
         ASSERT_STR_EQ(error, "nope");
         break;
-    default:
-        ASSERT(0);
+    default: ASSERT(0);
     }
     /* Whatever ended the request, the channel pointer is still valid here. */
     ASSERT_STR_EQ(ps_channel_id(ch), ps_channel_id(ch));
