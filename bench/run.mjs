@@ -650,7 +650,10 @@ function report(env, res, targets, cpuProf, memProf) {
   p("  **rr paced**: requests at a fixed total rate (spread every 100 µs by a timerfd) over the same connections.");
   p("- **events**: the client emits `echo` events; the server's handler emits each back; a window of k per connection.");
   p("- **idle**: the server's VmRSS (/proc/PID/status) on the fresh server before the ramp and after holding every connection");
-  p(`  attached for ${PLAN.idleSettle} + ${PLAN.idleHold} s; the difference divided by the connections.`);
+  p(`  attached for ${PLAN.idleSettle} + ${PLAN.idleHold} s; the difference divided by the connections. pulsec frees a`);
+  p("  WebSocket's wslay context (8.5 KiB of buffers) once it has been quiet between messages for `ws_idle_release_ms`");
+  p("  (1 s by default) and returns the pages with `malloc_trim`, which the settle time covers: this is the memory of quiet");
+  p("  connections. A connection with traffic in the last second or two holds a context, 8.5 KiB more.");
   p("- **connect**: each connector loops: TCP connect, upgrade, open, CONNECT, attach, attach_ack, then a WebSocket close");
   p("  (the server closes TCP, so TIME_WAIT stays on its side). The rate counts attach_acks.");
   p("- Server CPU comes from /proc/PID/stat over the measured window (all threads, so Node's GC and libuv threads count too).");

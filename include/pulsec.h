@@ -118,11 +118,15 @@ typedef struct ps_server_opts {
     uint32_t ping_timeout_ms;    /* pong deadline after each ping; 0 = 20000 */
     uint32_t connect_timeout_ms; /* Socket.IO CONNECT deadline after the handshake; 0 = 45000 */
     uint32_t shutdown_grace_ms;  /* how long ps_server_stop waits for close replies; 0 = 2000 */
-    size_t max_payload;          /* largest WebSocket message accepted; 0 = 1 MiB (close 1009) */
-    size_t max_header_size;      /* request line + headers; 0 = 8 KiB (431) */
-    size_t max_body_size;        /* HTTP request body; 0 = 1 MiB (413) */
-    int backlog;                 /* listen(2) backlog; 0 = 511 */
-    bool websocket_only;         /* refuse HTTP long-polling (and so the upgrade from it) */
+    /* A WebSocket quiet this long between messages frees its framing buffers (8.5 KiB, most of
+     * an idle connection's memory) and takes new ones with its next frame; 0 = 1000,
+     * UINT32_MAX = never. */
+    uint32_t ws_idle_release_ms;
+    size_t max_payload;     /* largest WebSocket message accepted; 0 = 1 MiB (close 1009) */
+    size_t max_header_size; /* request line + headers; 0 = 8 KiB (431) */
+    size_t max_body_size;   /* HTTP request body; 0 = 1 MiB (413) */
+    int backlog;            /* listen(2) backlog; 0 = 511 */
+    bool websocket_only;    /* refuse HTTP long-polling (and so the upgrade from it) */
     /*
      * Browser origins allowed to connect: a NULL-terminated array of exact origins
      * ("https://app.example.com") or "*". NULL (the default): a WebSocket may come from any
@@ -206,6 +210,7 @@ typedef struct ps_server_stats {
     uint64_t protocol_errors;  /* connections closed for bad frames or packets */
     uint64_t slow_consumers;   /* sessions cut off for leaving max_queued_bytes unread */
     uint64_t refused;          /* connections refused over max_connections */
+    uint64_t ws_buffers;       /* WebSockets holding framing buffers now (the rest are idle) */
 } ps_server_stats;
 PS_EXTERN void ps_server_get_stats(const ps_server *srv, ps_server_stats *out);
 

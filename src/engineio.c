@@ -704,7 +704,8 @@ static void handle_poll(ps__eio_server *es, ps__http_req *req, ps__eio *e)
 static void handle_ws(ps__eio_server *es, ps__http_req *req, ps__eio *e)
 {
     ps__ws_opts wo = {.max_message = es->cfg.max_payload,
-                      .close_timeout_ms = es->cfg.close_timeout_ms};
+                      .close_timeout_ms = es->cfg.close_timeout_ms,
+                      .pool = &es->wspool};
     if (e) {
         /* An upgrade: only a polling session with no probe under way. */
         if (e->closed) {
@@ -825,6 +826,7 @@ void ps__eio_server_init(ps__eio_server *es, uv_loop_t *loop, const ps__eio_conf
     es->user = user;
     ps__list_init(&es->sessions);
     ps__list_init(&es->lingering);
+    ps__ws_pool_init(&es->wspool, loop, cfg->ws_idle_release_ms);
 }
 
 void ps__eio_server_free(ps__eio_server *es)

@@ -41,6 +41,7 @@ typedef struct ps__eio_config {
     uint32_t upgrade_timeout_ms; /* 0 = 10000 */
     bool polling;                /* long-polling enabled (and so the upgrade) */
     size_t max_queued;           /* outgoing bytes a client may leave unread; 0 = no bound */
+    uint32_t ws_idle_release_ms; /* ps__ws_pool's idle_ms; 0 = WebSockets keep their context */
     /* Browser origins allowed to connect (exact "scheme://host:port" strings, or "*"). NULL:
      * any origin may open a WebSocket, and polling gets no CORS headers (same origin only). */
     char **allowed_origins;
@@ -59,6 +60,7 @@ struct ps__eio_server {
     size_t nbuckets;
     uint64_t ws_errors;      /* sessions ended by a WebSocket-level error (1002, 1007, 1009) */
     uint64_t slow_consumers; /* sessions ended for leaving more than max_queued unread */
+    ps__ws_pool wspool;
     bool shutting_down;
 };
 

@@ -59,6 +59,8 @@ static void apply_defaults(ps_server_opts *o)
         o->connect_timeout_ms = 45000;
     if (!o->shutdown_grace_ms)
         o->shutdown_grace_ms = 2000;
+    if (!o->ws_idle_release_ms)
+        o->ws_idle_release_ms = 1000;
     if (!o->max_payload)
         o->max_payload = 1024 * 1024;
     if (!o->max_header_size)
@@ -223,6 +225,7 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
         .close_timeout_ms = o.shutdown_grace_ms,
         .polling = !o.websocket_only,
         .max_queued = o.max_queued_bytes == SIZE_MAX ? 0 : o.max_queued_bytes,
+        .ws_idle_release_ms = o.ws_idle_release_ms == UINT32_MAX ? 0 : o.ws_idle_release_ms,
     };
     if (o.allowed_origins) {
         size_t n = 0;
@@ -425,6 +428,7 @@ void ps_server_get_stats(const ps_server *srv, ps_server_stats *out)
     out->channels = srv->channels.nchannels;
     out->messages_dropped = srv->channels.dropped + srv->channels.views.dropped;
     out->slow_consumers = srv->sessions.sio.eio.slow_consumers;
+    out->ws_buffers = srv->sessions.sio.eio.wspool.nholding;
     out->refused = srv->refused;
 }
 

@@ -8,6 +8,9 @@
 
 #include <openssl/evp.h>
 #include <stdio.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <wslay/wslay.h>
 
 struct ps__ws {
@@ -32,7 +35,11 @@ struct ps__ws {
     bool too_big;          /* an announced frame was over max_message: read nothing more */
     int pending_close;     /* a close decided inside wslay_event_recv, queued after it */
     char pending_reason[124];
-    bool closing; /* close handshake started or connection ending */
+    bool closing;    /* close handshake started or connection ending */
+    bool in_message; /* a fragmented data message has begun and not ended */
+    ps__ws_pool *pool;
+    ps__list pool_link;   /* in pool->holding while ctx is held */
+    uint64_t last_active; /* loop time of the last frame in or out */
 };
 
 static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -119,11 +126,94 @@ static const struct wslay_event_callbacks wslay_cbs = {
     .on_msg_recv_callback = ws_on_msg,
 };
 
+/* ---- contexts on demand ---------------------------------------------------------------- */
+
+static void pool_sweep(ps__timer *t, void *data);
+
+/* Every wslay call goes through here: a WebSocket that gave its context back gets a new one. */
+static wslay_event_context_ptr ws_ctx(ps__ws *ws)
+{
+    if (ws->pool)
+        ws->last_active = uv_now(ws->pool->loop);
+    if (ws->ctx)
+        return ws->ctx;
+    wslay_event_context_server_init(&ws->ctx, &wslay_cbs, ws);
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, ws->max_message);
+    ps__ws_pool *p = ws->pool;
+    if (p) {
+        ps__list_insert_tail(&p->holding, &ws->pool_link);
+        if (p->nholding++ == 0 && p->idle_ms) {
+            p->sweep = ps__timer_new(p->loop, pool_sweep, p);
+            ps__timer_start(p->sweep, p->idle_ms);
+        }
+    }
+    return ws->ctx;
+}
+
+static void ws_ctx_release(ps__ws *ws)
+{
+    wslay_event_context_free(ws->ctx);
+    ws->ctx = NULL;
+    ps__ws_pool *p = ws->pool;
+    if (!p)
+        return;
+    ps__list_remove(&ws->pool_link);
+    if (--p->nholding == 0 && p->sweep) {
+        ps__timer_free(p->sweep);
+        p->sweep = NULL;
+    }
+}
+
+/*
+ * A fresh context must behave as the old one would: no frame or fragmented message half
+ * read, nothing queued to send, no close under way.
+ */
+static bool ws_ctx_releasable(const ps__ws *ws)
+{
+    return ws->ctx && !ws->closing && !ws->failed && !ws->in_proceed && !ws->in_message &&
+           ws->hdr_len == 0 && ws->payload_left == 0 && !wslay_event_want_write(ws->ctx);
+}
+
+static void pool_sweep(ps__timer *t, void *data)
+{
+    ps__ws_pool *p = data;
+    uint64_t now = uv_now(p->loop);
+    ps__list *pos, *tmp;
+    ps__list_foreach_safe(pos, tmp, &p->holding)
+    {
+        ps__ws *ws = PS__CONTAINER_OF(pos, ps__ws, pool_link);
+        if (now - ws->last_active >= p->idle_ms && ws_ctx_releasable(ws)) {
+            ws_ctx_release(ws); /* frees the timer with the last one */
+            p->since_trim++;
+            p->released++;
+        }
+    }
+#ifdef __GLIBC__
+    /* The contexts were freed between small live objects: without a trim, glibc keeps their
+     * pages and the process does not shrink. malloc_trim returns free pages from anywhere in
+     * the heap; it walks the heap, so it runs only after a batch worth a few hundred KiB. */
+    if (p->since_trim >= 64) {
+        p->since_trim = 0;
+        malloc_trim(0);
+    }
+#endif
+    if (p->sweep)
+        ps__timer_start(p->sweep, p->idle_ms);
+}
+
+void ps__ws_pool_init(ps__ws_pool *p, uv_loop_t *loop, uint32_t idle_ms)
+{
+    memset(p, 0, sizeof *p);
+    p->loop = loop;
+    p->idle_ms = idle_ms;
+    ps__list_init(&p->holding);
+}
+
 /* ---- driving --------------------------------------------------------------------------- */
 
 static void ws_flush(ps__ws *ws)
 {
-    if (ws->conn->closing)
+    if (ws->conn->closing || !ws->ctx)
         return;
     if (wslay_event_want_write(ws->ctx))
         wslay_event_send(ws->ctx);
@@ -178,6 +268,7 @@ static bool scan_frames(ps__ws *ws, const uint8_t *p, size_t len)
         ws->hdr_len = 0;
         ws->payload_left = plen;
         if (opcode < WSLAY_CONNECTION_CLOSE) {
+            ws->in_message = !(ws->hdr[0] & 0x80);
             if (opcode != WSLAY_CONTINUATION_FRAME)
                 ws->msg_len = 0;
             if (plen > ws->max_message || ws->msg_len + plen > ws->max_message)
@@ -193,16 +284,17 @@ static void ws_on_read(ps__conn *c, const char *data, size_t len)
     ps__ws *ws = c->data;
     if (ws->too_big)
         return; /* nothing after an oversized header can be framed: wait for the close */
+    wslay_event_context_ptr ctx = ws_ctx(ws);
     if (!scan_frames(ws, (const uint8_t *)data, len)) {
         ws->too_big = ws->failed = true;
-        wslay_event_shutdown_read(ws->ctx);
+        wslay_event_shutdown_read(ctx);
         ps__ws_close(ws, PS__WS_TOO_BIG, "message too big");
         return;
     }
     ws->in = data;
     ws->in_len = len;
     ws->in_proceed = true;
-    int rc = wslay_event_recv(ws->ctx);
+    int rc = wslay_event_recv(ctx);
     ws->in_proceed = false;
     ws->in = NULL;
     ws->in_len = 0;
@@ -255,7 +347,8 @@ static void ws_on_conn_close(ps__conn *c)
         ws->close_code = PS__WS_ABNORMAL;
     ws->cbs->on_close(ws, ws->close_code);
     ps__timer_free(ws->close_timer);
-    wslay_event_context_free(ws->ctx);
+    if (ws->ctx)
+        ws_ctx_release(ws);
     ps__buf_free(&ws->out);
     ps__buf_free(&ws->early);
     ps__free(ws);
@@ -316,8 +409,7 @@ ps__ws *ps__ws_upgrade(ps__http_req *req, const ps__ws_opts *opts, const ps__ws_
     ws->data = data;
     ws->close_timeout_ms = opts->close_timeout_ms;
     ws->max_message = opts->max_message;
-    wslay_event_context_server_init(&ws->ctx, &wslay_cbs, ws);
-    wslay_event_config_set_max_recv_msg_length(ws->ctx, opts->max_message);
+    ws->pool = opts->pool;
     c->cbs = &ws_conn_cbs;
     c->data = ws;
 
@@ -357,7 +449,7 @@ int ps__ws_send(ps__ws *ws, bool binary, const char *data, size_t len)
         .msg = (const uint8_t *)data,
         .msg_length = len,
     };
-    if (wslay_event_queue_msg(ws->ctx, &msg) != 0)
+    if (wslay_event_queue_msg(ws_ctx(ws), &msg) != 0)
         return UV_EPIPE;
     if (!ws->in_proceed)
         ws_flush(ws);
@@ -378,10 +470,11 @@ void ps__ws_close(ps__ws *ws, int code, const char *reason)
         code = 0;
     }
     if (code) {
-        if (!ws->closing || !wslay_event_get_close_sent(ws->ctx)) {
+        wslay_event_context_ptr ctx = ws_ctx(ws);
+        if (!ws->closing || !wslay_event_get_close_sent(ctx)) {
             if (!ws->close_code)
                 ws->close_code = code;
-            wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason,
+            wslay_event_queue_close(ctx, (uint16_t)code, (const uint8_t *)reason,
                                     reason ? strlen(reason) : 0);
         }
     }

@@ -32,9 +32,28 @@ typedef struct ps__ws_cbs {
     void (*on_close)(ps__ws *ws, int code);
 } ps__ws_cbs;
 
+/*
+ * The WebSockets of one server that hold a wslay context. A context costs about 8.5 KiB (two
+ * 4 KiB buffers) whether or not its connection is busy, three quarters of an idle connection's
+ * memory. A WebSocket that has been quiet for idle_ms, between messages, gives its context
+ * back and takes a fresh one with its next frame in or out (about 0.3 us).
+ */
+typedef struct ps__ws_pool {
+    uv_loop_t *loop;
+    uint32_t idle_ms; /* 0: contexts are kept for the connection's life */
+    ps__list holding; /* WebSockets holding a context, idle_ms may be over */
+    size_t nholding;
+    ps__timer *sweep;  /* exists while `holding` is not empty (and idle_ms is not 0) */
+    size_t since_trim; /* contexts released since the heap was last trimmed */
+    uint64_t released; /* contexts released, ever */
+} ps__ws_pool;
+
+void ps__ws_pool_init(ps__ws_pool *p, uv_loop_t *loop, uint32_t idle_ms);
+
 typedef struct ps__ws_opts {
     size_t max_message;        /* larger incoming messages: close 1009 */
     uint32_t close_timeout_ms; /* wait for the peer's close reply at most this long */
+    ps__ws_pool *pool;         /* NULL: the context is kept until the connection closes */
 } ps__ws_opts;
 
 /*

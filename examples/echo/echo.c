@@ -219,6 +219,7 @@ static json_t *stats_json(ps_server *srv)
         {"protocol_errors", st.protocol_errors},
         {"slow_consumers", st.slow_consumers},
         {"refused", st.refused},
+        {"ws_buffers", st.ws_buffers},
     };
     for (size_t i = 0; i < sizeof server / sizeof server[0]; i++)
         json_object_set_new(j, server[i].name, json_integer((json_int_t)server[i].value));
@@ -327,6 +328,7 @@ static void usage(FILE *f)
                "  --max-pending N         requests in flight per channel and direction (1024)\n"
                "  --idle-timeout MS       HTTP request / keep-alive idle bound (30000)\n"
                "  --shutdown-grace MS     how long a stop waits for close replies (2000)\n"
+               "  --ws-idle-release MS    quiet WebSockets free their framing buffers (1000)\n"
                "  --origin ORIGIN         allow this browser origin (repeatable; \"*\" = any);\n"
                "                          without it any origin may use WebSocket, none may poll\n"
                "                          cross-origin\n"
@@ -358,6 +360,7 @@ int main(int argc, char **argv)
         {"max-pending", required_argument, 0, 'R'},
         {"idle-timeout", required_argument, 0, 'I'},
         {"shutdown-grace", required_argument, 0, 'g'},
+        {"ws-idle-release", required_argument, 0, 'L'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, '?'},
         {0, 0, 0, 0},
@@ -383,6 +386,7 @@ int main(int argc, char **argv)
         case 'R': opts.max_pending_requests = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'I': opts.idle_timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'g': opts.shutdown_grace_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'L': opts.ws_idle_release_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'O':
             if (norigins + 1 < sizeof origins / sizeof origins[0])
                 origins[norigins++] = optarg;

@@ -502,3 +502,106 @@ TEST_IMPL(ws_close_mid_frame)
     ts_run(NULL, NULL, mid_frame_client, NULL);
     return 0;
 }
+
+/* ---- idle WebSockets give their wslay context back ---------------------------------------- */
+
+enum { RELEASE_MS = 40 };
+
+static uint64_t ws_buffers(ts *t)
+{
+    ps_server_stats st;
+    ts_stats(t, &st);
+    return st.ws_buffers;
+}
+
+/* Waits until the server holds `n` contexts; fails after 100 release periods. */
+static void await_buffers(ts *t, uint64_t n)
+{
+    for (int i = 0; i < 200 && ws_buffers(t) != n; i++)
+        uv_sleep(RELEASE_MS / 2);
+    ASSERT_EQ(ws_buffers(t), n);
+}
+
+/* Quiet for several release periods, the context must still be held (half a frame or message
+ * would be lost with it). */
+static void expect_held_while_quiet(ts *t, uint64_t n)
+{
+    uv_sleep(RELEASE_MS * 5);
+    ASSERT_EQ(ws_buffers(t), n);
+}
+
+static void idle_release_client(ts *t)
+{
+    tc *a = tc_sio_connect(t);
+    tc *b = tc_sio_connect(t);
+    await_buffers(t, 0);
+
+    /* A message in, its answer out, on a fresh context; the other connection stays idle. */
+    tc_ws_text(a, "421[\"x\"]");
+    tc_ws_expect_text(a, "431[]");
+    await_buffers(t, 0);
+
+    /* Control frames too. */
+    tc_ws_send(b, true, WS_PING, "p", 1, true);
+    tframe f;
+    ASSERT(tc_ws_read(b, &f));
+    ASSERT_EQ(f.opcode, WS_PONG);
+    tframe_free(&f);
+    await_buffers(t, 0);
+
+    /* Half a frame header, then half a payload, then half a fragmented message: held. */
+    ps__buf fr;
+    ps__buf_init(&fr);
+    tc_ws_frame(&fr, true, WS_TEXT, "422[\"header\"]", 13, true);
+    tc_send(a, fr.base, 1);
+    expect_held_while_quiet(t, 1);
+    tc_send(a, fr.base + 1, 7);
+    expect_held_while_quiet(t, 1);
+    tc_send(a, fr.base + 8, fr.len - 8);
+    tc_ws_expect_text(a, "432[]");
+    ps__buf_reset(&fr);
+    tc_ws_send(b, false, WS_TEXT, "423[\"frag", 9, true);
+    expect_held_while_quiet(t, 1);
+    tc_ws_send(b, true, WS_PING, "mid", 3, true); /* a control frame between fragments */
+    ASSERT(tc_ws_read(b, &f));
+    ASSERT_EQ(f.opcode, WS_PONG);
+    tframe_free(&f);
+    expect_held_while_quiet(t, 1);
+    tc_ws_send(b, true, WS_CONT, "mented\"]", 8, true);
+    tc_ws_expect_text(b, "433[]");
+    await_buffers(t, 0);
+
+    /* Output to an idle connection: the heartbeat's ping takes a context to be framed. */
+    char *ping = tc_ws_read_text(a);
+    ASSERT_STR_EQ(ping, "2");
+    ps__free(ping);
+    tc_ws_text(a, "3");
+    ping = tc_ws_read_text(b);
+    ASSERT_STR_EQ(ping, "2");
+    ps__free(ping);
+    tc_ws_text(b, "3");
+    await_buffers(t, 0);
+
+    /* The close handshake on a fresh context, and a connection vanishing without one. */
+    const uint8_t bye[] = {0x03, 0xe8};
+    tc_ws_send(a, true, WS_CLOSE, bye, sizeof bye, true);
+    ASSERT(tc_ws_read(a, &f));
+    ASSERT_EQ(f.opcode, WS_CLOSE);
+    tframe_free(&f);
+    tc_expect_eof(a);
+    tc_free(a);
+    tc_close(b, true);
+    tc_free(b);
+    ps__buf_free(&fr);
+    await_buffers(t, 0);
+    ts_stop(t);
+}
+
+TEST_IMPL(ws_idle_release)
+{
+    /* The heartbeat is slow enough not to interfere before the last step, even on a loaded
+     * machine. */
+    ps_server_opts o = {.ws_idle_release_ms = RELEASE_MS, .ping_interval_ms = 5000};
+    ts_run(&o, NULL, idle_release_client, NULL);
+    return 0;
+}
