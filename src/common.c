@@ -6,11 +6,14 @@
 #include "common.h"
 
 #include <errno.h>
+#include <locale.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
 #include <sys/random.h>
 #include <time.h>
+#include <yajl/yajl_parse.h>
 
 static void *(*alloc_malloc)(size_t) = malloc;
 static void *(*alloc_realloc)(void *, size_t) = realloc;
@@ -382,6 +385,242 @@ static int json_append_cb(const char *buffer, size_t size, void *data)
 void ps__json_append(ps__buf *b, const json_t *v)
 {
     json_dump_callback(v, json_append_cb, b, PS__JSON_FLAGS);
+}
+
+/* ---- JSON parsing ---------------------------------------------------------------------- */
+
+/*
+ * jansson's parser costs about 2.5 us for a 180-byte channel message, 40% of a round trip
+ * (BENCHMARKS.md); yajl's lexer builds the same jansson tree in a third of that. What jansson
+ * accepted is kept: strict UTF-8, no lone surrogate escapes, NUL allowed in strings but not in
+ * keys, the last of duplicate keys wins, nesting up to 2048, and an integer beyond int64
+ * becomes a real (JavaScript's number) instead of an error.
+ */
+#define PS__JSON_MAX_DEPTH 2048
+
+typedef struct json_builder {
+    json_t *root;
+    json_t **stack; /* open containers, innermost last */
+    size_t depth, cap;
+    json_t *inline_stack[16];
+    ps__buf key; /* the pending object key: yajl's pointer dies with its next string */
+    yajl_handle h;
+    bool finishing;  /* inside yajl_complete_parse: the text has been read to its end */
+    size_t root_end; /* where the top-level value ended in the text, or SIZE_MAX */
+} json_builder;
+
+/* The top-level value is complete. yajl misses a string left open after it ("1 \"x"), so
+ * what follows it is checked here: the offset is exact while yajl_parse runs; a value that
+ * completes only in yajl_complete_parse (a number) ends the text. */
+static void jb_root_done(json_builder *b)
+{
+    if (!b->finishing)
+        b->root_end = yajl_get_bytes_consumed(b->h);
+}
+
+static int jb_add(json_builder *b, json_t *v)
+{
+    if (!v)
+        return 0;
+    if (b->depth == 0) {
+        b->root = v;
+        if (!json_is_array(v) && !json_is_object(v))
+            jb_root_done(b);
+        return 1;
+    }
+    json_t *top = b->stack[b->depth - 1];
+    if (json_is_array(top))
+        return json_array_append_new(top, v) == 0;
+    return json_object_setn_new_nocheck(top, b->key.base, b->key.len, v) == 0;
+}
+
+static int jb_open(json_builder *b, json_t *container)
+{
+    if (b->depth == PS__JSON_MAX_DEPTH) {
+        json_decref(container);
+        return 0;
+    }
+    if (!jb_add(b, container))
+        return 0;
+    if (b->depth == b->cap) {
+        size_t cap = b->cap * 4;
+        json_t **stack = ps__malloc(cap * sizeof *stack);
+        memcpy(stack, b->stack, b->depth * sizeof *stack);
+        if (b->stack != b->inline_stack)
+            ps__free(b->stack);
+        b->stack = stack;
+        b->cap = cap;
+    }
+    b->stack[b->depth++] = container;
+    return 1;
+}
+
+static int jb_close(void *ctx)
+{
+    json_builder *b = ctx;
+    if (--b->depth == 0)
+        jb_root_done(b);
+    return 1;
+}
+
+static int jb_null(void *ctx)
+{
+    return jb_add(ctx, json_null());
+}
+
+static int jb_boolean(void *ctx, int v)
+{
+    return jb_add(ctx, json_boolean(v));
+}
+
+static locale_t c_numeric;
+static uv_once_t c_numeric_once = UV_ONCE_INIT;
+
+static void c_numeric_init(void)
+{
+    c_numeric = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+}
+
+static int jb_number(void *ctx, const char *s, size_t len)
+{
+    char small[64];
+    char *text = len < sizeof small ? small : ps__malloc(len + 1);
+    memcpy(text, s, len);
+    text[len] = '\0';
+    json_t *v = NULL;
+    if (!memchr(text, '.', len) && !memchr(text, 'e', len) && !memchr(text, 'E', len)) {
+        errno = 0;
+        long long n = strtoll(text, NULL, 10);
+        if (errno != ERANGE)
+            v = json_integer(n);
+    }
+    if (!v) {
+        /* In the C locale whatever the application set: JSON's decimal point is '.'. */
+        uv_once(&c_numeric_once, c_numeric_init);
+        errno = 0;
+        double d = strtod_l(text, NULL, c_numeric);
+        if (!(errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL)))
+            v = json_real(d); /* underflow to 0 or a subnormal is fine, as for jansson */
+    }
+    if (text != small)
+        ps__free(text);
+    return jb_add(ctx, v);
+}
+
+static int jb_string(void *ctx, const unsigned char *s, size_t len)
+{
+    return jb_add(ctx, json_stringn_nocheck((const char *)s, len));
+}
+
+static int jb_start_map(void *ctx)
+{
+    return jb_open(ctx, json_object());
+}
+
+static int jb_map_key(void *ctx, const unsigned char *s, size_t len)
+{
+    json_builder *b = ctx;
+    if (memchr(s, '\0', len))
+        return 0;
+    ps__buf_reset(&b->key);
+    ps__buf_append(&b->key, s, len);
+    return 1;
+}
+
+static int jb_start_array(void *ctx)
+{
+    return jb_open(ctx, json_array());
+}
+
+static const yajl_callbacks json_builder_cbs = {
+    .yajl_null = jb_null,
+    .yajl_boolean = jb_boolean,
+    .yajl_number = jb_number,
+    .yajl_string = jb_string,
+    .yajl_start_map = jb_start_map,
+    .yajl_map_key = jb_map_key,
+    .yajl_end_map = jb_close,
+    .yajl_start_array = jb_start_array,
+    .yajl_end_array = jb_close,
+};
+
+/*
+ * yajl turns a lone high surrogate escape into '?' and pairs a high surrogate with whatever
+ * \u follows; jansson refused both, and a string must stay what the client sent. Escapes
+ * occur only inside strings, and "\\" is consumed whole, so a scan from one backslash to the
+ * next sees every \u escape of valid JSON.
+ */
+static unsigned hex4(const char *p)
+{
+    unsigned u = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0)
+            return 0; /* not an escape yajl accepts: it fails the parse itself */
+        u = u << 4 | (unsigned)d;
+    }
+    return u;
+}
+
+static bool surrogates_paired(const char *s, size_t len)
+{
+    size_t i = 0;
+    for (;;) {
+        const char *p = i < len ? memchr(s + i, '\\', len - i) : NULL;
+        if (!p)
+            return true;
+        i = (size_t)(p - s);
+        if (len - i < 6 || s[i + 1] != 'u') {
+            i += 2;
+            continue;
+        }
+        unsigned u = hex4(s + i + 2);
+        i += 6;
+        if (u >= 0xDC00 && u <= 0xDFFF)
+            return false;
+        if (u >= 0xD800 && u <= 0xDBFF) {
+            if (len - i < 6 || s[i] != '\\' || s[i + 1] != 'u')
+                return false;
+            unsigned low = hex4(s + i + 2);
+            if (low < 0xDC00 || low > 0xDFFF)
+                return false;
+            i += 6;
+        }
+    }
+}
+
+json_t *ps__json_parse(const char *s, size_t len)
+{
+    /* yajl also takes \v and \f for white space; JSON has neither outside strings, nor raw
+     * control characters inside them. */
+    if (memchr(s, '\v', len) || memchr(s, '\f', len))
+        return NULL;
+    if (!ps__utf8_valid((const uint8_t *)s, len) || !surrogates_paired(s, len))
+        return NULL;
+    json_builder b = {.cap = PS__ARRAY_SIZE(b.inline_stack), .root_end = SIZE_MAX};
+    b.stack = b.inline_stack;
+    ps__buf_init(&b.key);
+    yajl_handle h = b.h = yajl_alloc(&json_builder_cbs, NULL, &b);
+    /* Checked above, strictly (yajl's check lets overlong forms and surrogates through). */
+    yajl_config(h, yajl_dont_validate_strings, 1);
+    bool ok = yajl_parse(h, (const unsigned char *)s, len) == yajl_status_ok;
+    b.finishing = true;
+    ok = ok && yajl_complete_parse(h) == yajl_status_ok && b.root;
+    for (size_t i = b.root_end; ok && i < len; i++)
+        ok = s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r';
+    yajl_free(h);
+    ps__buf_free(&b.key);
+    if (b.stack != b.inline_stack)
+        ps__free(b.stack);
+    if (!ok) {
+        json_decref(b.root);
+        return NULL;
+    }
+    return b.root;
 }
 
 /* ---- errors ---------------------------------------------------------------------------- */

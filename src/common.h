@@ -113,6 +113,9 @@ size_t ps__base64_encode(const uint8_t *in, size_t n, char *out);
 void ps__json_escape(ps__buf *b, const char *s);
 /* Appends the compact JSON text of v (ps__JSON_FLAGS). */
 void ps__json_append(ps__buf *b, const json_t *v);
+/* Parses one JSON text (any value at the top) as jansson's json_loadb(JSON_DECODE_ANY |
+ * JSON_ALLOW_NUL) would, only faster; beyond int64, integers become reals. NULL if invalid. */
+json_t *ps__json_parse(const char *s, size_t len);
 /* Compact JSON, keys in insertion order (what the Socket.IO JS encoder produces). */
 #define PS__JSON_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY)
 

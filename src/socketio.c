@@ -135,14 +135,7 @@ int ps__sio_decode(const char *s, size_t len, ps__sio_packet *p, const char **er
         p->id = id;
     }
     if (i < len) {
-        json_error_t jerr;
-        p->data = json_loadb(s + i, len - i, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-        if (!p->data && strstr(jerr.text, "too big")) {
-            /* JavaScript writes 1e19 as 10000000000000000000, beyond jansson's int64: read that
-             * packet's numbers as doubles, which is what JavaScript holds anyway. */
-            p->data = json_loadb(s + i, len - i,
-                                 JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &jerr);
-        }
+        p->data = ps__json_parse(s + i, len - i);
         if (!p->data) {
             *err = "invalid JSON payload";
             return -1;

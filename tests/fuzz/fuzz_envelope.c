@@ -1,7 +1,7 @@
 /*
  * fuzz_envelope: the channel_message envelope of DESIGN §3 (ps__envelope_decode) and binary
  * values ({"$binary": base64}: ps_is_binary, ps_binary_data, ps_binary) on JSON a client could
- * send. The input is parsed with jansson as the Socket.IO decoder would (any value, NULs in
+ * send. The input is parsed as the Socket.IO decoder does (ps__json_parse: any value, NULs in
  * strings allowed); what fails to parse is done.
  *
  * Checks: a decoded envelope has a non-empty channel, exactly one of event and responseTo,
@@ -118,8 +118,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    json_error_t jerr;
-    json_t *msg = json_loadb((const char *)data, size, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    json_t *msg = ps__json_parse((const char *)data, size);
     if (!msg)
         return 0;
     check_envelope(msg);

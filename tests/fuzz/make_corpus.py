@@ -362,10 +362,27 @@ def envelope_seeds():
     write("fuzz_envelope", "not-object", b'["channel_message"]')
 
 
+def json_seeds():
+    seeds = {
+        "envelope": b'["message",{"type":"channel_message","channel":"Xk3b9QmZ2pL8vR1tY6wE4a",'
+                    b'"event":"echo","payload":{"id":"12.345","data":"xx"},"requestId":"12.345"}]',
+        "mixed": b'{"a":[1,-2.5e3,true,false,null,"\\u00e9\\ud83d\\ude00"],"a":{}}',
+        "bigint": b"[9223372036854775808,1,-0,1e-400]",
+        "nul": b'"a\\u0000b"',
+        "nested": b"[[[[[[[[[[]]]]]]]]]]",
+        "scalar": b" 42 ",
+        "lone-high": b'"\\ud800"',
+        "nul-key": b'{"k\\u0000":1}',
+    }
+    for name, data in seeds.items():
+        write("fuzz_json", name, data)
+
+
 if __name__ == "__main__":
     shutil.rmtree(os.path.join(HERE, "corpus"), ignore_errors=True)
     http_seeds()
     ws_seeds()
     packet_seeds()
     envelope_seeds()
+    json_seeds()
     server_seeds()

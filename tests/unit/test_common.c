@@ -1,9 +1,12 @@
 /*
- * common: byte buffers, the intrusive list, UTF-8 validation, URL decoding, base64, random ids
- * and error names. Pure functions, tested byte for byte with hostile inputs.
+ * common: byte buffers, the intrusive list, UTF-8 validation, URL decoding, base64, random ids,
+ * error names, and the JSON parser. Pure functions, tested byte for byte with hostile inputs.
  */
 #include "common.h"
 #include "test.h"
+
+#include <locale.h>
+#include <stdlib.h>
 
 #define U8(s) (const uint8_t *)(s), (sizeof(s) - 1)
 
@@ -422,5 +425,104 @@ TEST_IMPL(common_strcase)
     ASSERT(!ps__strncaseeq("WebSocket", 8, "websocket"));
     ASSERT(!ps__strncaseeq("WebSockets", 10, "websocket"));
     ASSERT(ps__strncaseeq("", 0, ""));
+    return 0;
+}
+
+/* The parser of every incoming packet: what jansson's json_loadb accepted, as jansson values
+ * (fuzz_json compares the two on arbitrary input; these are the cases worth naming). */
+TEST_IMPL(common_json_parse)
+{
+    static const struct {
+        const char *text;
+        const char *canonical; /* compact dump of the value, NULL: must be refused */
+    } cases[] = {
+        {"{\"a\":1,\"b\":[true,false,null],\"c\":\"x\"}",
+         "{\"a\":1,\"b\":[true,false,null],\"c\":\"x\"}"},
+        {" \t\r\n[ 1 , 2 ]\n ", "[1,2]"},
+        {"42", "42"},
+        {"\"s\"", "\"s\""},
+        {"-0", "0"},
+        {"2.5e3", "2500.0"},
+        {"{\"k\":1,\"k\":2}", "{\"k\":2}"}, /* the last duplicate wins */
+        {"\"\\u00e9\\ud83d\\ude00\\n\"", "\"\xc3\xa9\xf0\x9f\x98\x80\\n\""}, /* escapes decoded */
+        {"9223372036854775807", "9223372036854775807"},
+        {"9223372036854775808", "9.2233720368547758e18"}, /* beyond int64: a real */
+        {"1e-400", "0.0"},                                /* underflow is zero */
+        {"", NULL},
+        {"   ", NULL},
+        {"[1,]", NULL},
+        {"{\"a\":1,}", NULL},
+        {"01", NULL},
+        {"1.", NULL},
+        {"-", NULL},
+        {"1e400", NULL},       /* overflow */
+        {"[1] x", NULL},       /* trailing garbage */
+        {"1 \"open", NULL},    /* an unterminated string after the value (yajl misses it) */
+        {"\"a\" \"b\"", NULL}, /* two values */
+        {"tru", NULL},
+        {"// c\n1", NULL}, /* no comments */
+        {"\v1", NULL},     /* \v and \f are not JSON white space */
+        {"\f1", NULL},
+        {"\"\\ud800\"", NULL},          /* a lone high surrogate */
+        {"\"\\udc00\"", NULL},          /* a lone low surrogate */
+        {"\"\\ud800\\u0041\"", NULL},   /* high followed by something else */
+        {"\"\\ud800x\\udc00\"", NULL},  /* the low half not at once */
+        {"\"\xc0\x80\"", NULL},         /* overlong UTF-8 */
+        {"\"\xed\xa0\x80\"", NULL},     /* an encoded surrogate */
+        {"\"\xf4\x90\x80\x80\"", NULL}, /* beyond U+10FFFF */
+        {"\"a\x01\"", NULL},            /* a raw control character */
+        {"{\"k\\u0000\":1}", NULL},     /* NUL in a key */
+    };
+    for (size_t i = 0; i < PS__ARRAY_SIZE(cases); i++) {
+        json_t *v = ps__json_parse(cases[i].text, strlen(cases[i].text));
+        if (!cases[i].canonical) {
+            if (v)
+                ps_test_fail(__FILE__, __LINE__, "accepted: %s", cases[i].text);
+            continue;
+        }
+        if (!v)
+            ps_test_fail(__FILE__, __LINE__, "refused: %s", cases[i].text);
+        char *dump = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+        ASSERT_STR_EQ(dump, cases[i].canonical);
+        free(dump);
+        json_decref(v);
+    }
+
+    /* NUL inside a string is kept (length-aware); the string is not cut there. */
+    json_t *v = ps__json_parse(PS__STRLIT("\"a\\u0000b\""));
+    ASSERT(v);
+    ASSERT_EQ(json_string_length(v), 3);
+    ASSERT_MEM_EQ(json_string_value(v), 3, "a\0b", 3);
+    json_decref(v);
+
+    /* Integers beyond int64 become reals one by one; the others stay integers. */
+    v = ps__json_parse(PS__STRLIT("[1,-99999999999999999999]"));
+    ASSERT(json_is_integer(json_array_get(v, 0)));
+    ASSERT(json_is_real(json_array_get(v, 1)));
+    json_decref(v);
+
+    /* Nesting: 2048 levels parse, 2049 do not; and deep input never overflows a stack. */
+    for (int depth = 2048; depth <= 100000; depth = depth == 2048 ? 2049 : 100000) {
+        ps__buf b;
+        ps__buf_init(&b);
+        for (int k = 0; k < depth; k++)
+            ps__buf_appendc(&b, '[');
+        for (int k = 0; k < depth; k++)
+            ps__buf_appendc(&b, ']');
+        v = ps__json_parse(b.base, b.len);
+        ASSERT_EQ(v != NULL, depth == 2048);
+        json_decref(v);
+        ps__buf_free(&b);
+        if (depth == 100000)
+            break;
+    }
+
+    /* The decimal point is '.' whatever locale the application set. */
+    if (setlocale(LC_NUMERIC, "de_DE.UTF-8") || setlocale(LC_NUMERIC, "fr_FR.UTF-8")) {
+        v = ps__json_parse(PS__STRLIT("1.5"));
+        ASSERT(v && json_real_value(v) == 1.5);
+        json_decref(v);
+        setlocale(LC_NUMERIC, "C");
+    }
     return 0;
 }
