@@ -124,7 +124,7 @@ fuzz-smoke: deps-apt
 clean:
 	rm -rf $(BUILD) $(ASAN)
 
-FORMATTED = $(wildcard include/*.h src/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c examples/*/*.[ch] \
+FORMATTED = $(wildcard include/*.h src/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch] examples/*/*.[ch] \
                        bench/loadgen/*.[ch])
 
 format:

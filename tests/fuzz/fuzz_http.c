@@ -201,9 +201,6 @@ static void check_resolve(const char *raw)
 
 /* ---- entry points ---------------------------------------------------------------------- */
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     T.env = fz_env_get();

@@ -3,10 +3,10 @@
  * against jansson's own json_loadb with the flags it replaced (JSON_DECODE_ANY |
  * JSON_ALLOW_NUL, and JSON_DECODE_INT_AS_REAL when an integer is beyond int64).
  *
- * Checks: both accept or both refuse every input (but one: see the NUL below), and what they accept is the same value:
- * same types, same strings byte for byte, same keys, same numbers (an integer beyond int64 is
- * a real in both; jansson then makes every number of the text a real, so an integer and a real
- * of equal value match).
+ * Checks: both accept or both refuse every input (with one exception, the NUL below), and
+ * what they accept is the same value: same types, same strings byte for byte, same keys, same
+ * numbers (an integer beyond int64 is a real in both; jansson then makes every number of the
+ * text a real, so an integer and a real of equal value match).
  */
 #include "harness.h"
 
@@ -45,9 +45,6 @@ static void check_same(const json_t *a, const json_t *b, int depth)
     default: break; /* true, false, null: the type says it all */
     }
 }
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

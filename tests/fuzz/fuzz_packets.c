@@ -206,9 +206,6 @@ static void url_decode_check(const char *s, size_t len, bool plus)
     free(b);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     ps__log_set_level(-1);

@@ -354,9 +354,6 @@ static ps_server *server_new(void)
     return srv;
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     env = fz_env_get();

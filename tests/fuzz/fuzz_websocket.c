@@ -31,9 +31,6 @@ static bool on_request(void *user, ps__http_req *req)
     return true;
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     T.env = fz_env_get();

@@ -30,6 +30,10 @@
         }                                                                                          \
     } while (0)
 
+/* libFuzzer's entry points, which every target defines. */
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 #define FZ_MAX_CONNS 8
 
 typedef struct fz_slot {
