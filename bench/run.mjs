@@ -156,6 +156,7 @@ function environment() {
     ws: npmVersion("ws"),
     libuv: pkg("libuv1-dev"),
     jansson: pkg("libjansson-dev"),
+    yajl: pkg("libyajl-dev"),
     wslay: pkg("libwslay-dev"),
     httpParser: pkg("libhttp-parser-dev"),
     valgrind: sh("valgrind", ["--version"]),
@@ -322,7 +323,8 @@ function namedCallers(file) {
 
 function component(row) {
   const { fn, obj } = row;
-  if (obj.startsWith("libjansson")) return "jansson (JSON parse, build, encode, free)";
+  if (obj.startsWith("libjansson")) return "jansson (JSON values: build, encode, free)";
+  if (obj.startsWith("libyajl")) return "yajl (JSON lexing and parsing)";
   if (obj.startsWith("libc") && /malloc|free|calloc|realloc|tcache|consolidate/.test(fn)) return "malloc/free (glibc)";
   if (obj.startsWith("libc") && /printf|vfprintf|xsputn|itoa|strchrnul/.test(fn)) return "printf family (glibc)";
   if (obj.startsWith("libc") && /mem|str/.test(fn)) return "memcpy/strlen/strcmp (glibc)";
@@ -354,7 +356,7 @@ async function profileCpu() {
   for (const row of self.rows) byComponent.set(component(row), (byComponent.get(component(row)) ?? 0) + row.ir);
   const inclusiveOf = (name) => incl.rows.filter((x) => x.fn === name).reduce((m, x) => Math.max(m, x.ir), 0);
   const ops = [
-    ["json_loadb", "parse the incoming packet (Socket.IO decode)"],
+    ["ps__json_parse", "parse the incoming packet into jansson values (yajl)"],
     ["json_dump_callback", "serialise the outgoing envelope"],
     ["json_delete", "free JSON trees"],
     ["json_pack", "build envelopes with json_pack"],
@@ -628,7 +630,7 @@ function report(env, res, targets, cpuProf, memProf) {
   p();
   p(`- CPU: ${env.cpu}, ${env.cores} cores; ${env.memGiB} GiB memory; kernel ${env.kernel}; open files limit ${env.nofile}`);
   p(`- pulsec ${env.pulsec}, CMake Release build (\`-O3\`), ${env.cc}`);
-  p(`- libuv ${env.libuv}, jansson ${env.jansson}, wslay ${env.wslay}, http-parser ${env.httpParser} (Debian packages)`);
+  p(`- libuv ${env.libuv}, jansson ${env.jansson}, yajl ${env.yajl}, wslay ${env.wslay}, http-parser ${env.httpParser} (Debian packages)`);
   p(`- baseline: Node ${env.node}, socket.io ${env.socketio} (engine.io ${env.engineio}, ws ${env.ws}), installed by \`npm ci\` from bench/baseline-socketio/package-lock.json (no optional native add-ons)`);
   p(`- ${env.valgrind || "valgrind not installed"}`);
   p(`- date: ${env.date}; load average when the run started: ${env.loadavg}`);
@@ -699,8 +701,9 @@ function analysis(res, targets, cpuProf, memProf) {
           ? `The kernel's share alone (loopback TCP reads and writes) exceeds the budget, so the target cannot be met on this machine by user-space work; `
           : ``) +
         (cpuProf
-          ? `in user space ${fmt((cpuProf.components.find(([n]) => n.startsWith("jansson"))?.[1] / cpuProf.total) * 100)}% of the instructions are jansson's ` +
-            `(parse ${fmt(cpuProf.ops.find((o) => o.fn === "json_loadb")?.ir / cpuProf.roundTrips)} and serialise ` +
+          ? `in user space ${fmt((cpuProf.components.filter(([n]) => n.startsWith("jansson") || n.startsWith("yajl")).reduce((t, [, ir]) => t + ir, 0) / cpuProf.total) * 100)}% ` +
+            `of the instructions are JSON work, jansson's and yajl's ` +
+            `(parse ${fmt(cpuProf.ops.find((o) => o.fn === "ps__json_parse")?.ir / cpuProf.roundTrips)} and serialise ` +
             `${fmt(cpuProf.ops.find((o) => o.fn === "json_dump_callback")?.ir / cpuProf.roundTrips)} instructions per round trip) and ` +
             `${fmt((cpuProf.components.find(([n]) => n.startsWith("malloc"))?.[1] / cpuProf.total) * 100)}% malloc/free: every packet is parsed into ` +
             `a jansson tree and every reply built as one and serialised, about ${fmt(cpuProf.perRoundTrip)} instructions per round trip in all.`
