@@ -1,8 +1,9 @@
 /*
  * websocket: wslay's event API driven by libuv reads. Bytes read from the socket are offered to
- * wslay through recv_callback; frames wslay wants to send are gathered in `out` and written in
- * one piece after each round ("proceed", as h2o does it). The ps__ws lives until its TCP
- * connection's close callback, so upper layers may close it from inside on_message.
+ * wslay through recv_callback; frames produced during a read (wslay's control frames, and the
+ * data frames ps__ws_send writes itself) are gathered in `out` and written in one piece after
+ * each round ("proceed", as h2o does it). The ps__ws lives until its TCP connection's close
+ * callback, so upper layers may close it from inside on_message.
  */
 #include "websocket.h"
 
@@ -440,20 +441,46 @@ void ps__ws_start(ps__ws *ws)
     ps__buf_free(&early);
 }
 
+/* The header of an unfragmented, unmasked frame (RFC 6455 §5.2); returns its length. */
+static size_t frame_header(uint8_t h[10], uint8_t opcode, size_t len)
+{
+    h[0] = 0x80 | opcode;
+    if (len < 126) {
+        h[1] = (uint8_t)len;
+        return 2;
+    }
+    size_t nbytes = len <= 0xffff ? 2 : 8;
+    h[1] = nbytes == 2 ? 126 : 127;
+    for (size_t i = 0; i < nbytes; i++)
+        h[1 + nbytes - i] = (uint8_t)((uint64_t)len >> (8 * i));
+    return 2 + nbytes;
+}
+
+/*
+ * Data frames are framed here rather than queued in wslay: wslay would copy each message into
+ * an allocation of its own and then into `out`, and it would need a context, which an idle
+ * WebSocket gave back. Order is kept: outside a read wslay has nothing queued (every round
+ * ends with a flush), and inside one the frames go to `out` in turn with wslay's.
+ */
 int ps__ws_send(ps__ws *ws, bool binary, const char *data, size_t len)
 {
-    if (ws->closing || ws->conn->closing)
+    if (ws->closing || ws->failed || ws->conn->closing)
         return UV_EPIPE;
-    struct wslay_event_msg msg = {
-        .opcode = binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME,
-        .msg = (const uint8_t *)data,
-        .msg_length = len,
-    };
-    if (wslay_event_queue_msg(ws_ctx(ws), &msg) != 0)
-        return UV_EPIPE;
-    if (!ws->in_proceed)
-        ws_flush(ws);
-    return 0;
+    uint8_t h[10];
+    size_t hlen = frame_header(h, binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME, len);
+    if (ws->in_proceed) {
+        /* A pong wslay owes for a ping earlier in this read goes first, as it was caused
+         * first. wslay keeps separate send and receive state, so this may run inside its
+         * receive loop; a close it queued (ws->failed) never gets here. */
+        if (wslay_event_want_write(ws->ctx))
+            wslay_event_send(ws->ctx);
+        ps__buf_append(&ws->out, h, hlen);
+        ps__buf_append(&ws->out, data, len);
+        return 0;
+    }
+    uv_buf_t bufs[2] = {uv_buf_init((char *)h, (unsigned)hlen),
+                        uv_buf_init((char *)data, (unsigned)len)};
+    return ps__conn_writev(ws->conn, bufs, 2);
 }
 
 void ps__ws_close(ps__ws *ws, int code, const char *reason)

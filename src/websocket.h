@@ -36,7 +36,8 @@ typedef struct ps__ws_cbs {
  * The WebSockets of one server that hold a wslay context. A context costs about 8.5 KiB (two
  * 4 KiB buffers) whether or not its connection is busy, three quarters of an idle connection's
  * memory. A WebSocket that has been quiet for idle_ms, between messages, gives its context
- * back and takes a fresh one with its next frame in or out (about 0.3 us).
+ * back and takes a fresh one with the next frame it receives (about 0.3 us); frames it sends
+ * need none (ps__ws_send frames them itself).
  */
 typedef struct ps__ws_pool {
     uv_loop_t *loop;

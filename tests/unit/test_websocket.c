@@ -571,15 +571,21 @@ static void idle_release_client(ts *t)
     tc_ws_expect_text(b, "433[]");
     await_buffers(t, 0);
 
-    /* Output to an idle connection: the heartbeat's ping takes a context to be framed. */
+    /* Output to an idle connection is framed without a context: the heartbeat's pings. */
     char *ping = tc_ws_read_text(a);
     ASSERT_STR_EQ(ping, "2");
     ps__free(ping);
-    tc_ws_text(a, "3");
     ping = tc_ws_read_text(b);
     ASSERT_STR_EQ(ping, "2");
     ps__free(ping);
+    ASSERT_EQ(ws_buffers(t), 0);
+    /* The pongs take contexts; an acknowledged event behind each shows they were read. */
+    tc_ws_text(a, "3");
     tc_ws_text(b, "3");
+    tc_ws_text(a, "424[\"x\"]");
+    tc_ws_text(b, "425[\"x\"]");
+    tc_ws_expect_text(a, "434[]");
+    tc_ws_expect_text(b, "435[]");
     await_buffers(t, 0);
 
     /* The close handshake on a fresh context, and a connection vanishing without one. */
