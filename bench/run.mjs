@@ -699,9 +699,10 @@ function analysis(res, targets, cpuProf, memProf) {
         `${fmt(sys(pulsec), 1)} µs in the kernel per round trip (socket.io: ${fmt(user(sio), 1)} + ${fmt(sys(sio), 1)} µs). ` +
         (sys(pulsec) > 1e6 / goal
           ? `The kernel's share alone (loopback TCP reads and writes) exceeds the budget, so the target cannot be met on this machine by user-space work; `
-          : ``) +
+          : `The kernel's share (loopback TCP reads and writes) takes ${fmt((sys(pulsec) * goal) / 1e4)}% of the budget and leaves ` +
+            `${fmt(1e6 / goal - sys(pulsec), 2)} µs for user space, ${fmt(user(pulsec) / (1e6 / goal - sys(pulsec)), 0)}× less than pulsec spends there now. `) +
         (cpuProf
-          ? `in user space ${fmt((cpuProf.components.filter(([n]) => n.startsWith("jansson") || n.startsWith("yajl")).reduce((t, [, ir]) => t + ir, 0) / cpuProf.total) * 100)}% ` +
+          ? `${sys(pulsec) > 1e6 / goal ? "in" : "In"} user space ${fmt((cpuProf.components.filter(([n]) => n.startsWith("jansson") || n.startsWith("yajl")).reduce((t, [, ir]) => t + ir, 0) / cpuProf.total) * 100)}% ` +
             `of the instructions are JSON work, jansson's and yajl's ` +
             `(parse ${fmt(cpuProf.ops.find((o) => o.fn === "ps__json_parse")?.ir / cpuProf.roundTrips)} and serialise ` +
             `${fmt(cpuProf.ops.find((o) => o.fn === "json_dump_callback")?.ir / cpuProf.roundTrips)} instructions per round trip) and ` +
