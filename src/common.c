@@ -344,6 +344,45 @@ size_t ps__base64_encode(const uint8_t *in, size_t n, char *out)
     return o;
 }
 
+static int b64val(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+long ps__base64_decode(const char *in, size_t n, ps__buf *out)
+{
+    if (n % 4 != 0)
+        return -1;
+    size_t start = out->len;
+    for (size_t i = 0; i < n; i += 4) {
+        int v[4];
+        int pad = 0;
+        for (int k = 0; k < 4; k++) {
+            if (in[i + k] == '=' && i + 4 == n && k >= 2) {
+                v[k] = 0;
+                pad++;
+            } else if (pad || (v[k] = b64val(in[i + k])) < 0) {
+                return -1;
+            }
+        }
+        uint32_t w = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) | ((uint32_t)v[2] << 6) |
+                     (uint32_t)v[3];
+        char bytes[3] = {(char)(w >> 16), (char)(w >> 8), (char)w};
+        ps__buf_append(out, bytes, (size_t)(3 - pad));
+    }
+    return (long)(out->len - start);
+}
+
 void ps__json_escape(ps__buf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
@@ -488,7 +527,7 @@ static int jb_number(void *ctx, const char *s, size_t len)
     memcpy(text, s, len);
     text[len] = '\0';
     json_t *v = NULL;
-    if (!memchr(text, '.', len) && !memchr(text, 'e', len) && !memchr(text, 'E', len)) {
+    if (!strpbrk(text, ".eE")) {
         errno = 0;
         long long n = strtoll(text, NULL, 10);
         if (errno != ERANGE)
@@ -554,11 +593,7 @@ static unsigned hex4(const char *p)
 {
     unsigned u = 0;
     for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        int d = c >= '0' && c <= '9'   ? c - '0'
-                : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                       : -1;
+        int d = hexval(p[i]);
         if (d < 0)
             return 0; /* not an escape yajl accepts: it fails the parse itself */
         u = u << 4 | (unsigned)d;

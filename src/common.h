@@ -109,6 +109,8 @@ bool ps__strncaseeq(const char *a, size_t alen, const char *b);
 long ps__url_decode(char *s, size_t len, bool plus_is_space);
 /* Encodes bytes as standard base64 with padding into out (4*ceil(n/3)+1 bytes); returns length. */
 size_t ps__base64_encode(const uint8_t *in, size_t n, char *out);
+/* Decodes standard base64 (with padding), appending to out; returns the length or -1. */
+long ps__base64_decode(const char *in, size_t n, ps__buf *out);
 /* Appends s as a JSON string literal (quotes included); s must be valid UTF-8. */
 void ps__json_escape(ps__buf *b, const char *s);
 /* Appends the compact JSON text of v (ps__JSON_FLAGS). */

@@ -57,45 +57,6 @@ void ps__eio_encode_open(ps__buf *out, const char *sid, const ps__eio_config *cf
                    cfg->ping_timeout_ms, cfg->max_payload);
 }
 
-static int b64val(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-long ps__base64_decode(const char *in, size_t n, ps__buf *out)
-{
-    if (n % 4 != 0)
-        return -1;
-    size_t start = out->len;
-    for (size_t i = 0; i < n; i += 4) {
-        int v[4];
-        int pad = 0;
-        for (int k = 0; k < 4; k++) {
-            if (in[i + k] == '=' && i + 4 == n && k >= 2) {
-                v[k] = 0;
-                pad++;
-            } else if (pad || (v[k] = b64val(in[i + k])) < 0) {
-                return -1;
-            }
-        }
-        uint32_t w = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) | ((uint32_t)v[2] << 6) |
-                     (uint32_t)v[3];
-        char bytes[3] = {(char)(w >> 16), (char)(w >> 8), (char)w};
-        ps__buf_append(out, bytes, (size_t)(3 - pad));
-    }
-    return (long)(out->len - start);
-}
-
 int ps__eio_decode_payload(const char *body, size_t len, ps__eio_packet_fn fn, void *user)
 {
     size_t i = 0;

@@ -104,8 +104,6 @@ bool ps__eio_origin_allowed(const ps__eio_config *cfg, const char *origin);
  */
 typedef int (*ps__eio_packet_fn)(void *user, bool binary, const char *data, size_t len);
 int ps__eio_decode_payload(const char *body, size_t len, ps__eio_packet_fn fn, void *user);
-/* Decodes standard base64 (with padding) into out; returns the length or -1. */
-long ps__base64_decode(const char *in, size_t n, ps__buf *out);
 
 /* Engine.IO packet types (the first character of a text packet). */
 enum {

@@ -243,7 +243,6 @@ void ps__conn_abort(ps__conn *c)
 
 static void linger_expired(ps__timer *t, void *data)
 {
-    (void)t;
     ps__conn_abort(data);
 }
 

@@ -166,13 +166,13 @@ static void ws_ctx_release(ps__ws *ws)
 }
 
 /*
- * A fresh context must behave as the old one would: no frame or fragmented message half
- * read, nothing queued to send, no close under way.
+ * Whether a holder's context may go: a fresh one must behave as the old one would, so no frame
+ * or fragmented message half read, nothing queued to send, no close under way.
  */
 static bool ws_ctx_releasable(const ps__ws *ws)
 {
-    return ws->ctx && !ws->closing && !ws->failed && !ws->in_proceed && !ws->in_message &&
-           ws->hdr_len == 0 && ws->payload_left == 0 && !wslay_event_want_write(ws->ctx);
+    return !ws->closing && !ws->failed && !ws->in_proceed && !ws->in_message && ws->hdr_len == 0 &&
+           ws->payload_left == 0 && !wslay_event_want_write(ws->ctx);
 }
 
 static void pool_sweep(ps__timer *t, void *data)
@@ -186,7 +186,6 @@ static void pool_sweep(ps__timer *t, void *data)
         if (now - ws->last_active >= p->idle_ms && ws_ctx_releasable(ws)) {
             ws_ctx_release(ws); /* frees the timer with the last one */
             p->since_trim++;
-            p->released++;
         }
     }
 #ifdef __GLIBC__

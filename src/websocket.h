@@ -46,7 +46,6 @@ typedef struct ps__ws_pool {
     size_t nholding;
     ps__timer *sweep;  /* exists while `holding` is not empty (and idle_ms is not 0) */
     size_t since_trim; /* contexts released since the heap was last trimmed */
-    uint64_t released; /* contexts released, ever */
 } ps__ws_pool;
 
 void ps__ws_pool_init(ps__ws_pool *p, uv_loop_t *loop, uint32_t idle_ms);
