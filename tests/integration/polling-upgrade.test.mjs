@@ -27,6 +27,15 @@ function probeWs(srv, sid, opts = {}) {
   return w;
 }
 
+/** An upgrade WebSocket past the probe exchange ("2probe", "3probe"), before "5". */
+async function probed(srv, sid) {
+  const w = probeWs(srv, sid);
+  await w.opened;
+  w.send('2probe');
+  await w.waitFrame('3probe');
+  return w;
+}
+
 async function assertHeld(g, ms = 150, what = 'GET') {
   const early = await Promise.race([g.res, sleep(ms).then(() => null)]);
   assert.equal(early, null, `${what} was answered at once: ${early && `${early.status} ${JSON.stringify(early.text)}`}`);
@@ -121,10 +130,7 @@ describe('upgrade from polling to WebSocket (raw)', () => {
 
     test('a GET held when 5 arrives (a client that upgrades without pausing) is released, the session moves', async () => {
       const p = await connected(srv);
-      const w = probeWs(srv, p.sid);
-      await w.opened;
-      w.send('2probe');
-      await w.waitFrame('3probe');
+      const w = await probed(srv, p.sid);
       assert.equal((await p.get()).text, '6');
       // This GET finds the session upgrading: "6" at once as well.
       assert.equal((await p.get()).text, '6');
@@ -139,10 +145,7 @@ describe('upgrade from polling to WebSocket (raw)', () => {
       const p = await connected(srv);
       // Queued before the probe (no GET takes them).
       await p.postOk(['42["q1",1]', '42["q2",2]'].join(SEP));
-      const w = probeWs(srv, p.sid);
-      await w.opened;
-      w.send('2probe');
-      await w.waitFrame('3probe');
+      const w = await probed(srv, p.sid);
       // Queued while upgrading, still without a GET.
       await p.postOk(['423["q3"]', '42["q4",4]'].join(SEP));
       await sleep(30);
@@ -160,10 +163,7 @@ describe('upgrade from polling to WebSocket (raw)', () => {
       const p = await connected(srv);
       const head = `452-${JSON.stringify(['bin', ph(0), { x: ph(1) }])}`;
       await p.postOk([head, b64packet([1, 2, 3]), b64packet([0xff, 0])].join(SEP));
-      const w = probeWs(srv, p.sid);
-      await w.opened;
-      w.send('2probe');
-      await w.waitFrame('3probe');
+      const w = await probed(srv, p.sid);
       w.send('5');
       await w.waitFrame((f) => Buffer.isBuffer(f) && f.length === 2, 3000);
       assert.equal(w.frames.length, 4, JSON.stringify(w.frames.map(String)));
@@ -175,10 +175,7 @@ describe('upgrade from polling to WebSocket (raw)', () => {
 
     test('a second WebSocket with the same sid after the upgrade is refused', async () => {
       const p = await connected(srv);
-      const w = probeWs(srv, p.sid);
-      await w.opened;
-      w.send('2probe');
-      await w.waitFrame('3probe');
+      const w = await probed(srv, p.sid);
       w.send('5');
       await sleep(30);
       const { outcome, w: w2 } = await refusedWs(srv, `/socket.io/?EIO=4&transport=websocket&sid=${p.sid}`);
@@ -193,10 +190,7 @@ describe('upgrade from polling to WebSocket (raw)', () => {
 
     test('a second WebSocket while a probe is under way is refused; the first probe completes', async () => {
       const p = await connected(srv);
-      const w = probeWs(srv, p.sid);
-      await w.opened;
-      w.send('2probe');
-      await w.waitFrame('3probe');
+      const w = await probed(srv, p.sid);
       const { outcome } = await refusedWs(srv, `/socket.io/?EIO=4&transport=websocket&sid=${p.sid}`);
       assert.ok(/^status 400$|^closed /.test(outcome), `second WebSocket: ${outcome}`);
       w.send('5');
@@ -208,10 +202,7 @@ describe('upgrade from polling to WebSocket (raw)', () => {
 
     test('the upgrade request over raw HTTP for an upgraded session -> 400 code 3', async () => {
       const p = await connected(srv);
-      const w = probeWs(srv, p.sid);
-      await w.opened;
-      w.send('2probe');
-      await w.waitFrame('3probe');
+      const w = await probed(srv, p.sid);
       w.send('5');
       await sleep(30);
       const key = crypto.randomBytes(16).toString('base64');
@@ -241,10 +232,7 @@ describe('upgrade from polling to WebSocket (raw)', () => {
         await p.postOk('42["still-polling",1]');
         assert.deepEqual(await p.collect(1), ['42["still-polling",1]']);
         // A new, correct upgrade still works afterwards.
-        const w2 = probeWs(srv, p.sid);
-        await w2.opened;
-        w2.send('2probe');
-        await w2.waitFrame('3probe');
+        const w2 = await probed(srv, p.sid);
         w2.send('5');
         const from = w2.frames.length;
         w2.send('421["x"]');
@@ -255,10 +243,7 @@ describe('upgrade from polling to WebSocket (raw)', () => {
 
     test('a probe that sends garbage after 3probe is closed; GETs are no longer answered "6"', async () => {
       const p = await connected(srv);
-      const w = probeWs(srv, p.sid);
-      await w.opened;
-      w.send('2probe');
-      await w.waitFrame('3probe');
+      const w = await probed(srv, p.sid);
       w.send('4nope');
       await w.waitClose(3000);
       await sleep(20);
@@ -270,10 +255,7 @@ describe('upgrade from polling to WebSocket (raw)', () => {
 
     test('a probe closed by the client before 5: the session stays on polling', async () => {
       const p = await connected(srv);
-      const w = probeWs(srv, p.sid);
-      await w.opened;
-      w.send('2probe');
-      await w.waitFrame('3probe');
+      const w = await probed(srv, p.sid);
       w.close(1000);
       await w.waitClose(3000);
       await sleep(20);
@@ -285,10 +267,7 @@ describe('upgrade from polling to WebSocket (raw)', () => {
 
     test('after the upgrade, closing the WebSocket ends the session (sid unknown)', async () => {
       const p = await connected(srv);
-      const w = probeWs(srv, p.sid);
-      await w.opened;
-      w.send('2probe');
-      await w.waitFrame('3probe');
+      const w = await probed(srv, p.sid);
       w.send('5');
       await sleep(30);
       w.close(1000);
@@ -319,10 +298,7 @@ describe('upgrade from polling to WebSocket (raw)', () => {
 
     test('the server ending the session during the probe closes the probe too (duplicate GET)', async () => {
       const p = await connected(srv);
-      const w = probeWs(srv, p.sid);
-      await w.opened;
-      w.send('2probe');
-      await w.waitFrame('3probe');
+      const w = await probed(srv, p.sid);
       // A protocol error on polling while upgrading: an invalid packet closes the session.
       const r = await p.post('9');
       assert.equal(r.status, 400);
