@@ -13,7 +13,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, stopClean, killAll, closeClients, closeTcp, encodeFrame, OP, sleep, withTimeout } from './lib/server.mjs';
-import { ChannelTestClient, openMonitor, pollUntil } from './lib/channels.mjs';
+import { ChannelTestClient, openMonitor, pollUntil, startWitness } from './lib/channels.mjs';
 import { Polling, closePollConns, openConn, rawRequest, eioTarget, TEXT_PLAIN } from './lib/polling.mjs';
 import { WireClient, closeWires, tcpConnect, upgradeRequest, randomId, assertEchoInvariants, fdCount } from './lib/wire.mjs';
 
@@ -53,17 +53,7 @@ test('clients vanishing mid-request, mid-frame, mid-handshake and mid-long-poll 
   const failures = [];
 
   // Witness: echo round trips all along.
-  let stopWitness = false;
-  const witLat = [];
-  const witnessDone = (async () => {
-    for (let n = 0; !stopWitness; n++) {
-      const t = performance.now();
-      const res = await wit.request(witView.channel, 'echo', { n }, { ms: 5000 });
-      assert.deepEqual(res.payload, { n });
-      witLat.push(performance.now() - t);
-      await sleep(10);
-    }
-  })();
+  const witness = startWitness(wit, witView.channel, { ms: 5000, every: 10 });
 
   const run = async (what, n, fn) => {
     await Promise.all(
@@ -217,8 +207,7 @@ test('clients vanishing mid-request, mid-frame, mid-handshake and mid-long-poll 
     (s) => s.connections === base.connections && s.sessions === base.sessions && s.views === base.views,
     { ms: 30000, every: 100 },
   );
-  stopWitness = true;
-  await witnessDone;
+  const witLat = await witness.stop();
   assert.deepEqual(failures, [], 'a chaos client failed before it could vanish');
   assert.equal(end.connections, base.connections, `connections left: ${JSON.stringify(end)}`);
   assert.equal(end.sessions, base.sessions, `sessions left: ${JSON.stringify(end)}`);
@@ -231,7 +220,6 @@ test('clients vanishing mid-request, mid-frame, mid-handshake and mid-long-poll 
   );
   // At least the asks that were seen arriving (an RST may drop the others unread).
   assert.ok(end.asks.started - base.asks.started >= N.request, 'the asks were started');
-  witLat.sort((a, b) => a - b);
   assert.ok(witLat[witLat.length - 1] < 2000, `witness max latency ${witLat[witLat.length - 1].toFixed(0)} ms`);
   await wit.assertEchoes(witView.channel, 'witness after the chaos');
   t.diagnostic(`views attached ${attached} (+${maybeAttached} cut before the ack), disposed ${disposed}, asks ${JSON.stringify(end.asks)}`);

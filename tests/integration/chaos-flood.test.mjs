@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import {
   startServer, stopClean, killAll, closeClients, closeTcp, makeClient, waitConnect, ackRoundTrip, OP, sleep, withTimeout,
 } from './lib/server.mjs';
-import { ChannelTestClient, openMonitor, pollUntil } from './lib/channels.mjs';
+import { ChannelTestClient, openMonitor, pollUntil, startWitness } from './lib/channels.mjs';
 import { Polling, closePollConns } from './lib/polling.mjs';
 import { WireClient, closeWires, tcpConnect, upgradeRequest, assertEchoInvariants, fdCount } from './lib/wire.mjs';
 
@@ -37,17 +37,7 @@ test(`a flood of ${TOTAL} connects/disconnects over ~${(TOTAL * EVERY_MS) / 1000
   const kinds = {};
   const failures = [];
 
-  let stopWitness = false;
-  const witLat = [];
-  const witnessDone = (async () => {
-    for (let n = 0; !stopWitness; n++) {
-      const t = performance.now();
-      const res = await wit.request(witView.channel, 'echo', { n }, { ms: 10000 });
-      assert.deepEqual(res.payload, { n });
-      witLat.push(performance.now() - t);
-      await sleep(20);
-    }
-  })();
+  const witness = startWitness(wit, witView.channel, { ms: 10000, every: 20 });
 
   /** One flood client; `k` picks its kind and how it leaves. */
   async function one(k) {
@@ -152,8 +142,7 @@ test(`a flood of ${TOTAL} connects/disconnects over ~${(TOTAL * EVERY_MS) / 1000
     (s) => s.connections === base.connections && s.sessions === base.sessions && s.views === base.views,
     { ms: 30000, every: 100 },
   );
-  stopWitness = true;
-  await witnessDone;
+  const witLat = await witness.stop();
 
   assert.deepEqual(failures.slice(0, 10), [], `${failures.length} flood clients failed`);
   assert.equal(Object.values(kinds).reduce((a, b) => a + b, 0), TOTAL, JSON.stringify(kinds));
@@ -163,7 +152,6 @@ test(`a flood of ${TOTAL} connects/disconnects over ~${(TOTAL * EVERY_MS) / 1000
   assert.equal(end.channels, base.channels);
   assertEchoInvariants(end, { monitorViews: base.views, viewsAttached: base.views_disposed + attached, what: 'after the flood' });
   assert.ok(end.sessions_total - base.sessions_total >= TOTAL * 0.6, `sessions_total grew by ${end.sessions_total - base.sessions_total}`);
-  witLat.sort((a, b) => a - b);
   assert.ok(witLat.length > 100, `witness round trips: ${witLat.length}`);
   assert.ok(witLat[witLat.length - 1] < 2000, `witness max latency ${witLat[witLat.length - 1].toFixed(0)} ms (p50 ${witLat[witLat.length >> 1].toFixed(1)})`);
   const fds = await pollUntil(async () => fdCount(srv.proc.pid), (n) => n <= baseFds, { ms: 5000 });

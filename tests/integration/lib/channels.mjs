@@ -269,3 +269,29 @@ export async function pollUntil(fn, pred, { ms = 5000, every = 25 } = {}) {
   }
   return v;
 }
+
+/**
+ * Echo round trips on `channel`, one after another with `every` ms between them, until the
+ * returned stop() resolves with their latencies in ms, sorted: a witness that other clients'
+ * chaos does not stall a well-behaved one.
+ */
+export function startWitness(client, channel, { ms = 5000, every = 10 } = {}) {
+  let stopped = false;
+  const lat = [];
+  const done = (async () => {
+    for (let n = 0; !stopped; n++) {
+      const t = performance.now();
+      const res = await client.request(channel, 'echo', { n }, { ms });
+      assert.deepEqual(res.payload, { n });
+      lat.push(performance.now() - t);
+      await sleep(every);
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await done;
+      return lat.sort((a, b) => a - b);
+    },
+  };
+}
