@@ -69,17 +69,15 @@ typedef struct sess_channels {
 
 /* ---- envelope -------------------------------------------------------------------------- */
 
+/* An optional field: absent or null is NULL; present, it must be a valid client string. */
 static const char *opt_string(json_t *msg, const char *key, bool *bad)
 {
     json_t *v = json_object_get(msg, key);
     if (!v || json_is_null(v))
         return NULL;
-    const char *s = json_string_value(v);
-    if (!s || json_string_length(v) == 0 || json_string_length(v) > PS__MAX_CLIENT_ID ||
-        strlen(s) != json_string_length(v)) {
+    const char *s = ps__client_string(msg, key);
+    if (!s)
         *bad = true;
-        return NULL;
-    }
     return s;
 }
 

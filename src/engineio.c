@@ -245,7 +245,7 @@ static void mark_closed(ps__eio *e, const char *reason)
 
 /* ---- heartbeat ------------------------------------------------------------------------- */
 
-static int send_text(ps__eio *e, const char *packet, size_t len);
+static int send_any(ps__eio *e, bool binary, const char *data, size_t len);
 
 static void heartbeat_fire(ps__timer *t, void *data)
 {
@@ -257,7 +257,7 @@ static void heartbeat_fire(ps__timer *t, void *data)
         return;
     }
     e->awaiting_pong = true;
-    send_text(e, "2", 1);
+    send_any(e, false, "2", 1);
     ps__timer_start(t, e->srv->cfg.ping_timeout_ms);
 }
 
@@ -350,11 +350,11 @@ static void poll_queue(ps__eio *e, bool binary, const char *data, size_t len)
     poll_flush(e);
 }
 
-static int send_text(ps__eio *e, const char *packet, size_t len)
+static int send_any(ps__eio *e, bool binary, const char *data, size_t len)
 {
     if (e->transport == T_WEBSOCKET)
-        return ps__ws_send(e->ws, false, packet, len);
-    poll_queue(e, false, packet, len);
+        return ps__ws_send(e->ws, binary, data, len);
+    poll_queue(e, binary, data, len);
     return 0;
 }
 
@@ -429,17 +429,14 @@ int ps__eio_send_packet(ps__eio *e, const char *packet, size_t len)
 {
     if (e->closed)
         return UV_EPIPE;
-    return check_backlog(e, send_text(e, packet, len));
+    return check_backlog(e, send_any(e, false, packet, len));
 }
 
 int ps__eio_send_binary(ps__eio *e, const char *data, size_t len)
 {
     if (e->closed)
         return UV_EPIPE;
-    if (e->transport == T_WEBSOCKET)
-        return check_backlog(e, ps__ws_send(e->ws, true, data, len));
-    poll_queue(e, true, data, len);
-    return check_backlog(e, 0);
+    return check_backlog(e, send_any(e, true, data, len));
 }
 
 /* A normal close the client did not cause: the only kind whose news waits for its next GET.

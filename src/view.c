@@ -60,7 +60,7 @@ static void send_attach_error(ps_session *s, const char *attach_id, const char *
     json_decref(msg);
 }
 
-static const char *client_string(json_t *msg, const char *key)
+const char *ps__client_string(json_t *msg, const char *key)
 {
     json_t *v = json_object_get(msg, key);
     const char *s = json_string_value(v);
@@ -138,12 +138,12 @@ static ps__route *find_route(ps__views *vs, const char *path)
 
 static void on_attach(ps__views *vs, ps_session *s, json_t *msg)
 {
-    const char *aid = client_string(msg, "attachId");
+    const char *aid = ps__client_string(msg, "attachId");
     if (!aid) {
         vs->dropped++;
         return;
     }
-    const char *path = client_string(msg, "path");
+    const char *path = ps__client_string(msg, "path");
     if (!path) {
         send_attach_error(s, aid, "Invalid attach: path must be a non-empty string");
         return;
@@ -194,7 +194,7 @@ static void on_attach(ps__views *vs, ps_session *s, json_t *msg)
 
 static void on_detach(ps__views *vs, ps_session *s, json_t *msg)
 {
-    const char *aid = client_string(msg, "attachId");
+    const char *aid = ps__client_string(msg, "attachId");
     ps_view *v = aid ? find_view(session_views(s, false), aid) : NULL;
     if (!v) {
         vs->dropped++;

@@ -61,5 +61,8 @@ void ps__view_unref(ps_view *v);
 
 /* Longest attachId, path or client-made id accepted. */
 #define PS__MAX_CLIENT_ID 256
+/* msg[key] when it is a string a client may use as an id or path: non-empty, at most
+ * PS__MAX_CLIENT_ID bytes, no NUL; otherwise NULL. */
+const char *ps__client_string(json_t *msg, const char *key);
 
 #endif
