@@ -386,6 +386,11 @@ void ps__sio_socket_unref(ps__sio_socket *s)
     ps__free(s);
 }
 
+static int eio_send(ps__eio *e, bool binary, const char *data, size_t len)
+{
+    return binary ? ps__eio_send_binary(e, data, len) : ps__eio_send_packet(e, data, len);
+}
+
 /* Sends (or, before the CONNECT reply, keeps) one Engine.IO message. */
 static int send_message(ps__sio_socket *s, bool binary, const char *data, size_t len)
 {
@@ -396,8 +401,7 @@ static int send_message(ps__sio_socket *s, bool binary, const char *data, size_t
         ps__buf_append(&s->early, data, len);
         return 0;
     }
-    return binary ? ps__eio_send_binary(s->conn->eio, data, len)
-                  : ps__eio_send_packet(s->conn->eio, data, len);
+    return eio_send(s->conn->eio, binary, data, len);
 }
 
 /*
@@ -446,10 +450,7 @@ static void flush_early(ps__sio_socket *s)
         size_t n;
         memcpy(&n, s->early.base + off + 1, sizeof n);
         off += 1 + sizeof n;
-        if (binary)
-            ps__eio_send_binary(s->conn->eio, s->early.base + off, n);
-        else
-            ps__eio_send_packet(s->conn->eio, s->early.base + off, n);
+        eio_send(s->conn->eio, binary, s->early.base + off, n);
         off += n;
     }
     ps__buf_free(&s->early);
@@ -490,16 +491,25 @@ static void socket_close(ps__sio_socket *s, const char *reason)
     ps__sio_socket_unref(s); /* the connection's reference */
 }
 
-int ps__sio_emit(ps__sio_socket *s, const char *event, json_t *args)
+/* An EVENT's data, [event, ...args]; NULL for a name or arguments an EVENT cannot carry. */
+static json_t *event_data(const char *event, json_t *args)
 {
-    if (s->state == SOCK_CLOSED)
-        return PS_ECLOSED;
     if (!event || ps__sio_reserved_event(event) || (args && !json_is_array(args)))
-        return PS_EINVAL;
+        return NULL;
     json_t *arr = json_array();
     json_array_append_new(arr, json_string(event));
     if (args)
         json_array_extend(arr, args);
+    return arr;
+}
+
+int ps__sio_emit(ps__sio_socket *s, const char *event, json_t *args)
+{
+    if (s->state == SOCK_CLOSED)
+        return PS_ECLOSED;
+    json_t *arr = event_data(event, args);
+    if (!arr)
+        return PS_EINVAL;
     int rc = send_packet(s, PS__SIO_EVENT, -1, arr);
     json_decref(arr);
     return rc == 0 || rc == PS_EINVAL ? rc : PS_ECLOSED;
@@ -512,11 +522,7 @@ int ps__sio_emit_text(ps__sio_socket *s, const char *event, const char *args, si
     ps__buf out;
     ps__buf_init(&out);
     ps__buf_reserve(&out, len + 64);
-    ps__buf_appends(&out, "42");
-    if (strcmp(s->nsp, "/") != 0) {
-        ps__buf_appends(&out, s->nsp);
-        ps__buf_appendc(&out, ',');
-    }
+    ps__sio_encode(&out, PS__SIO_EVENT, s->nsp, -1, NULL);
     ps__buf_appendc(&out, '[');
     ps__json_escape(&out, event);
     ps__buf_appendc(&out, ',');
@@ -534,12 +540,9 @@ int ps__sio_emit_ack(ps__sio_socket *s, const char *event, json_t *args, uint32_
 {
     if (s->state == SOCK_CLOSED || ps__eio_closed(s->conn->eio))
         return PS_ECLOSED;
-    if (!event || !cb || ps__sio_reserved_event(event) || (args && !json_is_array(args)))
+    json_t *arr = cb ? event_data(event, args) : NULL;
+    if (!arr)
         return PS_EINVAL;
-    json_t *arr = json_array();
-    json_array_append_new(arr, json_string(event));
-    if (args)
-        json_array_extend(arr, args);
     int64_t id = s->next_ack_id;
     int rc = send_packet(s, PS__SIO_EVENT, id, arr);
     json_decref(arr);
