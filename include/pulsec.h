@@ -54,6 +54,7 @@ PS_EXTERN const char *ps_version_string(void);
     XX(ETIMEDOUT, -30002, "request timed out")                                                     \
     XX(EREMOTE, -30003, "the peer answered with an error")                                         \
     XX(EDENIED, -30004, "denied")                                                                  \
+    XX(ECANCELED, -30005, "request cancelled")                                                     \
     XX(EINVAL, -30101, "invalid argument")                                                         \
     XX(ELIMIT, -30102, "limit reached")                                                            \
     XX(ENOTFOUND, -30103, "not found")                                                             \
@@ -228,6 +229,19 @@ PS_EXTERN const char *ps_handshake_cookie(const ps_handshake *hs, const char *na
 PS_EXTERN json_t *ps_handshake_auth(const ps_handshake *hs);
 /* The peer's address as text ("127.0.0.1"). */
 PS_EXTERN const char *ps_handshake_address(const ps_handshake *hs);
+/*
+ * The i-th header of the handshake request (0-based, in the order received): its name as sent
+ * and its value, borrowed as above. Returns false, leaving *name and *value alone, once i is
+ * past the last header. For apps that hand every header on (the Python binding's
+ * handshake.headers) rather than look up known names.
+ */
+PS_EXTERN bool ps_handshake_header_at(const ps_handshake *hs, size_t i, const char **name,
+                                      const char **value);
+/* The query string of the connection URL as sent: after the '?', not decoded; "" if none. */
+PS_EXTERN const char *ps_handshake_query_string(const ps_handshake *hs);
+/* Every cookie of the Cookie header, as ps_handshake_cookie() parses them: a JSON object of
+ * strings (borrowed; empty when the client sent no cookie). */
+PS_EXTERN json_t *ps_handshake_cookies(const ps_handshake *hs);
 
 /* ---- sessions -------------------------------------------------------------------------- */
 
@@ -357,7 +371,12 @@ typedef struct ps_view_type {
 /* Registers `path` ("/chat"). `type` is copied. 0, PS_EINVAL or PS_EEXIST. */
 PS_EXTERN int ps_route(ps_server *srv, const char *path, const ps_view_type *type);
 
-/* Inside init: refuse the attach with `error` (copied). Returns PS_EDENIED. */
+/*
+ * Inside init: refuse the attach with `error` (copied). Returns PS_EDENIED.
+ * On a deferred view after init (ps_view_defer): sends attach_error at once and closes the view
+ * (channels closed, data destructor; no dispose, it never attached), with the lifetime rule of
+ * ps_view_close(). Returns PS_EDENIED, or PS_ECLOSED if the view is already gone.
+ */
 PS_EXTERN int ps_view_reject(ps_view *view, const char *error);
 
 /*
@@ -379,6 +398,23 @@ PS_EXTERN int ps_view_close(ps_view *view);
 /* App data; free_fn (optional) runs after dispose and after every channel has closed. */
 PS_EXTERN void ps_view_set_data(ps_view *view, void *data, void (*free_fn)(void *));
 PS_EXTERN void *ps_view_data(const ps_view *view);
+/*
+ * Inside init: the answer to the attach comes later, for views built asynchronously (the Python
+ * binding's async view functions). init returns 0 after this, and the client hears nothing
+ * until the app calls ps_view_accept() (attach_ack with the props set meanwhile) or
+ * ps_view_reject() (attach_error). Meanwhile the view counts against max_views_per_session and
+ * may open channels, emit and set props. If it goes away first (detach, disconnect, server
+ * stop), its data destructor is how the app learns it; dispose does not run, as the view never
+ * attached. Returns 0, or PS_EINVAL outside init.
+ */
+PS_EXTERN int ps_view_defer(ps_view *view);
+/*
+ * Sends the attach_ack of a deferred view with its current props; from then on the view is
+ * attached as if init had returned 0 (dispose runs when it goes away). Callable from anywhere on
+ * the loop thread. Returns 0, PS_ECLOSED if the view went away meanwhile, or PS_EINVAL if it was
+ * not deferred or init is still running.
+ */
+PS_EXTERN int ps_view_accept(ps_view *view);
 
 /* ---- channels -------------------------------------------------------------------------- */
 
@@ -424,13 +460,22 @@ PS_EXTERN int ps_emit(ps_channel *ch, const char *event, json_t *payload);
 /*
  * Sends a request to the client. `cb` is called exactly once, never from inside ps_request:
  * PS_OK with the reply payload (borrowed), PS_EREMOTE with the client's error text, PS_ETIMEDOUT
- * after timeout_ms (0 = no timeout), or PS_ECLOSED when the channel closes first. Returns 0, or
- * PS_ECLOSED / PS_EINVAL / PS_ELIMIT (max_pending_requests in flight); cb is then never called.
+ * after timeout_ms (0 = no timeout), PS_ECLOSED when the channel closes first, or PS_ECANCELED
+ * from ps_request_cancel(). Returns 0, or PS_ECLOSED / PS_EINVAL / PS_ELIMIT
+ * (max_pending_requests in flight); cb is then never called.
  */
 typedef void (*ps_response_cb)(ps_channel *ch, int status, json_t *payload, const char *error,
                                void *user);
 PS_EXTERN int ps_request(ps_channel *ch, const char *event, json_t *payload, uint32_t timeout_ms,
                          ps_response_cb cb, void *user);
+/*
+ * Abandons a pending request that ps_request() made on `ch` with this cb and user (the oldest
+ * such, if several): its callback runs at once, inside this call, with PS_ECANCELED, which is its
+ * one completion; a late answer from the client is dropped. The client is not told (the wire
+ * protocol has no cancel). For waits that can be given up, such as a cancelled asyncio task.
+ * Returns 0, PS_ENOTFOUND if no such request is pending (it completed already), or PS_EINVAL.
+ */
+PS_EXTERN int ps_request_cancel(ps_channel *ch, ps_response_cb cb, void *user);
 
 /*
  * Defers the answer: returns a handle that the app must later pass to exactly one

@@ -306,6 +306,22 @@ int ps_request(ps_channel *ch, const char *event, json_t *payload, uint32_t time
     return 0;
 }
 
+int ps_request_cancel(ps_channel *ch, ps_response_cb cb, void *user)
+{
+    if (!ch || !cb)
+        return PS_EINVAL;
+    ps__list *pos;
+    ps__list_foreach(pos, &ch->pending)
+    {
+        pending_req *pr = PS__CONTAINER_OF(pos, pending_req, link);
+        if (pr->cb == cb && pr->user == user) {
+            request_complete(pr, PS_ECANCELED, NULL, NULL);
+            return 0;
+        }
+    }
+    return PS_ENOTFOUND;
+}
+
 /* ---- channels -------------------------------------------------------------------------- */
 
 static void channel_close(ps_channel *ch, bool tell_client)

@@ -90,12 +90,31 @@ static void parse_cookies(ps_handshake *hs)
 
 const char *ps_handshake_cookie(const ps_handshake *hs, const char *name)
 {
+    return json_string_value(json_object_get(ps_handshake_cookies(hs), name));
+}
+
+json_t *ps_handshake_cookies(const ps_handshake *hs)
+{
     ps_handshake *m = (ps_handshake *)hs;
     if (!m->cookies) {
         m->cookies = json_object();
         parse_cookies(m);
     }
-    return json_string_value(json_object_get(m->cookies, name));
+    return m->cookies;
+}
+
+bool ps_handshake_header_at(const ps_handshake *hs, size_t i, const char **name, const char **value)
+{
+    if (i >= hs->eio->nheaders)
+        return false;
+    *name = hs->eio->headers[i].name;
+    *value = hs->eio->headers[i].value;
+    return true;
+}
+
+const char *ps_handshake_query_string(const ps_handshake *hs)
+{
+    return hs->eio->query ? hs->eio->query : "";
 }
 
 json_t *ps_handshake_auth(const ps_handshake *hs)

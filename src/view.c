@@ -23,6 +23,8 @@ struct ps_view {
     ps__list link; /* in the session's views while not closed */
     int refs;
     int state;
+    bool in_init;  /* inside the route's init callback */
+    bool deferred; /* init returned without an answer: ps_view_accept/reject will give it */
 };
 
 typedef struct sess_views {
@@ -178,13 +180,16 @@ static void on_attach(ps__views *vs, ps_session *s, json_t *msg)
 
     json_t *props = json_object_get(msg, "props");
     ps__view_ref(v);
+    v->in_init = true;
     int rc =
         route->type.init ? route->type.init(v, props ? props : json_null(), route->type.user) : 0;
+    v->in_init = false;
     if (v->state == VIEW_INIT) {
         if (rc != 0) {
+            v->deferred = false;
             send_attach_error(s, aid, v->reject_error ? v->reject_error : "Attach refused");
             view_close(v, false);
-        } else {
+        } else if (!v->deferred) {
             v->state = VIEW_ATTACHED;
             send_view_message(v, "attach_ack", "props", v->props);
         }
@@ -313,9 +318,36 @@ bool ps__view_closing(const ps_view *v)
 
 int ps_view_reject(ps_view *v, const char *error)
 {
+    if (v->state >= VIEW_CLOSING)
+        return PS_ECLOSED;
     ps__free(v->reject_error);
     v->reject_error = ps__strdup(error ? error : "Attach refused");
+    if (v->deferred && !v->in_init) {
+        v->deferred = false;
+        send_attach_error(v->session, v->attach_id, v->reject_error);
+        view_close(v, false);
+    }
     return PS_EDENIED;
+}
+
+int ps_view_defer(ps_view *v)
+{
+    if (!v->in_init || v->state != VIEW_INIT)
+        return PS_EINVAL;
+    v->deferred = true;
+    return 0;
+}
+
+int ps_view_accept(ps_view *v)
+{
+    if (v->state >= VIEW_CLOSING)
+        return PS_ECLOSED;
+    if (!v->deferred || v->in_init)
+        return PS_EINVAL;
+    v->deferred = false;
+    v->state = VIEW_ATTACHED;
+    send_view_message(v, "attach_ack", "props", v->props);
+    return 0;
 }
 
 int ps_view_set_props(ps_view *v, json_t *props)

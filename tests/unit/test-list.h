@@ -80,6 +80,11 @@ TEST_DECLARE(channel_reentrancy)
 TEST_DECLARE(channel_requests_exactly_once)
 TEST_DECLARE(session_connect_middleware)
 
+/* test_async_app.c */
+TEST_DECLARE(view_deferred_attach)
+TEST_DECLARE(channel_request_cancel)
+TEST_DECLARE(session_handshake_whole)
+
 TASK_LIST_START
 TEST_ENTRY(common_buf)
 TEST_ENTRY(common_list)
@@ -141,4 +146,7 @@ TEST_ENTRY(server_port_in_use)
 TEST_ENTRY(channel_reentrancy)
 TEST_ENTRY(channel_requests_exactly_once)
 TEST_ENTRY(session_connect_middleware)
+TEST_ENTRY(view_deferred_attach)
+TEST_ENTRY(channel_request_cancel)
+TEST_ENTRY(session_handshake_whole)
 TASK_LIST_END
