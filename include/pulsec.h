@@ -148,6 +148,10 @@ typedef struct ps_server_opts {
                                           error reply "Too many pending requests"; 1024 */
     uint32_t idle_timeout_ms;          /* HTTP: complete a request (or upgrade) within, and idle
                                           between requests at most; 408 / close; 30000 */
+
+    /* Topics (ps_join, ps_publish). Limits: 0 means the default, UINT32_MAX no bound. */
+    uint32_t max_topics_per_channel; /* ps_join beyond: PS_ELIMIT; 64 */
+    uint32_t max_topics;             /* distinct topics with members in this process; 100000 */
 } ps_server_opts;
 
 /*
@@ -212,6 +216,10 @@ typedef struct ps_server_stats {
     uint64_t slow_consumers;   /* sessions cut off for leaving max_queued_bytes unread */
     uint64_t refused;          /* connections refused over max_connections */
     uint64_t ws_buffers;       /* WebSockets holding framing buffers now (the rest are idle) */
+    uint64_t topics;           /* topics with members in this process now */
+    uint64_t topic_members;    /* channel memberships of topics now */
+    uint64_t published;        /* ps_publish calls in this process */
+    uint64_t deliveries;       /* channel events delivered to topic members in this process */
 } ps_server_stats;
 PS_EXTERN void ps_server_get_stats(const ps_server *srv, ps_server_stats *out);
 
@@ -490,6 +498,41 @@ PS_EXTERN ps_reply *ps_reply_keep(ps_reply *reply);
  */
 PS_EXTERN int ps_reply_ok(ps_reply *reply, json_t *payload);
 PS_EXTERN int ps_reply_error(ps_reply *reply, const char *error);
+
+/* ---- topics ---------------------------------------------------------------------------- */
+
+/*
+ * A topic is a named group of channels (a chat room, a dashboard feed). A publish to it reaches
+ * every channel joined to it as an ordinary channel event: the client sees it with
+ * bridge.on(event), as if the server had called ps_emit() on each channel, and needs nothing
+ * new. The event and payload are serialised once per publish, not once per member. Topic names
+ * are 1..PS_TOPIC_MAX bytes of UTF-8; compare bytes, case-sensitively.
+ */
+#define PS_TOPIC_MAX 200
+
+/*
+ * Joins the channel to `topic` (copied). Joining a topic the channel is in already does nothing
+ * and returns 0. The membership ends with ps_leave() or when the channel closes (however it
+ * closes). Callable wherever the channel may be used, its own handlers included. Returns 0,
+ * PS_EINVAL (no or invalid name), PS_ECLOSED (channel closed), or PS_ELIMIT: the channel is in
+ * max_topics_per_channel topics, or the process has max_topics topics with members.
+ */
+PS_EXTERN int ps_join(ps_channel *ch, const char *topic);
+/* Leaves `topic`. Returns 0, PS_ENOTFOUND (not a member), PS_EINVAL or PS_ECLOSED. */
+PS_EXTERN int ps_leave(ps_channel *ch, const char *topic);
+
+/*
+ * Publishes `event` with `payload` (borrowed; NULL = null) to every channel joined to `topic`.
+ * Members in this process receive it before this returns (queued on their connections like any
+ * ps_emit); members in other processes receive it later, if at all (see docs/API.md#topics for
+ * the guarantees). May be called from any pulsec callback. `event` must be a valid channel event
+ * name other than "__close__". Returns 0, PS_EINVAL (invalid topic or event), or PS_ECLOSED once
+ * the server is stopping.
+ */
+PS_EXTERN int ps_publish(ps_server *srv, const char *topic, const char *event, json_t *payload);
+/* The same, skipping the channel `except` (the sender, for "everyone but me"); NULL skips none. */
+PS_EXTERN int ps_publish_except(ps_server *srv, const char *topic, const char *event,
+                                json_t *payload, ps_channel *except);
 
 /* ---- message middleware ---------------------------------------------------------------- */
 

@@ -54,6 +54,7 @@ struct ps_channel {
     ps__list replies; /* the client's requests awaiting us */
     size_t npending;
     size_t nreplies;
+    void *ext; /* the topic layer's memberships, allocated by the first ps_join */
     bool closed;
     char id[PS__HEX_ID_LEN + 1];
 };
@@ -344,6 +345,8 @@ static void channel_close(ps_channel *ch, bool tell_client)
     {
         PS__CONTAINER_OF(pos, ps_listener, link)->removed = true;
     }
+    if (ch->ext && ch->layer->on_channel_close)
+        ch->layer->on_channel_close(ch, ch->layer->ext_user);
     if (tell_client)
         send_event(ch, "__close__", NULL, NULL);
     while (!ps__list_empty(&ch->pending))
@@ -440,6 +443,36 @@ int ps_emit(ps_channel *ch, const char *event, json_t *payload)
     if (!event || !*event || !ps__utf8_valid((const uint8_t *)event, strlen(event)))
         return PS_EINVAL;
     return send_event(ch, event, payload, NULL) == 0 ? 0 : PS_ECLOSED;
+}
+
+void *ps__channel_ext_data(const ps_channel *ch)
+{
+    return ch->ext;
+}
+
+void ps__channel_set_ext_data(ps_channel *ch, void *data)
+{
+    ch->ext = data;
+}
+
+ps__channels *ps__channel_layer(const ps_channel *ch)
+{
+    return ch->layer;
+}
+
+int ps__channel_send_tail(ps_channel *ch, ps__buf *scratch, const char *tail, size_t len)
+{
+    if (ch->closed)
+        return PS_ECLOSED;
+    ps__buf_reset(scratch);
+    ps__buf_reserve(scratch, 64 + len);
+    ps__buf_appends(scratch, "{\"type\":\"channel_message\",\"channel\":\"");
+    ps__buf_append(scratch, ch->id, PS__HEX_ID_LEN);
+    ps__buf_appendc(scratch, '"');
+    ps__buf_append(scratch, tail, len);
+    return ps__session_send_message_text(ch->session, scratch->base, scratch->len) == 0
+               ? 0
+               : PS_ECLOSED;
 }
 
 /* ---- incoming -------------------------------------------------------------------------- */

@@ -19,11 +19,25 @@ typedef struct ps__channels {
     uint64_t dropped;      /* channel messages dropped: bad fields, closed or unknown channel */
     uint32_t max_channels; /* open channels per session; 0 = no bound */
     uint32_t max_pending;  /* requests in flight per channel and direction; 0 = no bound */
+    /* The layer beside channels (topics): told when a channel with ext data closes. */
+    void (*on_channel_close)(ps_channel *ch, void *user);
+    void *ext_user;
 } ps__channels;
 
 void ps__channels_init(ps__channels *cs, ps__sessions *sessions);
 void ps__channels_free(ps__channels *cs);
 int ps__channels_use_message(ps__channels *cs, ps_message_fn fn, void *user);
+
+/* Per-channel slot for the layer beside channels; on_channel_close runs while it is set. */
+void *ps__channel_ext_data(const ps_channel *ch);
+void ps__channel_set_ext_data(ps_channel *ch, void *data);
+ps__channels *ps__channel_layer(const ps_channel *ch);
+/*
+ * Sends an event whose envelope tail was written once for many channels (a topic publish):
+ * `tail` is ",\"event\":E,\"payload\":P}", the head with this channel's id goes in front,
+ * built in `scratch`. Returns 0 or PS_ECLOSED.
+ */
+int ps__channel_send_tail(ps_channel *ch, ps__buf *scratch, const char *tail, size_t len);
 
 /*
  * Envelope decoding (pure). Fills `out` from a channel_message object; returns 0, or -1 with

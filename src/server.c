@@ -4,7 +4,7 @@
  * WebSocket with 1001, close idle HTTP connections, abort whatever is left after the grace
  * period, then release the server's own handles so that the loop runs out of work.
  */
-#include "channel.h"
+#include "topic.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -38,6 +38,7 @@ struct ps_server {
     ps__http_config http;
     ps__sessions sessions;
     ps__channels channels;
+    ps__topics topics;
     post_queue *posts;
     uv_signal_t *signals[2];
     ps__timer *grace;
@@ -81,6 +82,10 @@ static void apply_defaults(ps_server_opts *o)
         o->max_pending_requests = 1024;
     if (!o->idle_timeout_ms)
         o->idle_timeout_ms = 30000;
+    if (!o->max_topics_per_channel)
+        o->max_topics_per_channel = 64;
+    if (!o->max_topics)
+        o->max_topics = 100000;
 }
 
 /* "/socket.io/" also owns "/socket.io" and anything below it, as the reference does. `target`
@@ -245,6 +250,10 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
     srv->channels.max_channels =
         o.max_channels_per_session == UINT32_MAX ? 0 : o.max_channels_per_session;
     srv->channels.max_pending = o.max_pending_requests == UINT32_MAX ? 0 : o.max_pending_requests;
+    ps__topics_init(&srv->topics, &srv->channels);
+    srv->topics.max_per_channel =
+        o.max_topics_per_channel == UINT32_MAX ? 0 : o.max_topics_per_channel;
+    srv->topics.max_topics = o.max_topics == UINT32_MAX ? 0 : o.max_topics;
 
     srv->posts = ps__calloc(1, sizeof *srv->posts);
     srv->posts->srv = srv;
@@ -409,6 +418,7 @@ void ps_server_free(ps_server *srv)
     uv_mutex_destroy(&srv->posts->mu);
     ps__free(srv->posts);
     ps__channels_free(&srv->channels);
+    ps__topics_free(&srv->topics);
     ps__sessions_free(&srv->sessions);
     for (size_t i = 0; srv->origins && srv->origins[i]; i++)
         ps__free(srv->origins[i]);
@@ -430,6 +440,25 @@ void ps_server_get_stats(const ps_server *srv, ps_server_stats *out)
     out->slow_consumers = srv->sessions.sio.eio.slow_consumers;
     out->ws_buffers = srv->sessions.sio.eio.wspool.nholding;
     out->refused = srv->refused;
+    out->topics = srv->topics.ntopics;
+    out->topic_members = srv->topics.nmembers;
+    out->published = srv->topics.published;
+    out->deliveries = srv->topics.deliveries;
+}
+
+int ps_publish_except(ps_server *srv, const char *topic, const char *event, json_t *payload,
+                      ps_channel *except)
+{
+    if (!srv)
+        return PS_EINVAL;
+    if (srv->stopping)
+        return PS_ECLOSED;
+    return ps__topics_publish(&srv->topics, topic, event, payload, except);
+}
+
+int ps_publish(ps_server *srv, const char *topic, const char *event, json_t *payload)
+{
+    return ps_publish_except(srv, topic, event, payload, NULL);
 }
 
 int ps_route(ps_server *srv, const char *path, const ps_view_type *type)

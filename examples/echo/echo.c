@@ -23,7 +23,12 @@
  *     {"status":"error","error":text};
  *   - event "close" closes the channel from the server;
  *   - request "stats" replies with the server's counters and the fixture's own: how many asks
- *     started and completed (by status), views disposed, and completions seen twice (always 0).
+ *     started and completed (by status), views disposed, and completions seen twice (always 0),
+ *     plus "worker" (this process's worker index) and "pid";
+ *   - request "join" / "leave" {"topic": T} joins / leaves topic T and replies {"ok": true}
+ *     (leaving a topic not joined too); an invalid topic or a limit gets an error reply;
+ *   - request "publish" {"topic","event","payload","exceptSelf"} publishes event with payload
+ *     to T (skipping this channel with exceptSelf) and replies {"ok": true} once published here.
  */
 #include "../common/example.h"
 
@@ -31,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static bool socketio_echo;
 
@@ -220,6 +226,10 @@ static json_t *stats_json(ps_server *srv)
         {"slow_consumers", st.slow_consumers},
         {"refused", st.refused},
         {"ws_buffers", st.ws_buffers},
+        {"topics", st.topics},
+        {"topic_members", st.topic_members},
+        {"published", st.published},
+        {"deliveries", st.deliveries},
     };
     for (size_t i = 0; i < sizeof server / sizeof server[0]; i++)
         json_object_set_new(j, server[i].name, json_integer((json_int_t)server[i].value));
@@ -230,7 +240,41 @@ static json_t *stats_json(ps_server *srv)
                   "closed", (json_int_t)counters.asks_closed, "error",
                   (json_int_t)counters.asks_error, "twice", (json_int_t)counters.asks_twice));
     json_object_set_new(j, "views_disposed", json_integer((json_int_t)counters.views_disposed));
+    json_object_set_new(j, "pid", json_integer((json_int_t)getpid()));
     return j;
+}
+
+/* Replies {"ok": true} for rc 0, or the error text of rc. */
+static void reply_rc(ps_reply *reply, int rc)
+{
+    if (rc != 0) {
+        ps_reply_error(reply, ps_strerror(rc));
+        return;
+    }
+    json_t *ok = json_pack("{s:b}", "ok", 1);
+    ps_reply_ok(reply, ok);
+    json_decref(ok);
+}
+
+static void on_topic_request(ps_channel *ch, const char *event, json_t *payload, ps_reply *reply)
+{
+    const char *topic = json_string_value(json_object_get(payload, "topic"));
+    if (!topic) {
+        ps_reply_error(reply, "topic must be a string");
+        return;
+    }
+    if (strcmp(event, "join") == 0) {
+        reply_rc(reply, ps_join(ch, topic));
+    } else if (strcmp(event, "leave") == 0) {
+        int rc = ps_leave(ch, topic);
+        reply_rc(reply, rc == PS_ENOTFOUND ? 0 : rc);
+    } else {
+        const char *name = json_string_value(json_object_get(payload, "event"));
+        json_t *p = json_object_get(payload, "payload");
+        bool except = json_is_true(json_object_get(payload, "exceptSelf"));
+        ps_server *srv = ps_session_server(ps_view_session(ps_channel_view(ch)));
+        reply_rc(reply, ps_publish_except(srv, topic, name, p, except ? ch : NULL));
+    }
 }
 
 static void on_channel_event(ps_channel *ch, const char *event, json_t *payload, ps_reply *reply,
@@ -280,6 +324,10 @@ static void on_channel_event(ps_channel *ch, const char *event, json_t *payload,
         }
     } else if (strcmp(event, "close") == 0 && !reply) {
         ps_channel_close(ch);
+    } else if ((strcmp(event, "join") == 0 || strcmp(event, "leave") == 0 ||
+                strcmp(event, "publish") == 0) &&
+               reply) {
+        on_topic_request(ch, event, payload, reply);
     } else if (strcmp(event, "stats") == 0 && reply) {
         json_t *st = stats_json(ps_session_server(ps_view_session(ps_channel_view(ch))));
         ps_reply_ok(reply, st);
@@ -329,6 +377,8 @@ static void usage(FILE *f)
                "  --idle-timeout MS       HTTP request / keep-alive idle bound (30000)\n"
                "  --shutdown-grace MS     how long a stop waits for close replies (2000)\n"
                "  --ws-idle-release MS    quiet WebSockets free their framing buffers (1000)\n"
+               "  --max-topics-per-channel N  topics one channel may join (64)\n"
+               "  --max-topics N          distinct topics with members in one process (100000)\n"
                "  --origin ORIGIN         allow this browser origin (repeatable; \"*\" = any);\n"
                "                          without it any origin may use WebSocket, none may poll\n"
                "                          cross-origin\n"
@@ -361,6 +411,8 @@ int main(int argc, char **argv)
         {"idle-timeout", required_argument, 0, 'I'},
         {"shutdown-grace", required_argument, 0, 'g'},
         {"ws-idle-release", required_argument, 0, 'L'},
+        {"max-topics-per-channel", required_argument, 0, 'T'},
+        {"max-topics", required_argument, 0, 'X'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, '?'},
         {0, 0, 0, 0},
@@ -387,6 +439,8 @@ int main(int argc, char **argv)
         case 'I': opts.idle_timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'g': opts.shutdown_grace_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'L': opts.ws_idle_release_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'T': opts.max_topics_per_channel = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'X': opts.max_topics = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'O':
             if (norigins + 1 < sizeof origins / sizeof origins[0])
                 origins[norigins++] = optarg;

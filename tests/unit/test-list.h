@@ -85,6 +85,10 @@ TEST_DECLARE(view_deferred_attach)
 TEST_DECLARE(channel_request_cancel)
 TEST_DECLARE(session_handshake_whole)
 
+/* test_topic.c */
+TEST_DECLARE(topic_names)
+TEST_DECLARE(topic_table)
+
 TASK_LIST_START
 TEST_ENTRY(common_buf)
 TEST_ENTRY(common_list)
@@ -149,4 +153,6 @@ TEST_ENTRY(session_connect_middleware)
 TEST_ENTRY(view_deferred_attach)
 TEST_ENTRY(channel_request_cancel)
 TEST_ENTRY(session_handshake_whole)
+TEST_ENTRY(topic_names)
+TEST_ENTRY(topic_table)
 TASK_LIST_END
