@@ -5,8 +5,11 @@ import type { ManagerOptions, Socket, SocketOptions } from "socket.io-client";
 /** Any JSON value: what payloads and props carry on the wire. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
-/** Connection status of a client. */
-export type ClientStatus = "connecting" | "connected" | "disconnected";
+/**
+ * Connection status of a client: "connecting" before the first connect, "reconnecting" after a
+ * drop while socket.io-client tries again, "disconnected" once it will not come back by itself.
+ */
+export type ClientStatus = "connecting" | "connected" | "reconnecting" | "disconnected";
 
 /** Lifecycle state of a view (see {@link View.state}). */
 export type ViewState = "attaching" | "attached" | "failed" | "detached";
@@ -18,6 +21,12 @@ export type CloseReason = "local" | "remote" | "disconnect" | "client";
 export interface SocketLike {
   readonly connected: boolean;
   readonly active?: boolean;
+  /** Set by socket.io-client on a reconnect that recovered the session. */
+  readonly recovered?: boolean;
+  /** socket.io-client's private id from the server (present when the server offers recovery). */
+  readonly _pid?: string;
+  /** socket.io-client's packets received before a CONNECT reply (emptied on disconnect). */
+  receiveBuffer?: unknown[];
   readonly io?: { on(event: string, fn: (...args: any[]) => void): unknown; off(event: string, fn: (...args: any[]) => void): unknown };
   emit(event: "message", message: object): unknown;
   on(event: string, fn: (...args: any[]) => void): unknown;
@@ -44,11 +53,22 @@ export interface ClientOptions extends Partial<ManagerOptions & SocketOptions> {
    * Default 1000; beyond, the oldest is dropped (a dropped request gets an error answer).
    */
   maxBuffered?: number;
+  /**
+   * How many messages the app may send while reconnecting; they go out after a recovered
+   * reconnect (and are dropped on a fresh one). Default 1000; beyond, sending fails as when
+   * disconnected.
+   */
+  maxQueued?: number;
 }
 
 export interface RequestOptions {
   /** Milliseconds to wait for the answer; 0 or absent = no timeout. */
   timeout?: number;
+  /**
+   * Stops waiting: the promise rejects with `signal.reason` (an "AbortError" DOMException by
+   * default) and a late answer is ignored. The server is not told.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -125,8 +145,11 @@ export class Channel {
   emit(event: string, payload?: unknown): void;
   /**
    * Sends a request; resolves with the server's answer. Rejects with ChannelTimeout,
-   * ChannelClosed, or ChannelError (the server's error text).
+   * ChannelClosed, ChannelError (the server's error text), or the abort reason of
+   * `options.signal`. Across a recovered reconnect it stays pending (its timeout running) and
+   * is sent again if unanswered; the server handles it once.
    * @throws {ChannelClosed} synchronously when already closed
+   * @throws {TypeError} for a bad timeout or a signal that is not an AbortSignal
    */
   request<T = any>(event: string, payload?: unknown, options?: RequestOptions): Promise<T>;
   /**
@@ -163,8 +186,20 @@ export class View<P = any> {
   detach(): void;
 }
 
+/** What the "connect" event reports. */
+export interface ConnectInfo {
+  /**
+   * True when the server kept the session across the drop (views, channels and pending
+   * requests carried on and nothing was lost); false for a first connect or a fresh session
+   * (bridges closed, views attached again with new props).
+   */
+  recovered: boolean;
+}
+
 export interface ClientEvents {
   status: (status: ClientStatus) => void;
+  /** After every connect, first or again. */
+  connect: (info: ConnectInfo) => void;
   /** Connecting failed; a refusal by the server's middleware carries its reason as message. */
   connect_error: (error: Error) => void;
   /** Errors of channel listeners outside requests, malformed server messages. */
@@ -175,6 +210,8 @@ export interface ClientEvents {
 export class PulseClient {
   constructor(options?: ClientOptions);
   readonly status: ClientStatus;
+  /** Whether the last (re)connect recovered the session (see {@link ConnectInfo}). */
+  readonly recovered: boolean;
   /** True after close(). */
   readonly closed: boolean;
   /** The underlying socket.io-client Socket (or the injected socket). */
@@ -187,7 +224,7 @@ export class PulseClient {
   attach<P = any>(path: string, props?: unknown): Promise<View<P>>;
   /**
    * The bridge of channel `id`: the same object while open. A closed id keeps giving its
-   * closed bridge; so does any id while not connected.
+   * closed bridge; so does any new id while not connected and no recovery is possible.
    */
   channel(id: string): Channel;
   /** Reference-counted channel(): pair each call with releaseChannel(). */

@@ -14,7 +14,7 @@ export function PulseProvider(props: PulseProviderProps): ReactElement;
 /** The client of the nearest PulseProvider; throws without one. */
 export function usePulseClient(): PulseClient;
 
-/** The client's connection status; re-renders when it changes. */
+/** The client's connection status; re-renders when it changes. "connecting" on the server. */
 export function usePulseStatus(): ClientStatus;
 
 /** What usePulseView returns. */
@@ -32,9 +32,20 @@ export type PulseViewResult<P = any> =
 export function usePulseView<P = any>(path: string, props?: unknown): PulseViewResult<P>;
 
 /**
- * The bridge of `channelId`, the same object across renders, held while mounted and released
- * (closed) after unmount unless another holder still uses it; safe under StrictMode. Re-renders
- * when the bridge closes. null for a null, undefined or empty id.
+ * The bridge of `channelId`, the same object across renders, acquired in an effect (null on
+ * the first render and on the server) and released (closed) after unmount unless another
+ * holder still uses it; safe under StrictMode. Re-renders when the bridge closes. null for a
+ * null, undefined or empty id.
  */
-export function usePulseChannel(channelId: string): Channel;
 export function usePulseChannel(channelId: string | null | undefined): Channel | null;
+
+/**
+ * Listens for `event` on `bridge` while mounted (nothing while `bridge` is null or closed),
+ * always calling the handler of the latest render without registering again. The handler's
+ * return value (or awaited Promise) answers the server's requests, as with `bridge.on`.
+ */
+export function usePulseEvent<P = any>(
+  bridge: Channel | null | undefined,
+  event: string,
+  handler: (payload: P) => unknown,
+): void;

@@ -13,6 +13,15 @@ export const CLOSE_EVENT = "__close__";
 export const DEFAULT_MAX_BUFFERED = 1000;
 
 /**
+ * How many of the server's requests a bridge remembers (with their answers), so that a request
+ * the server sends again after a recovered reconnect is answered from memory, not run twice.
+ */
+export const HANDLED_MEMORY = 2048;
+
+/** Orders every request of a client, across bridges, for re-sending after a recovery. */
+let requestSeq = 0;
+
+/**
  * Returns `bytes` random bytes from the platform CSPRNG as lowercase hex.
  * @param {number} bytes
  * @returns {string}
@@ -83,15 +92,29 @@ export class Channel {
   #backlog = new Map();
   /** @type {Set<string>} events whose backlog is about to be delivered */
   #flushing = new Set();
-  /** @type {Map<string, {resolve: Function, reject: Function, timer: any, event: string}>} */
+  /**
+   * Our requests awaiting an answer. `msg` is kept to send it again after a recovered
+   * reconnect; `sent` says whether it went out on a transport (or waits in the client's queue).
+   * @type {Map<string, {resolve: Function, reject: Function, timer: any, event: string,
+   *   msg: object, seq: number, sent: boolean, abort: (() => void) | null}>}
+   */
   #pending = new Map();
+  /**
+   * The server's requests this bridge has handled: requestId -> null while the listeners run,
+   * then the answer sent. Oldest first, bounded by HANDLED_MEMORY.
+   * @type {Map<string, {value: any} | {error: string} | null>}
+   */
+  #handled = new Map();
   /** @type {Set<Function>} */
   #closeCallbacks = new Set();
 
   /**
    * @param {string} id
-   * @param {{ send(msg: object): boolean, closed(ch: Channel): void,
-   *           report(err: unknown): void, maxBuffered: number }} link
+   * @param {{ send(msg: object, onSent?: () => void): boolean, closed(ch: Channel): void,
+   *           report(err: unknown): void, maxBuffered: number }} link  send returns false when
+   *   the message cannot go out (not connected, no recovery possible); otherwise it was sent, or
+   *   queued until a recovered reconnect and `onSent` runs when it goes out
+
    * @internal
    */
   constructor(id, link) {
@@ -130,9 +153,11 @@ export class Channel {
    * Sends a request and resolves with the server's answer.
    * @param {string} event
    * @param {unknown} [payload]
-   * @param {{ timeout?: number }} [options] timeout in milliseconds; 0 or absent = none
-   * @returns {Promise<any>} rejects with ChannelTimeout, ChannelClosed, or ChannelError
-   *   carrying the server's error text
+   * @param {{ timeout?: number, signal?: AbortSignal }} [options] timeout in milliseconds (0 or
+   *   absent = none); `signal` aborts the wait: the promise rejects with the signal's reason (an
+   *   "AbortError" DOMException by default) and a late answer is ignored
+   * @returns {Promise<any>} rejects with ChannelTimeout, ChannelClosed, ChannelError carrying
+   *   the server's error text, or the abort reason
    * @throws {ChannelClosed} synchronously when the channel is already closed
    */
   request(event, payload, options = {}) {
@@ -142,14 +167,32 @@ export class Channel {
     if (typeof timeout !== "number" || !(timeout >= 0) || timeout === Infinity) {
       throw new TypeError("request timeout is a finite number of milliseconds >= 0");
     }
+    const signal = options?.signal;
+    if (signal !== undefined && signal !== null && !isAbortSignal(signal)) {
+      throw new TypeError("request signal is an AbortSignal");
+    }
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
     const requestId = randomHex(16);
     return new Promise((resolve, reject) => {
-      const pending = { resolve, reject, timer: null, event };
+      const msg = {
+        type: "channel_message",
+        channel: this.#id,
+        event,
+        payload: wirePayload(payload),
+        requestId,
+      };
+      const pending = { resolve, reject, timer: null, event, msg, seq: ++requestSeq, sent: false, abort: null };
       this.#pending.set(requestId, pending);
+      const forget = () => {
+        if (this.#pending.get(requestId) !== pending) return false;
+        this.#pending.delete(requestId);
+        clearTimeout(pending.timer);
+        pending.abort?.();
+        return true;
+      };
       if (timeout > 0) {
         pending.timer = setTimeout(() => {
-          if (this.#pending.get(requestId) !== pending) return;
-          this.#pending.delete(requestId);
+          if (!forget()) return;
           reject(
             new ChannelTimeout(`Request "${event}" timed out after ${timeout} ms`, {
               channel: this.#id,
@@ -159,26 +202,23 @@ export class Channel {
           );
         }, timeout);
       }
-      const forget = () => {
-        if (this.#pending.get(requestId) !== pending) return false;
-        this.#pending.delete(requestId);
-        clearTimeout(pending.timer);
-        return true;
-      };
-      let sent;
+      if (signal) {
+        const onAbort = () => {
+          if (forget()) reject(abortReason(signal));
+        };
+        signal.addEventListener("abort", onAbort, { once: true });
+        pending.abort = () => signal.removeEventListener("abort", onAbort);
+      }
+      let accepted;
       try {
-        sent = this.#link.send({
-          type: "channel_message",
-          channel: this.#id,
-          event,
-          payload: wirePayload(payload),
-          requestId,
+        accepted = this.#link.send(msg, () => {
+          pending.sent = true;
         });
       } catch (err) {
         forget(); // the payload could not be encoded
         throw err;
       }
-      if (!sent && forget()) {
+      if (!accepted && forget()) {
         reject(new ChannelClosed("Not connected", { channel: this.#id, reason: "disconnect" }));
       }
     });
@@ -263,7 +303,29 @@ export class Channel {
       return;
     }
     const requestId = typeof msg.requestId === "string" ? msg.requestId : undefined;
+    if (requestId !== undefined) {
+      // A request seen before is one the server sent again after a recovered reconnect: it is
+      // answered once, from memory (or not yet, while its listeners still run).
+      if (this.#handled.has(requestId)) {
+        const answer = this.#handled.get(requestId);
+        if (answer) this.#send(this.#answerMessage(requestId, answer));
+        return;
+      }
+      this.#handled.set(requestId, null);
+      if (this.#handled.size > HANDLED_MEMORY) this.#forgetOldestHandled();
+    }
     this.#deliver({ event: msg.event, payload: msg.payload === undefined ? null : msg.payload, requestId });
+  }
+
+  /**
+   * Our requests that went out on a transport and have no answer yet, as [seq, message]: after
+   * a recovered reconnect the client sends them again (the server answers a repeat once).
+   * @internal
+   */
+  _unanswered() {
+    const out = [];
+    for (const p of this.#pending.values()) if (p.sent) out.push([p.seq, p.msg]);
+    return out;
   }
 
   /**
@@ -280,8 +342,10 @@ export class Channel {
     for (const list of this.#listeners.values()) for (const e of list) e.active = false;
     this.#listeners.clear();
     this.#backlog.clear();
+    this.#handled.clear();
     for (const p of pending) {
       clearTimeout(p.timer);
+      p.abort?.();
       p.reject(error);
     }
     this.#link.closed(this);
@@ -304,11 +368,33 @@ export class Channel {
     }
   }
 
+  /** Sends a message on the link; false when it could not even be queued. */
+  #send(msg) {
+    return this.#link.send(msg);
+  }
+
+  #forgetOldestHandled() {
+    // The oldest answered one goes first; one still running only if nothing else can.
+    for (const [id, answer] of this.#handled) {
+      if (answer) {
+        this.#handled.delete(id);
+        return;
+      }
+    }
+    this.#handled.delete(this.#handled.keys().next().value);
+  }
+
+  #answerMessage(requestId, answer) {
+    const base = { type: "channel_message", channel: this.#id, responseTo: requestId };
+    return "error" in answer ? { ...base, error: answer.error } : { ...base, payload: answer.value };
+  }
+
   #settle(msg) {
     const pending = this.#pending.get(msg.responseTo);
-    if (!pending) return; // timed out already, or not ours
+    if (!pending) return; // timed out already, answered already, or not ours
     this.#pending.delete(msg.responseTo);
     clearTimeout(pending.timer);
+    pending.abort?.();
     if (msg.error !== undefined && msg.error !== null) {
       pending.reject(
         new ChannelError(String(msg.error), { channel: this.#id, event: pending.event }),
@@ -427,17 +513,34 @@ export class Channel {
 
   #reply(requestId, answer) {
     if (this.#closed) return;
-    const base = { type: "channel_message", channel: this.#id, responseTo: requestId };
-    if ("error" in answer) {
-      this.#link.send({ ...base, error: answer.error });
-      return;
-    }
+    // Remembered first: a repeat of this request is answered with exactly this.
+    if (this.#handled.has(requestId)) this.#handled.set(requestId, answer);
     try {
-      this.#link.send({ ...base, payload: answer.value });
+      this.#send(this.#answerMessage(requestId, answer));
     } catch (err) {
       // The value could not be encoded (a BigInt, a cycle): answer with why.
       this.#link.report(err);
-      this.#link.send({ ...base, error: `Reply could not be sent: ${errorText(err)}` });
+      const error = { error: `Reply could not be sent: ${errorText(err)}` };
+      if (this.#handled.has(requestId)) this.#handled.set(requestId, error);
+      this.#send(this.#answerMessage(requestId, error));
     }
   }
+}
+
+function isAbortSignal(value) {
+  return (
+    value !== null &&
+    typeof value === "object" &&
+    typeof value.aborted === "boolean" &&
+    typeof value.addEventListener === "function" &&
+    typeof value.removeEventListener === "function"
+  );
+}
+
+/** What a request aborted by `signal` rejects with. */
+function abortReason(signal) {
+  if (signal.reason !== undefined) return signal.reason;
+  const err = new Error("The operation was aborted");
+  err.name = "AbortError";
+  return err;
 }

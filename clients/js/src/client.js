@@ -1,11 +1,19 @@
 // The client: one Socket.IO connection to a pulsec server (socket.io-client underneath). It
 // owns the views and channel bridges of that connection, routes the server's "message" events
-// to them, reports the connection status, and on a reconnect attaches every view again.
+// to them, reports the connection status, and survives reconnects.
 //
-// Invariants: an open bridge exists only while the socket is connected (a disconnect closes
-// them all, since the server closes a session's channels with it); a closed channel id stays
-// closed (server ids are never reused), so `channel(id)` keeps returning its closed bridge;
-// everything is sent as the Socket.IO event "message" with one plain JSON object.
+// A reconnect is either recovered (Socket.IO connection state recovery: the server kept the
+// session, replayed what we missed, and socket.recovered is true) or fresh (a new session).
+// While a recovery is possible (the server gave us a pid and the drop was not a deliberate
+// disconnect), bridges, views and pending requests are kept and what the app sends waits in
+// `#outbox`; a recovered reconnect then sends our unanswered requests again, and the outbox,
+// in order. A fresh one closes every bridge (pending requests reject with ChannelClosed) and
+// attaches every view again.
+//
+// Invariants: an open bridge exists only while connected or while a recovery is possible; a
+// closed channel id stays closed (server ids are never reused), so `channel(id)` keeps
+// returning its closed bridge; a server message is delivered at most once (its offset must
+// grow); everything is sent as the Socket.IO event "message" with one plain JSON object.
 
 import { io } from "socket.io-client";
 import { Channel, DEFAULT_MAX_BUFFERED, CLOSE_EVENT, randomHex } from "./channel.js";
@@ -16,7 +24,16 @@ import { View } from "./view.js";
 const CLOSED_MEMORY = 1024;
 
 /** Client events and the argument each listener gets. */
-const CLIENT_EVENTS = ["status", "connect_error", "error"];
+const CLIENT_EVENTS = ["status", "connect", "connect_error", "error"];
+
+/** Disconnect reasons after which socket.io-client does not come back by itself. */
+const FINAL_REASONS = new Set(["io server disconnect", "io client disconnect"]);
+
+/** Default bound on the messages that wait for a recovered reconnect. */
+const DEFAULT_MAX_QUEUED = 1000;
+
+/** A Socket.IO offset pulsec writes: the decimal sequence number of the server's packet. */
+const OFFSET = /^[0-9]{1,16}$/;
 
 function isObject(value) {
   return value !== null && typeof value === "object" && !Array.isArray(value);
@@ -36,6 +53,9 @@ function isObject(value) {
  *   instead of creating one; the client then neither creates nor disconnects it
  * @param {number} [options.maxBuffered] per channel and event, how many messages are kept
  *   while no listener exists (default 1000; the oldest is dropped beyond)
+ * @param {number} [options.maxQueued] how many messages the app may send while reconnecting
+ *   (they go out after a recovered reconnect; default 1000; beyond, sending fails as when
+ *   disconnected)
  * @returns {PulseClient}
  */
 export function createClient(options = {}) {
@@ -49,8 +69,17 @@ export class PulseClient {
   #status;
   #closed = false;
   #maxBuffered;
+  #maxQueued;
+  #everConnected = false;
+  /** Disconnected, with bridges and views kept, until the next connect says recovered or not. */
+  #recovering = false;
+  #recovered = false;
+  /** @type {Array<{msg: object, onSent: (() => void) | undefined}>} sent while recovering */
+  #outbox = [];
+  /** Offset of the last server message delivered; older or equal ones are replays seen. */
+  #lastOffset = -1;
   /** @type {Record<string, Set<Function>>} */
-  #listeners = { status: new Set(), connect_error: new Set(), error: new Set() };
+  #listeners = { status: new Set(), connect: new Set(), connect_error: new Set(), error: new Set() };
   /** @type {Map<string, View>} by attachId */
   #views = new Map();
   /** @type {Map<string, {bridge: Channel, refs: number, timer: any}>} open bridges by id */
@@ -67,6 +96,7 @@ export class PulseClient {
       url,
       socket,
       maxBuffered = DEFAULT_MAX_BUFFERED,
+      maxQueued = DEFAULT_MAX_QUEUED,
       path = "/socket.io/",
       transports = ["websocket"],
       ...socketOptions
@@ -74,7 +104,11 @@ export class PulseClient {
     if (!(Number.isInteger(maxBuffered) && maxBuffered >= 0)) {
       throw new TypeError("maxBuffered is an integer >= 0");
     }
+    if (!(Number.isInteger(maxQueued) && maxQueued >= 0)) {
+      throw new TypeError("maxQueued is an integer >= 0");
+    }
     this.#maxBuffered = maxBuffered;
+    this.#maxQueued = maxQueued;
     if (socket) {
       this.#socket = socket;
       this.#ownsSocket = false;
@@ -85,7 +119,7 @@ export class PulseClient {
     }
 
     const report = (err) => this.#report(err);
-    const send = (msg) => this.#send(msg);
+    const send = (msg, onSent) => this.#send(msg, onSent);
     this.#channelLink = {
       send,
       report,
@@ -101,21 +135,35 @@ export class PulseClient {
     };
 
     const s = this.#socket;
+    this.#everConnected = !!s.connected;
     this.#status = s.connected ? "connected" : s.active === false ? "disconnected" : "connecting";
     this.#bind(s, "connect", () => this.#onConnect());
     this.#bind(s, "disconnect", (reason) => this.#onDisconnect(reason));
     this.#bind(s, "connect_error", (err) => this.#onConnectError(err));
-    this.#bind(s, "message", (msg) => this.#onMessage(msg));
+    this.#bind(s, "message", (msg, offset) => this.#onMessage(msg, offset));
     const manager = s.io;
     if (manager && typeof manager.on === "function") {
-      this.#bind(manager, "reconnect_attempt", () => this.#setStatus("connecting"));
-      this.#bind(manager, "reconnect_failed", () => this.#setStatus("disconnected"));
+      this.#bind(manager, "reconnect_attempt", () => this.#setStatus(this.#retrying()));
+      this.#bind(manager, "reconnect_failed", () => this.#giveUp());
     }
   }
 
-  /** "connecting" | "connected" | "disconnected" */
+  /**
+   * "connecting" before the first connect, "connected", "reconnecting" after the connection
+   * dropped (socket.io-client is trying again), "disconnected" once it will not come back by
+   * itself (close(), the server's disconnect, a refused connect, reconnection given up).
+   */
   get status() {
     return this.#status;
+  }
+
+  /**
+   * Whether the last (re)connect recovered the session: the server kept it across the drop,
+   * so views, channels and pending requests carried on. False for a first connect and for a
+   * fresh session.
+   */
+  get recovered() {
+    return this.#recovered;
   }
 
   /** True after `close()`. */
@@ -131,11 +179,13 @@ export class PulseClient {
   /**
    * Subscribes to a client event:
    * - "status": `(status)` when the connection status changes;
+   * - "connect": `({ recovered })` after every connect: recovered is true when the server kept
+   *   the session across the drop (nothing was lost), false for a first or fresh session;
    * - "connect_error": `(error)` when connecting fails (a refusal by the server's connect
    *   middleware has the server's reason as `error.message`);
    * - "error": `(error)` for errors thrown by channel listeners outside of a request, and for
    *   malformed messages from the server. Without a listener these go to console.error.
-   * @param {"status" | "connect_error" | "error"} event
+   * @param {"status" | "connect" | "connect_error" | "error"} event
    * @param {Function} cb
    * @returns {() => void} unsubscribes
    */
@@ -168,14 +218,15 @@ export class PulseClient {
       const attachId = randomHex(16);
       const view = new View(this.#viewLink, path, props, attachId, { resolve, reject });
       this.#views.set(attachId, view);
-      if (this.#socket.connected) view._sendAttach();
+      if (this.#socket.connected && !this.#recovering) view._sendAttach();
     });
   }
 
   /**
    * The bridge of channel `id`: the same object for the same id while the channel is open.
-   * A closed channel stays closed, so its id keeps giving the closed bridge; so does any id
-   * while the client is not connected (channels belong to one connection).
+   * A closed channel stays closed, so its id keeps giving the closed bridge; so does any new id
+   * while the client is not connected and no recovery is possible (channels belong to one
+   * session).
    * @param {string} id
    * @returns {Channel}
    */
@@ -188,7 +239,7 @@ export class PulseClient {
     const closed = this.#closedChannels.get(id);
     if (closed) return closed;
     const bridge = new Channel(id, this.#channelLink);
-    if (this.#closed || !this.#socket.connected) {
+    if (this.#closed || (!this.#socket.connected && !this.#recovering)) {
       bridge._close(
         new ChannelClosed(this.#closed ? "Client closed" : "Not connected", {
           channel: id,
@@ -244,6 +295,8 @@ export class PulseClient {
   close() {
     if (this.#closed) return;
     this.#closed = true;
+    this.#recovering = false;
+    this.#outbox = [];
     for (const view of [...this.#views.values()]) {
       view._end(new AttachError("Client closed", { path: view.path, attachId: view.attachId, code: "ECLOSED" }));
     }
@@ -261,9 +314,20 @@ export class PulseClient {
     this.#unbind.push(() => target.off(event, fn));
   }
 
-  #send(msg) {
-    if (this.#closed || !this.#socket.connected) return false;
+  /**
+   * Sends now, or while a recovery is possible queues for the recovered reconnect (then calls
+   * `onSent` when it goes out). False when it cannot go out at all.
+   */
+  #send(msg, onSent) {
+    if (this.#closed) return false;
+    if (this.#recovering) {
+      if (this.#outbox.length >= this.#maxQueued) return false;
+      this.#outbox.push({ msg, onSent });
+      return true;
+    }
+    if (!this.#socket.connected) return false;
     this.#socket.emit("message", msg);
+    onSent?.();
     return true;
   }
 
@@ -295,28 +359,112 @@ export class PulseClient {
   }
 
   #onConnect() {
-    // Bridges never outlive a connection; this only matters if a disconnect went unseen.
-    this.#closeAllChannels("Connection lost", "disconnect");
+    const wasRecovering = this.#recovering;
+    this.#recovering = false;
+    this.#everConnected = true;
+    this.#recovered = wasRecovering && this.#socket.recovered === true;
+    if (this.#recovered) {
+      this.#resume();
+    } else {
+      // A fresh session: nothing of the old one exists on the server any more.
+      this.#outbox = [];
+      this.#lastOffset = -1;
+      this.#closeAllChannels("Connection lost", "disconnect");
+      for (const view of [...this.#views.values()]) view._connectionLost();
+    }
     this.#setStatus("connected");
+    if (!this.#recovered) {
+      for (const view of [...this.#views.values()]) {
+        if (this.#closed || !this.#socket.connected) break;
+        view._sendAttach();
+      }
+    }
+    this.#emit("connect", { recovered: this.#recovered });
+  }
+
+  /**
+   * After a recovered reconnect: what the server missed of ours goes out, oldest first. The
+   * server replayed what we missed before its CONNECT reply, so answers to our requests that
+   * were on the way have arrived; what is still unanswered may never have reached the server
+   * (it answers a repeat only once). Then views still waiting for their ack, then the outbox.
+   */
+  #resume() {
+    const unanswered = [];
+    for (const { bridge } of this.#channels.values()) unanswered.push(...bridge._unanswered());
+    unanswered.sort((a, b) => a[0] - b[0]);
+    for (const [, msg] of unanswered) this.#socket.emit("message", msg);
     for (const view of [...this.#views.values()]) {
-      if (this.#closed || !this.#socket.connected) break;
-      view._sendAttach();
+      if (view.state === "attaching") view._sendAttach();
+    }
+    const outbox = this.#outbox;
+    this.#outbox = [];
+    for (let i = 0; i < outbox.length; i++) {
+      if (!this.#socket.connected) {
+        this.#outbox = outbox.slice(i); // dropped again meanwhile: they wait for the next one
+        return;
+      }
+      try {
+        this.#socket.emit("message", outbox[i].msg);
+        outbox[i].onSent?.();
+      } catch (err) {
+        this.#report(err);
+      }
     }
   }
 
   #onDisconnect(reason) {
+    // socket.io-client 4.8 keeps packets that arrived before a CONNECT reply that never came,
+    // and delivers them after the next one, on top of the server's replay of the same packets:
+    // dropping them here makes the replay the only copy.
+    if (Array.isArray(this.#socket.receiveBuffer)) this.#socket.receiveBuffer.length = 0;
+    if (this.#closed) return;
+    const final = FINAL_REASONS.has(reason);
+    // socket.io-client asks for a recovery (sends the pid) iff the server gave it one.
+    if (!final && this.#everConnected && (this.#recovering || typeof this.#socket._pid === "string")) {
+      this.#recovering = true;
+      this.#setStatus(this.#socket.active === false ? "disconnected" : "reconnecting");
+      return;
+    }
+    this.#recovering = false;
+    this.#outbox = [];
     this.#closeAllChannels(reason ? `Connection lost (${reason})` : "Connection lost", "disconnect");
     for (const view of [...this.#views.values()]) view._connectionLost();
-    this.#setStatus("disconnected");
+    this.#setStatus(final || this.#socket.active === false ? "disconnected" : "reconnecting");
   }
 
   #onConnectError(err) {
-    this.#setStatus(this.#socket.active === false ? "disconnected" : "connecting");
+    this.#setStatus(this.#socket.active === false ? "disconnected" : this.#retrying());
+    if (this.#socket.active === false) this.#giveUp();
     for (const cb of [...this.#listeners.connect_error]) {
       try {
         cb(err);
       } catch (e) {
         this.#report(e);
+      }
+    }
+  }
+
+  #retrying() {
+    return this.#everConnected ? "reconnecting" : "connecting";
+  }
+
+  /** The socket will not come back by itself: a kept session is given up. */
+  #giveUp() {
+    if (this.#recovering) {
+      this.#recovering = false;
+      this.#outbox = [];
+      this.#closeAllChannels("Connection lost", "disconnect");
+      for (const view of [...this.#views.values()]) view._connectionLost();
+    }
+    this.#setStatus("disconnected");
+  }
+
+  #emit(event, arg) {
+    for (const cb of [...this.#listeners[event]]) {
+      try {
+        cb(arg);
+      } catch (err) {
+        this.#report(err);
       }
     }
   }
@@ -340,7 +488,12 @@ export class PulseClient {
     }
   }
 
-  #onMessage(msg) {
+  #onMessage(msg, offset) {
+    if (typeof offset === "string" && OFFSET.test(offset)) {
+      const n = Number(offset);
+      if (n <= this.#lastOffset) return; // a replay of what was delivered already
+      this.#lastOffset = n;
+    }
     if (!isObject(msg) || typeof msg.type !== "string") {
       this.#report(new Error("pulsec-client: dropped a message that is not an object with a type"));
       return;

@@ -1,9 +1,15 @@
+"use client";
 // React bindings of pulsec-client ("pulsec-client/react"): a provider for the client, and hooks
-// that tie a view's attach and a channel's use to a component's lifetime. Both hooks survive
-// StrictMode's mount/unmount/mount of effects without extra traffic: an attach starts on a
-// microtask (so a mount that is immediately undone sends nothing), and a channel is released
-// through the client's reference count, which closes it only a macrotask after the last
-// release.
+// that tie a view's attach, a channel's use and an event listener to a component's lifetime.
+//
+// Conventions: rendering has no side effects (views are attached and channels acquired in
+// effects, so a render that is thrown away, a server render or a hydration touches nothing),
+// and every external store has a constant server snapshot, so server HTML hydrates without a
+// mismatch. The hooks survive StrictMode's mount/unmount/mount of effects without extra
+// traffic: an attach starts on a microtask (so a mount that is immediately undone sends
+// nothing), and a channel is released through the client's reference count, which closes it
+// only a macrotask after the last release. Across a recovered reconnect nothing changes for
+// them: the view, its props and the bridge carry on.
 
 import {
   createContext,
@@ -11,7 +17,8 @@ import {
   useCallback,
   useContext,
   useEffect,
-  useMemo,
+  useInsertionEffect,
+  useRef,
   useState,
   useSyncExternalStore,
 } from "react";
@@ -36,12 +43,19 @@ export function usePulseClient() {
   return client;
 }
 
-/** The client's connection status; re-renders when it changes. */
+/** What the server renders, and so what hydration starts from: no connection exists there. */
+const SERVER_STATUS = "connecting";
+const serverStatus = () => SERVER_STATUS;
+
+/**
+ * The client's connection status ("connecting", "connected", "reconnecting", "disconnected");
+ * re-renders when it changes. Renders "connecting" on the server and while hydrating.
+ */
 export function usePulseStatus() {
   const client = usePulseClient();
   const subscribe = useCallback((cb) => client.on("status", cb), [client]);
-  const get = () => client.status;
-  return useSyncExternalStore(subscribe, get, get);
+  const get = useCallback(() => client.status, [client]);
+  return useSyncExternalStore(subscribe, get, serverStatus);
 }
 
 const LOADING = Object.freeze({
@@ -101,30 +115,59 @@ export function usePulseView(path, props) {
 }
 
 const noop = () => {};
+const serverClosed = () => true;
 
 /**
- * The bridge of channel `channelId`, the same object across renders. The channel is held while
- * the component is mounted and released (closed, `__close__` sent) after it unmounts, unless
- * another holder still uses it. Re-renders when the bridge closes, so `bridge.closed` is
- * current. Returns null when `channelId` is null, undefined or "".
+ * The bridge of channel `channelId`, the same object across renders. The channel is acquired
+ * in an effect (so the first render, and a server render, give null) and released after the
+ * component unmounts or the id changes: it closes (`__close__` sent) unless another holder
+ * still uses it. Re-renders when the bridge closes, so `bridge.closed` is current. Returns null
+ * when `channelId` is null, undefined or "", and until the effect has run.
  * @param {string | null | undefined} channelId
  * @returns {import("./channel.js").Channel | null}
  */
 export function usePulseChannel(channelId) {
   const client = usePulseClient();
-  const bridge = useMemo(
-    () => (channelId == null || channelId === "" ? null : client.channel(channelId)),
-    [client, channelId],
-  );
+  const id = channelId == null || channelId === "" ? null : channelId;
+  const [held, setHeld] = useState(null);
 
   useEffect(() => {
-    if (!bridge) return undefined;
-    client.acquireChannel(bridge.id);
-    return () => client.releaseChannel(bridge.id);
-  }, [client, bridge]);
+    if (id === null) return undefined;
+    const bridge = client.acquireChannel(id);
+    setHeld((prev) =>
+      prev && prev.client === client && prev.id === id && prev.bridge === bridge ? prev : { client, id, bridge },
+    );
+    return () => client.releaseChannel(id);
+  }, [client, id]);
 
+  // A bridge held for other arguments (or another client) is not this one.
+  const bridge = held && held.client === client && held.id === id ? held.bridge : null;
   const subscribe = useCallback((cb) => (bridge ? bridge.onClose(cb) : noop), [bridge]);
-  const closed = () => (bridge ? bridge.closed : true);
-  useSyncExternalStore(subscribe, closed, closed);
+  const closed = useCallback(() => (bridge ? bridge.closed : true), [bridge]);
+  useSyncExternalStore(subscribe, closed, serverClosed);
   return bridge;
+}
+
+/**
+ * Listens for `event` on `bridge` while the component is mounted (and the bridge is open),
+ * calling the latest `handler` of each render: a new function each render does not re-register
+ * the listener, so buffered events are not replayed and nothing is missed in between. As with
+ * `bridge.on`, the handler's return value (or awaited Promise) answers the server's requests.
+ * `bridge` may be null (nothing is registered until it is not).
+ * @param {import("./channel.js").Channel | null | undefined} bridge
+ * @param {string} event
+ * @param {(payload: any) => unknown} handler
+ */
+export function usePulseEvent(bridge, event, handler) {
+  if (typeof handler !== "function") throw new TypeError("usePulseEvent: handler must be a function");
+  const latest = useRef(handler);
+  // An insertion effect runs before every other effect of the commit (so no listener sees a
+  // stale handler) and never on the server.
+  useInsertionEffect(() => {
+    latest.current = handler;
+  });
+  useEffect(() => {
+    if (!bridge || bridge.closed) return undefined;
+    return bridge.on(event, (payload) => latest.current(payload));
+  }, [bridge, event]);
 }

@@ -262,7 +262,7 @@ describe("React page in headless Chromium, served by the echo server", { timeout
 
     restarting = true; // Chromium logs failed WebSocket attempts while the server is away
     await stopClean(server, "echo server serving the page");
-    await waitText("#status", /^(disconnected|connecting)$/);
+    await waitText("#status", "reconnecting");
     await waitText("#channel-state", "closed");
     const www = path.join(tmp, "www");
     server = await startEcho({ port, args: ["--static", www] });

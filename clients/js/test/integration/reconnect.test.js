@@ -105,9 +105,9 @@ test("views re-attach after the server restarts on the same port", { timeout: 60
 
   assert.deepEqual(statuses.filter((s) => s !== "connecting"), [
     "connected",
-    "disconnected",
+    "reconnecting",
     "connected",
-    "disconnected",
+    "reconnecting",
     "connected",
   ]);
   assert.deepEqual(errors, []);

@@ -1,14 +1,22 @@
 // An in-process stand-in for a socket.io-client Socket, driven by the test. What the client
 // emits is recorded as the JSON text socket.io-client would put in the packet; what the
-// "server" sends is delivered through the same listeners a real Socket would call.
+// "server" sends is delivered through the same listeners a real Socket would call. With
+// `pid` set, it plays a server with connection state recovery: `_pid` is what socket.io-client
+// keeps from the CONNECT reply, `recovered` what it sets on a reconnect, and server messages
+// may carry their offset as a second argument.
 
 import { EventEmitter } from "node:events";
 
 export class FakeSocket extends EventEmitter {
-  constructor({ connected = true } = {}) {
+  constructor({ connected = true, pid } = {}) {
     super();
     this.connected = connected;
     this.active = true;
+    this.recovered = false;
+    this._pid = connected ? pid : undefined;
+    this.pid = pid;
+    /** socket.io-client's buffer of packets received before a CONNECT reply. */
+    this.receiveBuffer = [];
     /** JSON text of every "message" the client emitted, oldest first. */
     this.sent = [];
     this.disconnectCalls = 0;
@@ -33,9 +41,10 @@ export class FakeSocket extends EventEmitter {
 
   // ---- the test's side ----
 
-  /** Delivers one "message" from the server. */
-  serverSend(msg) {
-    this.#fire("message", msg);
+  /** Delivers one "message" from the server (with its offset string, as recovery sends it). */
+  serverSend(msg, offset) {
+    if (offset === undefined) this.#fire("message", msg);
+    else this.#fire("message", msg, offset);
   }
 
   /** The connection drops (the client will reconnect). */
@@ -44,10 +53,18 @@ export class FakeSocket extends EventEmitter {
     this.#fire("disconnect", reason);
   }
 
-  /** The connection (re)opens. */
-  open() {
+  /**
+   * The connection (re)opens; `recovered` as the server's CONNECT reply decides it (a reply
+   * with the same pid). `replay` messages ([msg, offset] pairs) arrive before the reply, as
+   * the server's replay does, and are delivered as socket.io-client does: after `connected`
+   * turns true, before "connect".
+   */
+  open({ recovered = false, replay = [] } = {}) {
     this.connected = true;
     this.active = true;
+    this.recovered = recovered && this._pid !== undefined && this._pid === this.pid;
+    this._pid = this.pid;
+    for (const [msg, offset] of replay) this.serverSend(msg, offset);
     this.#fire("connect");
   }
 

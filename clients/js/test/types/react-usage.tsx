@@ -4,6 +4,7 @@ import {
   PulseProvider,
   usePulseChannel,
   usePulseClient,
+  usePulseEvent,
   usePulseStatus,
   usePulseView,
   type PulseViewResult,
@@ -14,12 +15,15 @@ interface Props {
 }
 
 function Widget({ channelId }: Props) {
-  const bridge = usePulseChannel(channelId); // non-null for a string id
+  const bridge = usePulseChannel(channelId); // null until the effect acquired it
   const [log, setLog] = useState<string[]>([]);
   useEffect(() => {
-    if (bridge.closed) return;
+    if (!bridge || bridge.closed) return;
     return bridge.on<{ text: string }>("server:message", (m) => setLog((l) => [...l, m.text]));
   }, [bridge]);
+  usePulseEvent<{ question: string }>(bridge, "server:confirm", (q) => ({ ok: q.question.length > 0 }));
+  // @ts-expect-error the handler takes the payload
+  usePulseEvent(bridge, "x", (a: string, b: string) => a + b);
   return <ul>{log.map((t, i) => <li key={i}>{t}</li>)}</ul>;
 }
 

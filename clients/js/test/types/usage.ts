@@ -19,10 +19,13 @@ interface ChatProps {
 }
 
 export async function main(): Promise<void> {
-  const client = createClient({ url: "http://localhost:8000", auth: { token: "t" }, path: "/socket.io/", transports: ["websocket"], reconnectionDelay: 100 });
+  const client = createClient({ url: "http://localhost:8000", auth: { token: "t" }, path: "/socket.io/", transports: ["websocket"], reconnectionDelay: 100, maxQueued: 10 });
   const status: ClientStatus = client.status;
   const offStatus: () => void = client.on("status", (s: ClientStatus) => void s);
   client.on("connect_error", (e: Error) => void e.message);
+  client.on("connect", ({ recovered }) => void (recovered satisfies boolean));
+  const recovered: boolean = client.recovered;
+  const reconnecting: ClientStatus = "reconnecting";
   client.on("error", (e: unknown) => void e);
   // @ts-expect-error unknown client event
   client.on("nope", () => {});
@@ -47,6 +50,10 @@ export async function main(): Promise<void> {
   const closed: boolean = bridge.closed;
   // @ts-expect-error timeout is a number
   bridge.request("x", null, { timeout: "5s" });
+  const ac = new AbortController();
+  await bridge.request("x", null, { timeout: 1000, signal: ac.signal });
+  // @ts-expect-error signal is an AbortSignal
+  bridge.request("x", null, { signal: "stop" });
   // @ts-expect-error id is read-only
   bridge.id = "other";
   bridge.close();
@@ -64,5 +71,5 @@ export async function main(): Promise<void> {
   off();
   offStatus();
   client.close();
-  void [status, attachId, state, same, n, anything, closed];
+  void [status, attachId, state, same, n, anything, closed, recovered, reconnecting];
 }

@@ -435,3 +435,115 @@ test("close drops buffered messages and listeners", async () => {
   await tick();
   assert.deepEqual(got, []);
 });
+
+// ---- exactly once across a recovered reconnect ----------------------------------------------
+
+test("a server request sent again is answered once, with the first answer", async () => {
+  const { socket, client } = setup();
+  const ch = client.channel("c1");
+  let calls = 0;
+  let release;
+  ch.on("incr", () => {
+    calls += 1;
+    return calls === 1 ? new Promise((r) => (release = r)) : calls;
+  });
+  const req = msg("c1", { event: "incr", payload: null, requestId: "r1" });
+  socket.serverSend(req);
+  await tick();
+  socket.serverSend(req); // still running: no second run, no answer yet
+  await tick();
+  assert.equal(calls, 1);
+  assert.deepEqual(socket.take(), []);
+  release({ n: 1 });
+  await tick();
+  const answer = { type: "channel_message", channel: "c1", responseTo: "r1", payload: { n: 1 } };
+  assert.deepEqual(socket.take(), [answer]);
+  socket.serverSend(req); // answered: the same answer again, the handler not run
+  await tick();
+  assert.equal(calls, 1);
+  assert.deepEqual(socket.take(), [answer]);
+});
+
+test("a repeated server request that failed gets the same error again", async () => {
+  const { socket, client } = setup();
+  const ch = client.channel("c1");
+  let calls = 0;
+  ch.on("boom", () => {
+    calls += 1;
+    throw new Error("no");
+  });
+  const req = msg("c1", { event: "boom", payload: null, requestId: "r2" });
+  socket.serverSend(req);
+  await tick();
+  socket.serverSend(req);
+  await tick();
+  assert.equal(calls, 1);
+  const answer = { type: "channel_message", channel: "c1", responseTo: "r2", error: "no" };
+  assert.deepEqual(socket.take(), [answer, answer]);
+});
+
+test("a repeat of a request still waiting for its listener is not delivered twice", async () => {
+  const { socket, client } = setup();
+  const ch = client.channel("c1");
+  const req = msg("c1", { event: "later", payload: 5, requestId: "r3" });
+  socket.serverSend(req);
+  socket.serverSend(req);
+  const seen = [];
+  ch.on("later", (p) => {
+    seen.push(p);
+    return p * 2;
+  });
+  await tick();
+  assert.deepEqual(seen, [5]);
+  assert.deepEqual(socket.take(), [{ type: "channel_message", channel: "c1", responseTo: "r3", payload: 10 }]);
+});
+
+// ---- AbortSignal -------------------------------------------------------------------------------
+
+test("request with an aborted signal rejects with its reason and sends nothing", async () => {
+  const { socket, client } = setup();
+  const ch = client.channel("c1");
+  const ac = new AbortController();
+  ac.abort();
+  const err = await ch.request("x", null, { signal: ac.signal }).catch((e) => e);
+  assert.equal(err.name, "AbortError");
+  assert.deepEqual(socket.take(), []);
+  const custom = AbortSignal.abort(new Error("gone"));
+  assert.equal((await ch.request("x", null, { signal: custom }).catch((e) => e)).message, "gone");
+});
+
+test("aborting a pending request rejects it; a late answer is ignored; the timer stops", async () => {
+  const { socket, client, errors } = setup();
+  const ch = client.channel("c1");
+  const ac = new AbortController();
+  const p = ch.request("slow", null, { signal: ac.signal, timeout: 30 });
+  const [m] = socket.take();
+  ac.abort(new Error("user left"));
+  const err = await p.catch((e) => e);
+  assert.equal(err.message, "user left");
+  socket.serverSend(msg("c1", { responseTo: m.requestId, payload: "late" }));
+  await tick(50); // no ChannelTimeout fires after the abort
+  assert.deepEqual(errors, []);
+  // An answered request no longer listens to its signal.
+  const ac2 = new AbortController();
+  const q = ch.request("fast", null, { signal: ac2.signal });
+  socket.serverSend(msg("c1", { responseTo: socket.take()[0].requestId, payload: 1 }));
+  assert.equal(await q, 1);
+  ac2.abort();
+  await tick();
+});
+
+test("request refuses a signal that is not an AbortSignal", () => {
+  const { client } = setup();
+  assert.throws(() => client.channel("c1").request("x", null, { signal: {} }), TypeError);
+});
+
+test("closing the channel rejects a request with a signal, with ChannelClosed", async () => {
+  const { client } = setup();
+  const ch = client.channel("c1");
+  const ac = new AbortController();
+  const p = ch.request("x", null, { signal: ac.signal });
+  ch.close();
+  assert.ok((await p.catch((e) => e)) instanceof ChannelClosed);
+  ac.abort();
+});

@@ -29,7 +29,7 @@ async function attached(socket, client, path, props, serverProps) {
 
 // ---- status -------------------------------------------------------------------------------
 
-test("status follows the socket: connecting, connected, disconnected", () => {
+test("status follows the socket: connecting, connected, reconnecting, disconnected", () => {
   const { socket, client } = setup({ connected: false });
   assert.ok(client instanceof PulseClient);
   assert.equal(client.status, "connecting");
@@ -38,11 +38,14 @@ test("status follows the socket: connecting, connected, disconnected", () => {
   socket.open();
   assert.equal(client.status, "connected");
   socket.drop();
+  assert.equal(client.status, "reconnecting");
+  socket.open();
+  socket.drop("io server disconnect"); // socket.io-client does not come back from this one
   assert.equal(client.status, "disconnected");
   socket.open();
   off();
   socket.drop();
-  assert.deepEqual(seen, ["connected", "disconnected", "connected"]);
+  assert.deepEqual(seen, ["connected", "reconnecting", "connected", "disconnected", "connected"]);
   assert.equal(client.socket, socket);
 });
 
@@ -65,14 +68,16 @@ test("connect_error: reported with the server's reason; status depends on retryi
   assert.deepEqual(statuses, ["disconnected"]);
 });
 
-test("status goes back to connecting when the Manager starts a reconnect attempt", () => {
+test("status: reconnecting while the Manager retries, disconnected once it gives up", () => {
   const socket = new FakeSocket();
   socket.io = new EventEmitter(); // the Manager
   const client = createClient({ socket });
   socket.drop();
-  assert.equal(client.status, "disconnected");
+  assert.equal(client.status, "reconnecting");
+  socket.fail(new Error("websocket error"));
+  assert.equal(client.status, "reconnecting");
   socket.io.emit("reconnect_attempt", 1);
-  assert.equal(client.status, "connecting");
+  assert.equal(client.status, "reconnecting");
   socket.io.emit("reconnect_failed");
   assert.equal(client.status, "disconnected");
   client.close();
@@ -352,4 +357,223 @@ test("createClient passes auth, path and transports through to socket.io-client"
   assert.deepEqual(client.socket.io.opts.transports, ["polling", "websocket"]);
   client.close();
   assert.throws(() => createClient({ socket: new FakeSocket(), maxBuffered: -1 }), TypeError);
+});
+
+// ---- connection state recovery -------------------------------------------------------------
+
+/** A client on a server with recovery (it gave socket.io-client a pid). */
+function recoverable() {
+  const socket = new FakeSocket({ pid: "p1" });
+  const client = createClient({ socket });
+  return { socket, client, errors: collectErrors(client) };
+}
+
+test("recovered reconnect: bridges, views and pending requests carry on; nothing re-attached", async () => {
+  const { socket, client, errors } = recoverable();
+  const view = await attached(socket, client, "/chat", { room: 1 }, { channelId: "c1" });
+  const bridge = client.channel("c1");
+  const events = [];
+  bridge.on("ev", (p) => events.push(p));
+  const statuses = [];
+  client.on("status", (s) => statuses.push(s));
+  const connects = [];
+  client.on("connect", (info) => connects.push(info));
+  const closes = [];
+  bridge.onClose((e) => closes.push(e));
+  const pending = bridge.request("slow", 1, { timeout: 5000 });
+  const [req] = socket.take();
+
+  socket.drop("transport close");
+  assert.equal(client.status, "reconnecting");
+  assert.equal(bridge.closed, false, "kept while a recovery is possible");
+  assert.equal(view.state, "attached");
+  assert.equal(client.channel("c1"), bridge);
+
+  socket.open({ recovered: true, replay: [[{ type: "channel_message", channel: "c1", event: "ev", payload: "missed" }, "7"]] });
+  assert.equal(client.recovered, true);
+  assert.deepEqual(connects, [{ recovered: true }]);
+  assert.deepEqual(statuses, ["reconnecting", "connected"]);
+  assert.deepEqual(closes, []);
+  assert.equal(view.state, "attached");
+  assert.deepEqual(view.props, { channelId: "c1" });
+  // The unanswered request goes out again, as it was (same requestId); no attach.
+  assert.deepEqual(socket.take(), [req]);
+  socket.serverSend({ type: "channel_message", channel: "c1", responseTo: req.requestId, payload: "done" }, "8");
+  assert.equal(await pending, "done");
+  await tick();
+  assert.deepEqual(events, ["missed"]);
+  assert.deepEqual(errors, []);
+});
+
+test("recovered reconnect: a request answered by the replay is not sent again", async () => {
+  const { socket, client } = recoverable();
+  const bridge = client.channel("c1");
+  const pending = bridge.request("q");
+  const [req] = socket.take();
+  socket.drop();
+  socket.open({
+    recovered: true,
+    replay: [[{ type: "channel_message", channel: "c1", responseTo: req.requestId, payload: 42 }, "3"]],
+  });
+  assert.equal(await pending, 42);
+  assert.deepEqual(socket.take(), []);
+});
+
+test("while reconnecting, what the app sends waits and goes out in order after the recovery", async () => {
+  const { socket, client } = recoverable();
+  const a = client.channel("a");
+  const old = a.request("before");
+  const [before] = socket.take();
+  socket.drop();
+  a.emit("e1", 1);
+  const during = a.request("during", 2);
+  a.emit("e2", 3);
+  const pendingAttach = client.attach("/later");
+  assert.deepEqual(socket.take(), [], "nothing is written while disconnected");
+  socket.open({ recovered: true });
+  const sent = socket.take();
+  assert.deepEqual(sent[0], before, "requests of the old transport first");
+  assert.equal(sent[1].type, "attach");
+  assert.equal(sent[1].path, "/later");
+  assert.deepEqual(sent.slice(2).map((m) => m.event), ["e1", "during", "e2"]);
+  const duringId = sent[3].requestId;
+  socket.serverSend({ type: "channel_message", channel: "a", responseTo: duringId, payload: "d" });
+  socket.serverSend({ type: "channel_message", channel: "a", responseTo: before.requestId, payload: "b" });
+  assert.equal(await during, "d");
+  assert.equal(await old, "b");
+  socket.serverSend({ type: "attach_ack", attachId: sent[1].attachId, props: {} });
+  await pendingAttach;
+  // A second blip: the request made while reconnecting counts as sent now.
+  const again = a.request("again");
+  socket.take();
+  socket.drop();
+  socket.open({ recovered: true });
+  assert.deepEqual(socket.take().map((m) => m.event), ["again"]);
+  void again.catch(() => {});
+});
+
+test("a fresh session after a recoverable drop: bridges close, queued messages are dropped, views re-attach", async () => {
+  const { socket, client } = recoverable();
+  const view = await attached(socket, client, "/chat", null, { channelId: "c1" });
+  const bridge = client.channel("c1");
+  const pending = bridge.request("q");
+  socket.take();
+  socket.drop();
+  bridge.emit("lost", 1);
+  const during = bridge.request("also lost");
+  const connects = [];
+  client.on("connect", (info) => connects.push(info));
+  socket.pid = "p2"; // the server lost the session: a new pid
+  socket.open({ recovered: true });
+  assert.equal(client.recovered, false);
+  assert.deepEqual(connects, [{ recovered: false }]);
+  for (const p of [pending, during]) {
+    const err = await p.catch((e) => e);
+    assert.ok(err instanceof ChannelClosed);
+    assert.equal(err.reason, "disconnect");
+  }
+  assert.equal(bridge.closed, true);
+  assert.deepEqual(socket.take(), [{ type: "attach", path: "/chat", attachId: view.attachId, props: null }]);
+});
+
+test("the server's DISCONNECT or the app's ends the session at once, recovery or not", async () => {
+  const { socket, client } = recoverable();
+  const bridge = client.channel("c1");
+  const pending = bridge.request("q");
+  socket.drop("io server disconnect");
+  assert.equal(bridge.closed, true);
+  assert.equal(client.status, "disconnected");
+  assert.ok((await pending.catch((e) => e)) instanceof ChannelClosed);
+});
+
+test("without a pid from the server (no recovery), a drop closes the bridges at once", () => {
+  const { socket, client } = setup();
+  const bridge = client.channel("c1");
+  socket.drop();
+  assert.equal(bridge.closed, true);
+  assert.equal(client.status, "reconnecting");
+  socket.open();
+  assert.equal(client.recovered, false);
+});
+
+test("the Manager giving up ends a kept session", async () => {
+  const socket = new FakeSocket({ pid: "p1" });
+  socket.io = new EventEmitter();
+  const client = createClient({ socket });
+  const bridge = client.channel("c1");
+  const pending = bridge.request("q");
+  socket.drop();
+  assert.equal(bridge.closed, false);
+  socket.io.emit("reconnect_failed");
+  assert.equal(client.status, "disconnected");
+  assert.equal(bridge.closed, true);
+  assert.ok((await pending.catch((e) => e)) instanceof ChannelClosed);
+});
+
+test("a server message is delivered once: offsets must grow, a fresh session starts over", async () => {
+  const { socket, client } = recoverable();
+  const bridge = client.channel("c1");
+  const seen = [];
+  bridge.on("ev", (p) => seen.push(p));
+  const ev = (n) => ({ type: "channel_message", channel: "c1", event: "ev", payload: n });
+  socket.serverSend(ev(1), "1");
+  socket.serverSend(ev(2), "2");
+  socket.serverSend(ev(2), "2"); // a replay of what was delivered
+  socket.serverSend(ev(1), "1");
+  socket.serverSend(ev(3), "3");
+  socket.serverSend(ev("no offset")); // servers without recovery send none
+  await tick();
+  assert.deepEqual(seen, [1, 2, 3, "no offset"]);
+  socket.drop();
+  socket.pid = "p2";
+  socket.open();
+  const fresh = client.channel("c9");
+  const seen2 = [];
+  fresh.on("ev", (p) => seen2.push(p));
+  socket.serverSend({ type: "channel_message", channel: "c9", event: "ev", payload: "new" }, "1");
+  await tick();
+  assert.deepEqual(seen2, ["new"]);
+});
+
+test("socket.io-client's buffer of packets before a CONNECT reply is emptied on disconnect", () => {
+  const { socket } = recoverable();
+  socket.drop();
+  socket.receiveBuffer.push(Object.freeze(["message", {}, "5"]));
+  socket.drop(); // the next attempt died between the replay and the CONNECT reply
+  assert.deepEqual(socket.receiveBuffer, []);
+});
+
+test("maxQueued bounds what waits for a recovery; beyond, sending fails as when offline", async () => {
+  const socket = new FakeSocket({ pid: "p1" });
+  const client = createClient({ socket, maxQueued: 2 });
+  const bridge = client.channel("c1");
+  socket.drop();
+  bridge.emit("a");
+  bridge.emit("b");
+  bridge.emit("c"); // dropped
+  const err = await bridge.request("d").catch((e) => e);
+  assert.ok(err instanceof ChannelClosed);
+  socket.open({ recovered: true });
+  assert.deepEqual(socket.take().map((m) => m.event), ["a", "b"]);
+  assert.throws(() => createClient({ socket: new FakeSocket(), maxQueued: 1.5 }), TypeError);
+});
+
+test("a detach while reconnecting reaches the server after the recovery", async () => {
+  const { socket, client } = recoverable();
+  const view = await attached(socket, client, "/v", null, { channelId: "c" });
+  socket.drop();
+  view.detach();
+  socket.open({ recovered: true });
+  assert.deepEqual(socket.take(), [{ type: "detach", attachId: view.attachId }]);
+});
+
+test("an attach lost in the blip is sent again after the recovery", async () => {
+  const { socket, client } = recoverable();
+  const pending = client.attach("/v");
+  const [m] = socket.take();
+  socket.drop();
+  socket.open({ recovered: true });
+  assert.deepEqual(socket.take(), [m]);
+  socket.serverSend({ type: "attach_ack", attachId: m.attachId, props: 1 });
+  assert.equal((await pending).props, 1);
 });

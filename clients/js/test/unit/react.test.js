@@ -12,6 +12,7 @@ import {
   usePulseView,
   usePulseChannel,
   usePulseStatus,
+  usePulseEvent,
 } from "../../src/react.js";
 import { FakeSocket, tick, collectErrors } from "../support/fake-socket.js";
 
@@ -177,7 +178,9 @@ test("usePulseChannel under StrictMode: stable bridge, not closed by the double 
   await act(async () => {
     await tick(5);
   });
-  assert.ok(bridges.length >= 2);
+  assert.equal(bridges[0], null, "the first render acquires nothing: that is the effect's job");
+  bridges.splice(0, bridges.lastIndexOf(null) + 1);
+  assert.ok(bridges.length >= 1);
   assert.ok(bridges.every((b) => b === bridges[0]), "one bridge object across renders");
   assert.equal(bridges[0], client.channel("c1"));
   assert.equal(bridges[0].closed, false);
@@ -322,7 +325,7 @@ test("usePulseStatus re-renders on status changes; usePulseClient gives the clie
   await server(() => socket.open());
   assert.match(r.text(), /"connected"/);
   await server(() => socket.drop());
-  assert.match(r.text(), /disconnected/);
+  assert.match(r.text(), /reconnecting/);
   await r.unmount();
 });
 
@@ -364,4 +367,101 @@ test("hooks outside a PulseProvider throw a clear error", async () => {
   assert.equal(errors.length, 1);
   assert.match(errors[0].message, /PulseProvider/);
   assert.throws(() => PulseProvider({ client: null }), TypeError);
+});
+
+// ---- usePulseEvent ------------------------------------------------------------------------
+
+function EventProbe({ channelId, event, handler, renders }) {
+  const bridge = usePulseChannel(channelId);
+  usePulseEvent(bridge, event, handler);
+  renders?.push(bridge);
+  return h("p", null, bridge ? "open" : "none");
+}
+
+test("usePulseEvent: calls the latest handler, answers requests, registers once", async () => {
+  const { socket, client } = setup();
+  const seen = [];
+  const r = await render(client, h(EventProbe, { channelId: "c1", event: "ev", handler: (p) => seen.push(["a", p]) }));
+  await server(() => socket.serverSend({ type: "channel_message", channel: "c1", event: "ev", payload: 1 }));
+  // A new handler each render: used from then on, without registering again.
+  await r.update(h(EventProbe, { channelId: "c1", event: "ev", handler: (p) => seen.push(["b", p]) }));
+  await server(() => socket.serverSend({ type: "channel_message", channel: "c1", event: "ev", payload: 2 }));
+  assert.deepEqual(seen, [["a", 1], ["b", 2]]);
+  // The handler's value answers a request.
+  await r.update(h(EventProbe, { channelId: "c1", event: "ask", handler: (p) => ({ twice: p * 2 }) }));
+  await server(() => socket.serverSend({ type: "channel_message", channel: "c1", event: "ask", payload: 4, requestId: "q" }));
+  assert.deepEqual(socket.take(), [{ type: "channel_message", channel: "c1", responseTo: "q", payload: { twice: 8 } }]);
+  // The old event's listener went away with the event change.
+  await server(() => socket.serverSend({ type: "channel_message", channel: "c1", event: "ev", payload: 3 }));
+  assert.deepEqual(seen, [["a", 1], ["b", 2]]);
+  await r.unmount();
+});
+
+test("usePulseEvent: a null or closed bridge registers nothing; a bad handler throws", async () => {
+  const { socket, client } = setup();
+  const r = await render(client, h(EventProbe, { channelId: null, event: "ev", handler: () => {} }));
+  assert.match(r.text(), /none/);
+  await r.update(h(EventProbe, { channelId: "c1", event: "ev", handler: () => {} }));
+  await server(() => socket.serverSend({ type: "channel_message", channel: "c1", event: "__close__", payload: null }));
+  await r.update(h(EventProbe, { channelId: "c1", event: "other", handler: () => {} }));
+  await r.unmount();
+  const silenced = console.error;
+  console.error = () => {};
+  try {
+    await assert.rejects(
+      render(client, h(EventProbe, { channelId: "c2", event: "ev", handler: "nope" })),
+      /handler must be a function/,
+    );
+  } finally {
+    console.error = silenced;
+  }
+});
+
+// ---- server rendering and hydration -----------------------------------------------------------
+
+test("a server render has no side effects and renders the constant server snapshots", async () => {
+  const { renderToString } = await import("react-dom/server");
+  const { socket, client } = setup();
+  function Page() {
+    const status = usePulseStatus();
+    const view = usePulseView("/chat", { a: 1 });
+    const bridge = usePulseChannel("c1");
+    usePulseEvent(bridge, "ev", () => {});
+    return h("p", null, `${status} ${view.status} ${bridge ? "bridge" : "none"}`);
+  }
+  const html = renderToString(h(PulseProvider, { client }, h(Page)));
+  assert.match(html, /connecting loading none/, "the connected client's status is not rendered on the server");
+  await tick();
+  assert.deepEqual(socket.take(), [], "no attach, no channel message");
+  // Rendering did not create the bridge either: it is made when first asked for.
+  client.close();
+});
+
+// ---- across a recovered reconnect ----------------------------------------------------------
+
+test("a chat component keeps its view, bridge and log through a recovered reconnect", async () => {
+  const socket = new FakeSocket({ pid: "p1" });
+  const client = createClient({ socket });
+  const r = await render(client, h(Chat));
+  const [att] = socket.take();
+  await server(() => socket.serverSend({ type: "attach_ack", attachId: att.attachId, props: { channelId: "k1" } }, "1"));
+  await act(async () => {
+    await tick(5);
+  });
+  socket.take();
+  await server(() => socket.serverSend({ type: "channel_message", channel: "k1", event: "server:message", payload: { text: "a" } }, "2"));
+  await server(() => socket.drop());
+  assert.equal(r.text(), '{"type":"p","props":{},"children":["ready k1 [a]"]}');
+  await server(() =>
+    socket.open({
+      recovered: true,
+      replay: [[{ type: "channel_message", channel: "k1", event: "server:message", payload: { text: "b" } }, "3"]],
+    }),
+  );
+  await act(async () => {
+    await tick(5);
+  });
+  assert.equal(r.text(), '{"type":"p","props":{},"children":["ready k1 [a|b]"]}');
+  assert.deepEqual(socket.take(), [], "no re-attach, no new hello: the component did not remount");
+  await r.unmount();
 });
