@@ -64,6 +64,16 @@ TEST_DECLARE(sio_connect)
 TEST_DECLARE(sio_refused_packets)
 TEST_DECLARE(sio_connect_timeout)
 
+/* test_replay.c */
+TEST_DECLARE(replay_offsets)
+TEST_DECLARE(replay_bound)
+TEST_DECLARE(replay_long_run)
+TEST_DECLARE(replay_offset_text)
+
+/* test_reqmem.c */
+TEST_DECLARE(reqmem_states)
+TEST_DECLARE(reqmem_bounds)
+
 /* test_server.c */
 TEST_DECLARE(server_new_free)
 TEST_DECLARE(server_own_loop)
@@ -138,6 +148,12 @@ TEST_ENTRY(sio_reserved_event)
 TEST_ENTRY(sio_connect)
 TEST_ENTRY(sio_refused_packets)
 TEST_ENTRY(sio_connect_timeout)
+TEST_ENTRY(replay_offsets)
+TEST_ENTRY(replay_bound)
+TEST_ENTRY(replay_long_run)
+TEST_ENTRY(replay_offset_text)
+TEST_ENTRY(reqmem_states)
+TEST_ENTRY(reqmem_bounds)
 TEST_ENTRY(server_new_free)
 TEST_ENTRY(server_own_loop)
 TEST_ENTRY(server_new_free_app_loop)
