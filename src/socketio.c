@@ -123,14 +123,20 @@ int ps__sio_decode(const char *s, size_t len, ps__sio_packet *p, const char **er
             i++; /* the comma */
     }
     if (i < len && is_digit(s[i])) {
+        /* Ack ids are JavaScript numbers: every integer up to 2^53-1 (16 digits) is exact and
+         * legal; larger ones would come back rounded, under another id. */
         int64_t id = 0;
         size_t start = i;
         while (i < len && is_digit(s[i])) {
-            if (i - start >= 15) { /* JS integers are exact below 2^53 */
+            if (i - start >= 16) {
                 *err = "invalid ack id";
                 return -1;
             }
             id = id * 10 + (s[i++] - '0');
+        }
+        if (id > PS__SIO_MAX_ACK_ID) {
+            *err = "invalid ack id";
+            return -1;
         }
         p->id = id;
     }

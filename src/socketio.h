@@ -22,11 +22,13 @@ enum {
 
 #define PS__SIO_MAX_NSP 256
 #define PS__SIO_MAX_ATTACHMENTS 10
+/* Number.MAX_SAFE_INTEGER: the largest ack id a JavaScript peer can send exactly. */
+#define PS__SIO_MAX_ACK_ID ((INT64_C(1) << 53) - 1)
 
 typedef struct ps__sio_packet {
     int type;
     char nsp[PS__SIO_MAX_NSP]; /* "/" when absent */
-    int64_t id;                /* ack id, -1 when absent */
+    int64_t id;                /* ack id (0..PS__SIO_MAX_ACK_ID), -1 when absent */
     int attachments;           /* binary packets only */
     json_t *data;              /* new reference, or NULL when absent */
 } ps__sio_packet;

@@ -33,7 +33,7 @@ struct ps__ws {
     int close_code;        /* what on_close reports */
     bool in_proceed;       /* inside wslay_event_recv: sends are flushed at the end */
     bool failed;           /* a message was refused: deliver nothing more */
-    bool too_big;          /* an announced frame was over max_message: read nothing more */
+    bool unframeable;      /* a frame header was refused (size, length): read nothing more */
     int pending_close;     /* a close decided inside wslay_event_recv, queued after it */
     char pending_reason[124];
     bool closing;    /* close handshake started or connection ending */
@@ -236,13 +236,17 @@ static size_t header_size(const uint8_t *h)
     return n + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0);
 }
 
+/* What scan_frames found in the frame headers of a read. */
+enum { SCAN_OK, SCAN_TOO_BIG, SCAN_BAD_LENGTH };
+
 /*
  * wslay checks the message size only once payload bytes arrive, so a header announcing a huge
  * frame would hold the connection until the heartbeat ends it. This scanner follows frame
- * boundaries in the input and refuses a data message on its announced length. Returns false
- * when the message is too big.
+ * boundaries in the input and refuses a data message on its announced length. A 64-bit
+ * length with its most significant bit set is malformed whatever the bound (RFC 6455 §5.2),
+ * so it is refused first, as a protocol error.
  */
-static bool scan_frames(ps__ws *ws, const uint8_t *p, size_t len)
+static int scan_frames(ps__ws *ws, const uint8_t *p, size_t len)
 {
     while (len > 0) {
         if (ws->payload_left > 0) {
@@ -260,6 +264,8 @@ static bool scan_frames(ps__ws *ws, const uint8_t *p, size_t len)
         uint64_t plen = len7;
         if (len7 >= 126) {
             size_t nbytes = len7 == 126 ? 2 : 8;
+            if (nbytes == 8 && (ws->hdr[2] & 0x80))
+                return SCAN_BAD_LENGTH;
             plen = 0;
             for (size_t i = 0; i < nbytes; i++)
                 plen = (plen << 8) | ws->hdr[2 + i];
@@ -272,23 +278,27 @@ static bool scan_frames(ps__ws *ws, const uint8_t *p, size_t len)
             if (opcode != WSLAY_CONTINUATION_FRAME)
                 ws->msg_len = 0;
             if (plen > ws->max_message || ws->msg_len + plen > ws->max_message)
-                return false;
+                return SCAN_TOO_BIG;
             ws->msg_len += plen;
         }
     }
-    return true;
+    return SCAN_OK;
 }
 
 static void ws_on_read(ps__conn *c, const char *data, size_t len)
 {
     ps__ws *ws = c->data;
-    if (ws->too_big)
-        return; /* nothing after an oversized header can be framed: wait for the close */
+    if (ws->unframeable)
+        return; /* nothing after a refused header can be framed: wait for the close */
     wslay_event_context_ptr ctx = ws_ctx(ws);
-    if (!scan_frames(ws, (const uint8_t *)data, len)) {
-        ws->too_big = ws->failed = true;
+    int scan = scan_frames(ws, (const uint8_t *)data, len);
+    if (scan != SCAN_OK) {
+        ws->unframeable = ws->failed = true;
         wslay_event_shutdown_read(ctx);
-        ps__ws_close(ws, PS__WS_TOO_BIG, "message too big");
+        if (scan == SCAN_BAD_LENGTH)
+            ps__ws_close(ws, PS__WS_PROTOCOL_ERROR, "invalid frame length");
+        else
+            ps__ws_close(ws, PS__WS_TOO_BIG, "message too big");
         return;
     }
     ws->in = data;

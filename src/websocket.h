@@ -1,8 +1,8 @@
 /*
  * websocket: RFC 6455 over a connection taken from http, framed by wslay. Validates the
  * handshake, reassembles fragmented messages, checks UTF-8 of text messages (wslay does not:
- * close 1007), bounds message size (1009), requires masked client frames (1002), answers pings,
- * and runs the close handshake. Delivers whole messages upward.
+ * close 1007), bounds message size (1009), requires masked client frames and well-formed
+ * lengths (1002), answers pings, and runs the close handshake. Delivers whole messages upward.
  */
 #ifndef PS_WEBSOCKET_H
 #define PS_WEBSOCKET_H

@@ -37,6 +37,8 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
                                example_setup_fn setup)
 {
     ps_server_opts opts = {.host = "127.0.0.1", .port = 8000, .static_dir = static_dir};
+    static const char *origins[17]; /* up to 16 --origin flags, NULL-terminated */
+    size_t norigins = 0;
     const char *env_port = getenv("PORT");
     if (env_port)
         opts.port = atoi(env_port);
@@ -46,6 +48,7 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
         {"static", required_argument, 0, 's'},
         {"ping-interval", required_argument, 0, 'i'},
         {"ping-timeout", required_argument, 0, 't'},
+        {"origin", required_argument, 0, 'O'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, '?'},
         {0, 0, 0, 0},
@@ -58,9 +61,21 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
         case 's': opts.static_dir = optarg; break;
         case 'i': opts.ping_interval_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 't': opts.ping_timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'O':
+            if (norigins + 1 >= sizeof origins / sizeof origins[0]) {
+                fprintf(stderr, "%s: at most 16 --origin flags\n", name);
+                return 2;
+            }
+            origins[norigins++] = optarg;
+            opts.allowed_origins = origins;
+            break;
         case 'v': ps_set_log_level(PS_LOG_DEBUG); break;
         default:
-            fprintf(stderr, "usage: %s [--host ADDR] [--port N] [--static DIR] [--verbose]\n",
+            fprintf(stderr,
+                    "usage: %s [--host ADDR] [--port N] [--static DIR] [--ping-interval MS]\n"
+                    "       [--ping-timeout MS] [--origin ORIGIN]... [--verbose]\n"
+                    "  --origin: a browser origin allowed to connect (\"*\" = any); without\n"
+                    "  it any origin may open a WebSocket and only same-origin pages may poll\n",
                     name);
             return 2;
         }

@@ -155,6 +155,8 @@ def ws_seeds():
         "binary-256": frame(2, bytes(range(256))),
         "binary-64k-header": frame(2, b"", length=65536),
         "binary-huge-header": frame(2, b"", length=1 << 40),
+        "length-top-bit": frame(1, b"", length=(1 << 63) | 2),
+        "continuation-length-top-bit": text("4", fin=False) + frame(0, b"", length=(1 << 64) - 1),
         "close-1000": close(1000, b"bye"),
         "close-empty": close(),
         "close-1-byte": frame(8, b"\x03"),
@@ -221,6 +223,10 @@ def packet_seeds():
         b"%41%2x+%",
         "h\u00e9 \u20ac \U0001f600".encode(),
         b"\xed\xa0\x80\xf4\x90\x80\x80\xc0\x80",
+        # Ack ids: 2^53-1 is the largest legal one; 2^53 is refused.
+        b'439007199254740991["x"]',
+        b'42/admin,9007199254740992["x"]',
+        b"430000000000000001[]",
     ]
     for i, p in enumerate(payloads):
         write("fuzz_packets", f"payload-{i}", p)

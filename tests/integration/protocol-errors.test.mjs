@@ -57,6 +57,24 @@ describe('Engine.IO / Socket.IO garbage', () => {
     test('CONNECT with an array payload ("40[]") -> close 1002', () => expectClose('40[]', 1002, { nsp: null }));
     test('DISCONNECT with a payload (\'41{"a":1}\') -> close 1002', () => expectClose('41{"a":1}', 1002));
     test('namespace without a leading slash ("42custom,[\\"x\\"]") -> close 1002', () => expectClose('42custom,["x"]', 1002));
+    // Issue 16: ack ids are JavaScript numbers, exact up to Number.MAX_SAFE_INTEGER (2^53-1);
+    // all of them are legal, so every one is acked under the very id that was sent.
+    for (const id of ['999999999999999', '1000000000000000', '4503599627370496', '9007199254740990', '9007199254740991']) {
+      test(`an event with ack id ${id} is acked with that id`, async () => {
+        const raw = await openRaw(srv);
+        raw.send(`42${id}["x",1]`);
+        const ack = await raw.waitFrame((f) => typeof f === 'string' && f.startsWith('43'), 5000);
+        assert.equal(ack, `43${id}[1]`);
+        raw.send(`42/nope,${id}["y"]`); // the connection is still fine: this only earns a 1008
+        assert.equal((await raw.waitClose(5000)).code, 1008);
+        await assertStillServes(witness);
+      });
+    }
+    test('ack ids from 2^53 on (9007199254740992, 17 digits) -> close 1002', async () => {
+      for (const id of ['9007199254740992', '9999999999999999', '10000000000000000']) {
+        await expectClose(`42${id}["x"]`, 1002);
+      }
+    });
     test('an ack id too large for the server is refused (1002), never acked under another id', async () => {
       const id = '99999999999999999999999';
       const raw = await openRaw(srv);

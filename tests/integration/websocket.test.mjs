@@ -143,6 +143,39 @@ describe(`raw WebSocket frames (--max-payload ${MAX})`, () => {
       await expectClose(c, 1009);
     });
 
+    // Issue 16: RFC 6455 §5.2 makes the most significant bit of a 64-bit length 0; a frame
+    // that sets it is malformed whatever its size, so the answer is 1002 (not the 1009 of an
+    // oversized message), and it comes on the header alone, before any size check.
+    for (const [what, opcode, fin] of [['text', OP.TEXT, true], ['binary', OP.BINARY, true], ['continuation', OP.CONT, true], ['first fragment', OP.TEXT, false]]) {
+      test(`a ${what} frame whose 64-bit length has the top bit set -> close 1002, not 1009`, async () => {
+        const c = await tcp();
+        if (opcode === OP.CONT) c.sendFrame({ fin: false, opcode: OP.TEXT, payload: '42["a' });
+        const head = Buffer.alloc(14);
+        head[0] = (fin ? 0x80 : 0) | opcode;
+        head[1] = 0x80 | 127;
+        head.writeBigUInt64BE(0x8000000000000002n, 2); // top bit set, "2 bytes" below it
+        c.write(head); // the masking key follows; no payload is ever sent
+        await expectClose(c, 1002);
+      });
+    }
+
+    test('a 64-bit length with the top bit set closes with 1002 even on a server without a size bound', async () => {
+      const big = await startServer(['--max-payload', String(2 ** 62)]);
+      try {
+        const c = await (await TcpWs.connect(big)).engineAndConnect();
+        const head = Buffer.alloc(14);
+        head[0] = 0x81;
+        head[1] = 0x80 | 127;
+        head.writeBigUInt64BE(0xffffffffffffffffn, 2);
+        c.write(head);
+        const got = await c.waitCloseFrame();
+        assert.equal(got.code, 1002, `close ${got.code} (${got.reason}); frames: ${c.describe()}`);
+        await c.waitEnd();
+      } finally {
+        await stopClean(big);
+      }
+    });
+
     test('an unmasked client frame -> close 1002', async () => {
       const c = await TcpWs.connect(srv);
       await c.waitText(/^0\{/);

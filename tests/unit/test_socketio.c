@@ -214,11 +214,25 @@ TEST_IMPL(sio_decode_limits)
         ps__buf_appendc(&b, 'n');
     ASSERT_EQ(decode_str(b.base, &p), -1);
 
-    /* Ack ids: 15 digits accepted, 16 or more refused (no int64 overflow either). */
+    /* Ack ids: everything up to 2^53-1 accepted; more, or 17 digits, refused (no int64
+     * overflow either). */
     ASSERT_EQ(decode_str("3123456789012345[]", &p), 0);
     ASSERT_EQ(p.id, 123456789012345);
     ps__sio_packet_clear(&p);
-    ASSERT_EQ(decode_str("31234567890123456[]", &p), -1);
+    ASSERT_EQ(decode_str("31000000000000000[]", &p), 0);
+    ASSERT_EQ(p.id, INT64_C(1000000000000000));
+    ps__sio_packet_clear(&p);
+    ASSERT_EQ(decode_str("39007199254740991[]", &p), 0);
+    ASSERT_EQ(p.id, PS__SIO_MAX_ACK_ID);
+    ps__sio_packet_clear(&p);
+    ASSERT_EQ(decode_str("2/admin,9007199254740991[\"a\"]", &p), 0);
+    ASSERT_EQ(p.id, PS__SIO_MAX_ACK_ID);
+    ps__sio_packet_clear(&p);
+    ASSERT_EQ(decode_str("30000000000000012[]", &p), 0); /* 16 digits, leading zeros */
+    ASSERT_EQ(p.id, 12);
+    ps__sio_packet_clear(&p);
+    ASSERT_EQ(decode_str("39007199254740992[]", &p), -1);
+    ASSERT_EQ(decode_str("312345678901234567[]", &p), -1);
     ASSERT_EQ(decode_str("399999999999999999999999[]", &p), -1);
     ASSERT_EQ(decode_str("2/admin,9999999999999999[\"a\"]", &p), -1);
     ASSERT_EQ(decode_str("2000000000000000001[\"a\"]", &p), -1); /* 18 digits, value 1 */

@@ -229,6 +229,9 @@ static void too_big_client(ts *t)
     ps__buf_reset(&f);
     const uint8_t huge[] = {0x81, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4};
     expect_close_after(t, huge, sizeof huge, 1009);
+    /* A 64-bit length with its top bit set is malformed, not big: 1002, before the size. */
+    const uint8_t top[] = {0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 2, 1, 2, 3, 4};
+    expect_close_after(t, top, sizeof top, 1002);
     /* Announced over the limit by one byte, with a 16-bit length, header alone. */
     const uint8_t over[] = {0x81, 0xfe, (MAX + 1) >> 8, (MAX + 1) & 0xff, 1, 2, 3, 4};
     expect_close_after(t, over, sizeof over, 1009);
