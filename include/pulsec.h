@@ -144,8 +144,9 @@ typedef struct ps_server_opts {
     uint32_t max_connections;          /* open TCP connections; beyond: 503 and close; 10000 */
     uint32_t max_views_per_session;    /* beyond: attach_error "Too many views"; 64 */
     uint32_t max_channels_per_session; /* open channels; beyond: ps_channel_open NULL; 256 */
-    uint32_t max_pending_requests;     /* per channel and direction; beyond: PS_ELIMIT or the
-                                          error reply "Too many pending requests"; 1024 */
+    uint32_t max_pending_requests;     /* per channel and direction, and unanswered
+                                          ps_session_emit_ack per session; beyond: PS_ELIMIT or
+                                          the error reply "Too many pending requests"; 1024 */
     uint32_t idle_timeout_ms;          /* HTTP: complete a request (or upgrade) within, and idle
                                           between requests at most; 408 / close; 30000 */
 
@@ -313,7 +314,8 @@ PS_EXTERN int ps_session_emit(ps_session *s, const char *event, json_t *args);
  * Emits with an acknowledgement request. `cb` is called exactly once, never from inside this
  * function: with PS_OK and the ack's arguments (a JSON array, borrowed), with PS_ETIMEDOUT after
  * timeout_ms (0 = no timeout), or with PS_ECLOSED when the session closes first (args NULL).
- * If this function returns non-zero, cb is never called.
+ * Returns 0, PS_ECLOSED, PS_EINVAL, or PS_ELIMIT while max_pending_requests of this session's
+ * emits with ack are unanswered. If this function returns non-zero, cb is never called.
  */
 typedef void (*ps_ack_cb)(ps_session *s, int status, json_t *args, void *user);
 PS_EXTERN int ps_session_emit_ack(ps_session *s, const char *event, json_t *args,

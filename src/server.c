@@ -250,6 +250,7 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
     srv->channels.max_channels =
         o.max_channels_per_session == UINT32_MAX ? 0 : o.max_channels_per_session;
     srv->channels.max_pending = o.max_pending_requests == UINT32_MAX ? 0 : o.max_pending_requests;
+    srv->sessions.sio.max_acks = srv->channels.max_pending;
     ps__topics_init(&srv->topics, &srv->channels);
     srv->topics.max_per_channel =
         o.max_topics_per_channel == UINT32_MAX ? 0 : o.max_topics_per_channel;

@@ -39,6 +39,7 @@ struct ps__sio_socket {
     int refs;
     int state;
     ps__list acks; /* pending_ack, oldest first */
+    uint32_t nacks;
     int64_t next_ack_id;
     ps__buf early; /* messages sent during on_connect: [u8 binary][size_t len][bytes]... */
     json_t *deny;
@@ -467,6 +468,7 @@ static void ack_complete(pending_ack *a, int status, json_t *args)
     ps__list_remove(&a->link);
     ps__timer_free(a->timer);
     ps__sio_socket *s = a->sock;
+    s->nacks--;
     ps__sio_socket_ref(s);
     a->cb(s, status, args, a->user);
     ps__sio_socket_unref(s);
@@ -549,6 +551,12 @@ int ps__sio_emit_ack(ps__sio_socket *s, const char *event, json_t *args, uint32_
     json_t *arr = cb ? event_data(event, args) : NULL;
     if (!arr)
         return PS_EINVAL;
+    /* A client that never acknowledges would otherwise make every emit cost memory for good. */
+    uint32_t max = s->conn->srv->max_acks;
+    if (max && s->nacks >= max) {
+        json_decref(arr);
+        return PS_ELIMIT;
+    }
     int64_t id = s->next_ack_id;
     int rc = send_packet(s, PS__SIO_EVENT, id, arr);
     json_decref(arr);
@@ -561,6 +569,7 @@ int ps__sio_emit_ack(ps__sio_socket *s, const char *event, json_t *args, uint32_
     a->cb = cb;
     a->user = user;
     ps__list_insert_tail(&s->acks, &a->link);
+    s->nacks++;
     if (timeout_ms) {
         a->timer = ps__timer_new(ps__eio_get_server(s->conn->eio)->loop, ack_on_timeout, a);
         ps__timer_start(a->timer, timeout_ms);

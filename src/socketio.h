@@ -84,7 +84,8 @@ struct ps__sio_server {
     const ps__sio_cbs *cbs;
     void *user;
     uint32_t connect_timeout_ms;
-    bool engine_echo; /* conformance mode: echo Engine.IO messages, no Socket.IO */
+    uint32_t max_acks; /* unanswered emits with ack per socket; 0 = no bound */
+    bool engine_echo;  /* conformance mode: echo Engine.IO messages, no Socket.IO */
     ps__sio_stats stats;
 };
 
@@ -101,6 +102,7 @@ int ps__sio_emit(ps__sio_socket *s, const char *event, json_t *args);
 int ps__sio_emit_text(ps__sio_socket *s, const char *event, const char *args, size_t len);
 /* Whether v holds a binary value ({"$binary": ...}) anywhere. */
 bool ps__json_has_binary(const json_t *v);
+/* Returns 0, PS_ECLOSED, PS_EINVAL, or PS_ELIMIT with max_acks unanswered (cb never called). */
 int ps__sio_emit_ack(ps__sio_socket *s, const char *event, json_t *args, uint32_t timeout_ms,
                      ps__sio_ack_cb cb, void *user);
 int ps__sio_send_ack(ps__sio_socket *s, int64_t id, json_t *args);

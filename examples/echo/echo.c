@@ -6,7 +6,8 @@
  *   - an event with an ack id is acked with its own arguments;
  *   - "ask" [event, payload, timeout_ms] emits `event` with `payload` to the client with an ack
  *     and that timeout, then emits "ask:result" {"status":"ok","args":[...]} or
- *     {"status":"timeout"} (or "closed");
+ *     {"status":"timeout"} (or "closed"), or {"status":"error","error":text} if the emit was
+ *     refused (PS_ELIMIT: --max-pending unanswered);
  *   - "bye" makes the server disconnect the socket;
  *   - any other event except "message" is emitted back under its name with its arguments.
  *   - CONNECT auth {"deny": "text"} is refused with {"message":"text","data":{"code":"denied"}}.
@@ -86,8 +87,10 @@ static void on_event(ps_session *s, const char *event, json_t *args, ps_ack *ack
         json_t *payload = json_array_get(args, 1);
         json_int_t timeout = json_integer_value(json_array_get(args, 2));
         json_t *out = json_pack("[O]", payload ? payload : json_null());
-        if (!name || ps_session_emit_ack(s, name, out, (uint32_t)timeout, on_ask_done, NULL) != 0) {
-            json_t *err = json_pack("[{s:s}]", "status", "error");
+        int rc = name ? ps_session_emit_ack(s, name, out, (uint32_t)timeout, on_ask_done, NULL)
+                      : PS_EINVAL;
+        if (rc != 0) {
+            json_t *err = json_pack("[{s:s,s:s}]", "status", "error", "error", ps_strerror(rc));
             ps_session_emit(s, "ask:result", err);
             json_decref(err);
         }

@@ -307,9 +307,25 @@ TEST_IMPL(sio_reserved_event)
 
 /* ---- on the wire ----------------------------------------------------------------------- */
 
+static void on_asked(ps_session *s, int status, json_t *args, void *user)
+{
+    json_t *out = json_pack("[i]", status);
+    ps_session_emit(s, "asked", out);
+    json_decref(out);
+}
+
 static void on_event(ps_session *s, const char *event, json_t *args, ps_ack *ack, void *user)
 {
-    if (strcmp(event, "echo") == 0)
+    if (strcmp(event, "ask") == 0) {
+        /* N emits with ack; the return codes come back in one "rcs" event. */
+        json_t *rcs = json_array();
+        for (json_int_t i = 0; i < json_integer_value(json_array_get(args, 0)); i++)
+            json_array_append_new(
+                rcs, json_integer(ps_session_emit_ack(s, "q", NULL, 0, on_asked, NULL)));
+        json_t *out = json_pack("[o]", rcs);
+        ps_session_emit(s, "rcs", out);
+        json_decref(out);
+    } else if (strcmp(event, "echo") == 0)
         ASSERT_EQ(ps_session_emit(s, "echo", args), 0);
     else if (strcmp(event, "bye") == 0)
         ps_session_disconnect(s);
@@ -529,5 +545,42 @@ TEST_IMPL(sio_connect_timeout)
 {
     ps_server_opts o = {.connect_timeout_ms = 100, .shutdown_grace_ms = 300};
     ts_run(&o, NULL, connect_timeout_client, NULL);
+    return 0;
+}
+
+/* Emits with ack are bounded per socket like channel requests (max_pending_requests). */
+static void ack_bound_client(ts *t)
+{
+    tc *c = tc_sio_connect(t);
+    char want[128];
+    snprintf(want, sizeof want, "42[\"rcs\",[0,0,0,%d,%d]]", PS_ELIMIT, PS_ELIMIT);
+    tc_ws_text(c, "42[\"ask\",5]");
+    tc_ws_expect_text(c, "420[\"q\"]");
+    tc_ws_expect_text(c, "421[\"q\"]");
+    tc_ws_expect_text(c, "422[\"q\"]");
+    tc_ws_expect_text(c, want);
+    /* An ack frees one slot: the next ask gets one through, under the next id. */
+    tc_ws_text(c, "431[]");
+    tc_ws_expect_text(c, "42[\"asked\",0]");
+    tc_ws_text(c, "42[\"ask\",2]");
+    tc_ws_expect_text(c, "423[\"q\"]");
+    snprintf(want, sizeof want, "42[\"rcs\",[0,%d]]", PS_ELIMIT);
+    tc_ws_expect_text(c, want);
+    /* The bound is per socket: another connection has its own. */
+    tc *d = tc_sio_connect(t);
+    tc_ws_text(d, "42[\"ask\",3]");
+    tc_ws_expect_text(d, "420[\"q\"]");
+    tc_ws_expect_text(d, "421[\"q\"]");
+    tc_ws_expect_text(d, "422[\"q\"]");
+    tc_ws_expect_text(d, "42[\"rcs\",[0,0,0]]");
+    tc_free(d);
+    tc_free(c);
+    ts_stop(t);
+}
+
+TEST_IMPL(sio_ack_bound)
+{
+    ps_server_opts o = {.max_pending_requests = 3, .shutdown_grace_ms = 300};
+    ts_run(&o, sio_setup, ack_bound_client, NULL);
     return 0;
 }
