@@ -82,8 +82,20 @@ typedef enum ps_log_level {
     PS_LOG_DEBUG = 3,
 } ps_log_level;
 
-/* Process-wide log threshold; messages go to stderr. */
+/* Process-wide log threshold; messages go to stderr unless ps_set_log_fn routes them. */
 PS_EXTERN void ps_set_log_level(ps_log_level level);
+
+/*
+ * Routes pulsec's log messages (those at or under the threshold) to fn instead of stderr:
+ * `message` is one line without a trailing newline, borrowed for the call. fn runs on the thread
+ * that logs (a server's loop thread), so with servers on several threads it must be
+ * thread-safe; it must not call back into pulsec. NULL restores stderr. Process-wide; set it
+ * before creating servers.
+ */
+typedef void (*ps_log_fn)(ps_log_level level, const char *message, void *user);
+PS_EXTERN void ps_set_log_fn(ps_log_fn fn, void *user);
+/* "error", "warn", "info", "debug". Static storage. */
+PS_EXTERN const char *ps_log_level_name(ps_log_level level);
 
 /*
  * Replaces the allocator of pulsec and of jansson (json_set_alloc_funcs). Call before creating
@@ -129,11 +141,15 @@ typedef struct ps_server_opts {
     int backlog;            /* listen(2) backlog; 0 = 511 */
     bool websocket_only;    /* refuse HTTP long-polling (and so the upgrade from it) */
     /*
-     * Browser origins allowed to connect: a NULL-terminated array of exact origins
-     * ("https://app.example.com") or "*". NULL (the default): a WebSocket may come from any
-     * origin, and polling answers carry no CORS headers, so only same-origin pages can poll.
-     * With a list: requests with another Origin get 403, and listed origins get CORS headers
-     * with credentials, so cross-origin polling works.
+     * Browser origins allowed to connect besides the server's own: a NULL-terminated array of
+     * exact origins ("https://app.example.com") or "*". A browser request (WebSocket upgrade or
+     * poll) whose Origin is neither the server's own host (the Host it was sent to) nor listed
+     * gets 403, so a page on another site cannot use the visitor's cookies (Cross-Site
+     * WebSocket Hijacking); requests without Origin (programs, not pages) always connect.
+     * Listed origins get CORS headers with credentials, so cross-origin polling works. "*"
+     * admits any origin but never with credentials: CORS without them, and the handshake of
+     * such a session hides its Cookie and Authorization headers. NULL (the default): same
+     * origin only.
      */
     const char *const *allowed_origins;
     /* Conformance testing only: a pure Engine.IO server that echoes every message packet. */
@@ -153,6 +169,16 @@ typedef struct ps_server_opts {
     /* Topics (ps_join, ps_publish). Limits: 0 means the default, UINT32_MAX no bound. */
     uint32_t max_topics_per_channel; /* ps_join beyond: PS_ELIMIT; 64 */
     uint32_t max_topics;             /* distinct topics with members in this process; 100000 */
+
+    /*
+     * Reverse proxies (addresses or CIDR blocks: "10.0.0.0/8", "::1") whose X-Forwarded-For
+     * is believed: for a connection from one of them, ps_handshake_address() is the nearest
+     * address in that header, read from the right, that is not a trusted proxy itself, and
+     * X-Forwarded-Host stands for Host in the same-origin check. NULL-terminated; NULL (the
+     * default): no proxy is trusted, the peer's address is the client's. An entry that does
+     * not parse makes ps_server_new fail.
+     */
+    const char *const *trusted_proxies;
 } ps_server_opts;
 
 /*
@@ -232,11 +258,11 @@ PS_EXTERN void ps_server_get_stats(const ps_server *srv, ps_server_stats *out);
 PS_EXTERN const char *ps_handshake_header(const ps_handshake *hs, const char *name);
 /* Query parameter of the connection URL, URL-decoded, or NULL. */
 PS_EXTERN const char *ps_handshake_query(const ps_handshake *hs, const char *name);
-/* Cookie value from the Cookie header, or NULL. */
+/* Cookie value from the Cookie header (the first if the name is repeated), or NULL. */
 PS_EXTERN const char *ps_handshake_cookie(const ps_handshake *hs, const char *name);
 /* The Socket.IO CONNECT auth object; an empty object when the client sent none. */
 PS_EXTERN json_t *ps_handshake_auth(const ps_handshake *hs);
-/* The peer's address as text ("127.0.0.1"). */
+/* The client's address as text ("127.0.0.1"): the peer's, or what trusted_proxies vouch for. */
 PS_EXTERN const char *ps_handshake_address(const ps_handshake *hs);
 /*
  * The i-th header of the handshake request (0-based, in the order received): its name as sent

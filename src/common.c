@@ -5,6 +5,7 @@
  */
 #include "common.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <locale.h>
 #include <math.h>
@@ -703,6 +704,8 @@ const char *ps_version_string(void)
 /* ---- logging --------------------------------------------------------------------------- */
 
 static int log_level = PS_LOG_WARN;
+static ps_log_fn log_fn;
+static void *log_user;
 
 void ps__log_set_level(int level)
 {
@@ -714,6 +717,12 @@ void ps_set_log_level(ps_log_level level)
     ps__log_set_level((int)level);
 }
 
+void ps_set_log_fn(ps_log_fn fn, void *user)
+{
+    log_fn = fn;
+    log_user = user;
+}
+
 uint64_t ps__now_ms(void)
 {
     struct timespec ts;
@@ -721,9 +730,21 @@ uint64_t ps__now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-void ps__log(int level, const char *fmt, ...)
+uint64_t ps__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+const char *ps_log_level_name(ps_log_level level)
 {
     static const char *names[] = {"error", "warn", "info", "debug"};
+    return names[level < 0 ? 0 : level > 3 ? 3 : level];
+}
+
+void ps__log(int level, const char *fmt, ...)
+{
     if (level > log_level)
         return;
     char line[1024];
@@ -731,5 +752,81 @@ void ps__log(int level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "pulsec %s: %s\n", names[level < 0 ? 0 : level > 3 ? 3 : level], line);
+    if (level < PS_LOG_ERROR)
+        level = PS_LOG_ERROR;
+    if (level > PS_LOG_DEBUG)
+        level = PS_LOG_DEBUG;
+    if (log_fn)
+        log_fn((ps_log_level)level, line, log_user);
+    else
+        fprintf(stderr, "pulsec %s: %s\n", ps_log_level_name((ps_log_level)level), line);
+}
+
+/* ---- trusted proxies ------------------------------------------------------------------- */
+
+/* IPv4 addresses are kept as IPv4-mapped IPv6 (::ffff:a.b.c.d), so that a peer seen by a
+ * dual-stack listener in that form matches a plain IPv4 entry, and one comparison serves both. */
+static bool parse_ip(const char *s, size_t len, uint8_t out[16], bool *v4)
+{
+    char tmp[INET6_ADDRSTRLEN + 1];
+    if (len == 0 || len >= sizeof tmp)
+        return false;
+    memcpy(tmp, s, len);
+    tmp[len] = '\0';
+    struct in_addr a4;
+    if (inet_pton(AF_INET, tmp, &a4) == 1) {
+        memset(out, 0, 10);
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &a4, 4);
+        *v4 = true;
+        return true;
+    }
+    if (inet_pton(AF_INET6, tmp, out) != 1)
+        return false;
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    *v4 = memcmp(out, mapped, 12) == 0;
+    return true;
+}
+
+bool ps__cidr_parse(const char *s, ps__cidr *out)
+{
+    const char *slash = strchr(s, '/');
+    size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+    bool v4;
+    if (!parse_ip(s, alen, out->addr, &v4))
+        return false;
+    unsigned bits = v4 ? 32 : 128;
+    if (slash) {
+        char *end;
+        errno = 0;
+        unsigned long n = strtoul(slash + 1, &end, 10);
+        if (!slash[1] || *end || errno || n > bits)
+            return false;
+        bits = (unsigned)n;
+    }
+    out->bits = (uint8_t)(v4 ? bits + 96 : bits);
+    return true;
+}
+
+static bool cidr_contains(const ps__cidr *c, const uint8_t addr[16])
+{
+    unsigned full = c->bits / 8, rest = c->bits % 8;
+    if (memcmp(c->addr, addr, full) != 0)
+        return false;
+    if (!rest)
+        return true;
+    uint8_t mask = (uint8_t)(0xff << (8 - rest));
+    return (c->addr[full] & mask) == (addr[full] & mask);
+}
+
+bool ps__cidr_match(const ps__cidr *list, size_t n, const char *addr, size_t len)
+{
+    uint8_t a[16];
+    bool v4;
+    if (!parse_ip(addr, len, a, &v4))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (cidr_contains(&list[i], a))
+            return true;
+    return false;
 }

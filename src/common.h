@@ -132,5 +132,19 @@ void ps__log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 
 /* Monotonic milliseconds, for logs and stats (timers use the loop clock). */
 uint64_t ps__now_ms(void);
+/* Monotonic nanoseconds, for latency histograms. */
+uint64_t ps__now_ns(void);
+
+/* ---- trusted proxies ------------------------------------------------------------------- */
+
+/* An address block ("10.0.0.0/8", "::1", "192.0.2.7"); IPv4 is held IPv4-mapped. */
+typedef struct ps__cidr {
+    uint8_t addr[16];
+    uint8_t bits; /* prefix length over the 128-bit form */
+} ps__cidr;
+/* False when s is not an address, optionally with a /prefix. */
+bool ps__cidr_parse(const char *s, ps__cidr *out);
+/* Whether the textual address addr[0..len) lies in one of the n blocks (false if no address). */
+bool ps__cidr_match(const ps__cidr *list, size_t n, const char *addr, size_t len);
 
 #endif

@@ -16,6 +16,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 
 enum { T_POLLING, T_WEBSOCKET };
 
@@ -86,16 +87,111 @@ int ps__eio_decode_payload(const char *body, size_t len, ps__eio_packet_fn fn, v
     }
 }
 
-bool ps__eio_origin_allowed(const ps__eio_config *cfg, const char *origin)
+/* Drops a default port (":80" for http, ":443" for https) from an authority's length, since
+ * browsers leave it out of Origin and clients out of Host, but either may write it. */
+static size_t strip_default_port(const char *auth, size_t len, bool https)
 {
-    if (!cfg->allowed_origins)
-        return true;
+    const char *port = https ? ":443" : ":80";
+    size_t plen = strlen(port);
+    if (len > plen && memcmp(auth + len - plen, port, plen) == 0)
+        return len - plen;
+    return len;
+}
+
+static bool same_origin(const char *origin, const char *host, bool secure)
+{
+    if (!host || !*host)
+        return false;
+    bool https = ps__strncaseeq(origin, 8, "https://");
+    if (!https && (secure || !ps__strncaseeq(origin, 7, "http://")))
+        return false;
+    const char *auth = origin + (https ? 8 : 7);
+    size_t alen = strip_default_port(auth, strlen(auth), https);
+    size_t hlen = strip_default_port(host, strlen(host), https);
+    return alen > 0 && alen == hlen && strncasecmp(auth, host, alen) == 0;
+}
+
+ps__origin ps__eio_origin_check(const ps__eio_config *cfg, const char *origin, const char *host)
+{
+    if (!origin)
+        return PS__ORIGIN_NONE;
+    if (same_origin(origin, host, cfg->secure))
+        return PS__ORIGIN_SAME;
+    bool any = false;
     for (size_t i = 0; i < cfg->nallowed_origins; i++) {
         const char *a = cfg->allowed_origins[i];
-        if (strcmp(a, "*") == 0 || (origin && ps__strcaseeq(a, origin)))
-            return true;
+        if (strcmp(a, "*") == 0)
+            any = true;
+        else if (ps__strcaseeq(a, origin))
+            return PS__ORIGIN_LISTED;
     }
-    return false;
+    return any ? PS__ORIGIN_ANY : PS__ORIGIN_REFUSED;
+}
+
+static bool trusted_peer(const ps__eio_config *cfg, const char *addr, size_t len)
+{
+    return cfg->ntrusted_proxies &&
+           ps__cidr_match(cfg->trusted_proxies, cfg->ntrusted_proxies, addr, len);
+}
+
+void ps__eio_client_address(const ps__eio_config *cfg, const char *peer,
+                            const ps__http_header *headers, size_t nheaders, char *out, size_t size)
+{
+    const char *best = peer;
+    size_t best_len = strlen(peer);
+    /* Each trusted hop appended the address it saw; the first untrusted one, from the right, is
+     * as far as the chain of trust reaches. Anything unparsable ends it too. */
+    for (size_t i = nheaders; i-- > 0 && trusted_peer(cfg, best, best_len);) {
+        if (!ps__strcaseeq(headers[i].name, "X-Forwarded-For"))
+            continue;
+        const char *v = headers[i].value;
+        const char *end = v + strlen(v);
+        while (end > v && trusted_peer(cfg, best, best_len)) {
+            const char *start = end;
+            while (start > v && start[-1] != ',')
+                start--;
+            const char *a = start, *b = end;
+            while (a < b && (*a == ' ' || *a == '\t'))
+                a++;
+            while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+                b--;
+            ps__cidr probe;
+            char tmp[64];
+            if ((size_t)(b - a) >= sizeof tmp)
+                goto done;
+            memcpy(tmp, a, (size_t)(b - a));
+            tmp[b - a] = '\0';
+            if (strchr(tmp, '/') || !ps__cidr_parse(tmp, &probe))
+                goto done;
+            best = a;
+            best_len = (size_t)(b - a);
+            end = start > v ? start - 1 : v;
+        }
+    }
+done:
+    snprintf(out, size, "%.*s", (int)best_len, best);
+}
+
+/* The host the browser addressed, for the same-origin check. */
+static const char *request_host(const ps__eio_config *cfg, const ps__http_req *req)
+{
+    const char *peer = ps__http_peer(req);
+    const char *fwd = ps__http_header_get(req, "X-Forwarded-Host");
+    if (fwd && trusted_peer(cfg, peer, strlen(peer))) {
+        /* The nearest proxy's value is the last one. Only used for comparison, so the
+         * pointer into the header is enough once surrounding spaces are gone. */
+        const char *comma = strrchr(fwd, ',');
+        fwd = comma ? comma + 1 : fwd;
+        while (*fwd == ' ' || *fwd == '\t')
+            fwd++;
+        return fwd;
+    }
+    return ps__http_header_get(req, "Host");
+}
+
+static ps__origin request_origin(const ps__eio_config *cfg, const ps__http_req *req)
+{
+    return ps__eio_origin_check(cfg, ps__http_header_get(req, "Origin"), request_host(cfg, req));
 }
 
 /* ---- sid table ------------------------------------------------------------------------- */
@@ -156,27 +252,41 @@ static ps__eio *table_find(ps__eio_server *es, const char *sid)
 
 /* ---- handshake snapshot ---------------------------------------------------------------- */
 
-static void handshake_copy(ps__eio_handshake *hs, const ps__http_req *req, const char *address)
+/* A page that only "*" let in must not be authenticated by what its browser attached on its
+ * own: such headers are left out of the snapshot the app sees. */
+static bool credential_header(const char *name)
 {
+    return ps__strcaseeq(name, "Cookie") || ps__strcaseeq(name, "Authorization");
+}
+
+static void handshake_copy(ps__eio_handshake *hs, const ps__eio_config *cfg,
+                           const ps__http_req *req)
+{
+    bool hide = request_origin(cfg, req) == PS__ORIGIN_ANY;
     size_t total = 0;
     for (size_t i = 0; i < req->nheaders; i++)
         total += strlen(req->headers[i].name) + strlen(req->headers[i].value) + 2;
     hs->strings = ps__malloc(total ? total : 1);
     hs->headers = ps__calloc(req->nheaders ? req->nheaders : 1, sizeof *hs->headers);
-    hs->nheaders = req->nheaders;
     char *p = hs->strings;
+    size_t k = 0;
     for (size_t i = 0; i < req->nheaders; i++) {
+        if (hide && credential_header(req->headers[i].name))
+            continue;
         size_t n = strlen(req->headers[i].name) + 1, v = strlen(req->headers[i].value) + 1;
         memcpy(p, req->headers[i].name, n);
-        hs->headers[i].name = p;
+        hs->headers[k].name = p;
         p += n;
         memcpy(p, req->headers[i].value, v);
-        hs->headers[i].value = p;
+        hs->headers[k].value = p;
         p += v;
+        k++;
     }
+    hs->nheaders = k;
     hs->url = ps__strdup(req->url);
     hs->query = ps__strdup(req->query);
-    snprintf(hs->address, sizeof hs->address, "%s", address);
+    ps__eio_client_address(cfg, ps__http_peer(req), req->headers, req->nheaders, hs->address,
+                           sizeof hs->address);
 }
 
 static void handshake_free(ps__eio_handshake *hs)
@@ -391,13 +501,15 @@ static void linger(ps__eio *e)
 /*
  * Ends a polling session's transport side: the client learns from a "1" in its poll (the
  * reference answers a held GET with it at once); with no GET held, a session the server ended
- * lingers to tell the next one. The layer above hears of it from the loop.
+ * lingers to tell the next one. A client that closed itself (a "1" in its POST) needs no news:
+ * its held GET just ends with a noop, as the specification says. The layer above hears of it
+ * from the loop.
  */
-static void poll_finish(ps__eio *e, bool may_linger)
+static void poll_finish(ps__eio *e, bool may_linger, bool client_closed)
 {
     ps__buf_free(&e->outq);
     if (e->held)
-        poll_respond(e, "1", 1);
+        poll_respond(e, client_closed ? "6" : "1", 1);
     else if (may_linger)
         linger(e);
     e->notify_timer = ps__timer_new(e->srv->loop, notify_timer_fire, e);
@@ -421,7 +533,7 @@ static int check_backlog(ps__eio *e, int rc)
     if (e->transport == T_WEBSOCKET)
         ps__ws_abort(e->ws); /* notify_closed follows from its close callback */
     else
-        poll_finish(e, false);
+        poll_finish(e, false, false);
     return UV_EPIPE;
 }
 
@@ -457,7 +569,8 @@ void ps__eio_close(ps__eio *e, int code, const char *reason)
         ps__ws_close(e->ws, code, reason); /* notify_closed follows from its close callback */
         return;
     }
-    poll_finish(e, server_initiated(code, reason) && !e->srv->shutting_down);
+    poll_finish(e, server_initiated(code, reason) && !e->srv->shutting_down,
+                strcmp(reason, "client close") == 0);
 }
 
 /* ---- upgrade --------------------------------------------------------------------------- */
@@ -529,29 +642,34 @@ static void upgrade_timeout(ps__timer *t, void *data)
 
 /* ---- requests -------------------------------------------------------------------------- */
 
+/* CORS grants for the origins that need one (same-origin pages and programs need none). */
 static void cors_headers(ps__buf *out, const ps__eio_config *cfg, const ps__http_req *req)
 {
-    const char *origin = ps__http_header_get(req, "Origin");
-    if (!origin || !cfg->allowed_origins || !ps__eio_origin_allowed(cfg, origin))
-        return;
-    ps__buf_printf(out,
-                   "Access-Control-Allow-Origin: %s\r\n"
-                   "Access-Control-Allow-Credentials: true\r\n"
-                   "Vary: Origin\r\n",
-                   origin);
+    switch (request_origin(cfg, req)) {
+    case PS__ORIGIN_LISTED:
+        ps__buf_printf(out,
+                       "Access-Control-Allow-Origin: %s\r\n"
+                       "Access-Control-Allow-Credentials: true\r\n"
+                       "Vary: Origin\r\n",
+                       ps__http_header_get(req, "Origin"));
+        break;
+    case PS__ORIGIN_ANY: ps__buf_appends(out, "Access-Control-Allow-Origin: *\r\n"); break;
+    default: break;
+    }
 }
 
 static void respond_error(ps__http_req *req, const ps__eio_config *cfg, int status, int code,
                           const char *message)
 {
-    ps__buf extra;
+    ps__buf extra, body;
     ps__buf_init(&extra);
+    ps__buf_init(&body);
     cors_headers(&extra, cfg, req);
-    json_t *j = json_pack("{s:i,s:s}", "code", code, "message", message);
-    char *s = json_dumps(j, PS__JSON_FLAGS);
-    ps__http_respond(req, status, "application/json", s, strlen(s), ps__buf_cstr(&extra));
-    free(s);
-    json_decref(j);
+    ps__buf_printf(&body, "{\"code\":%d,\"message\":", code);
+    ps__json_escape(&body, message);
+    ps__buf_appendc(&body, '}');
+    ps__http_respond(req, status, "application/json", body.base, body.len, ps__buf_cstr(&extra));
+    ps__buf_free(&body);
     ps__buf_free(&extra);
 }
 
@@ -573,7 +691,7 @@ static ps__eio *session_new(ps__eio_server *es, ps__http_req *req, int transport
     e->transport = transport;
     e->refs = 1;
     ps__list_init(&e->link);
-    handshake_copy(&e->hs, req, ps__http_peer(req));
+    handshake_copy(&e->hs, &es->cfg, req);
     ps__random_sid(e->sid);
     return e;
 }
@@ -659,6 +777,12 @@ static void handle_poll(ps__eio_server *es, ps__http_req *req, ps__eio *e)
     eio_unref(e);
 }
 
+static void refused_on_message(ps__ws *ws, bool binary, const char *data, size_t len) {}
+
+static void refused_on_close(ps__ws *ws, int code) {}
+
+static const ps__ws_cbs refused_ws_cbs = {refused_on_message, refused_on_close};
+
 static void handle_ws(ps__eio_server *es, ps__http_req *req, ps__eio *e)
 {
     ps__ws_opts wo = {.max_message = es->cfg.max_payload,
@@ -671,7 +795,12 @@ static void handle_ws(ps__eio_server *es, ps__http_req *req, ps__eio *e)
             return;
         }
         if (e->transport != T_POLLING || e->probe) {
-            respond_error(req, &es->cfg, 400, 3, "Bad request");
+            /* The reference accepts a second WebSocket for a session that has upgraded (or is
+             * upgrading) and closes it at once: the client sees a WebSocket that ends, not a
+             * failed handshake. It never touches the session. */
+            ps__ws *extra = ps__ws_upgrade(req, &wo, &refused_ws_cbs, NULL);
+            if (extra)
+                ps__ws_close(extra, PS__WS_POLICY, "session already upgraded");
             return;
         }
         ps__ws *ws = ps__ws_upgrade(req, &wo, &probe_ws_cbs, e);
@@ -707,7 +836,7 @@ void ps__eio_handle_request(ps__eio_server *es, ps__http_req *req)
     ps__buf v, sid;
     ps__buf_init(&v);
     ps__buf_init(&sid);
-    const char *origin = ps__http_header_get(req, "Origin");
+    ps__origin origin = request_origin(&es->cfg, req);
     if (req->method_id == HTTP_OPTIONS) {
         /* CORS preflight for polling from an allowed origin. */
         ps__buf extra;
@@ -716,7 +845,8 @@ void ps__eio_handle_request(ps__eio_server *es, ps__http_req *req)
         if (extra.len)
             ps__buf_appends(&extra, "Access-Control-Allow-Methods: GET, POST\r\n"
                                     "Access-Control-Allow-Headers: content-type\r\n");
-        ps__http_respond(req, extra.len ? 204 : 400, NULL, NULL, 0, ps__buf_cstr(&extra));
+        int status = extra.len ? 204 : origin == PS__ORIGIN_REFUSED ? 403 : 400;
+        ps__http_respond(req, status, NULL, NULL, 0, ps__buf_cstr(&extra));
         ps__buf_free(&extra);
         goto out;
     }
@@ -731,7 +861,7 @@ void ps__eio_handle_request(ps__eio_server *es, ps__http_req *req)
         respond_error(req, &es->cfg, 400, 0, "Transport unknown");
         goto out;
     }
-    if (origin && !ps__eio_origin_allowed(&es->cfg, origin)) {
+    if (origin == PS__ORIGIN_REFUSED) {
         respond_error(req, &es->cfg, 403, 4, "Forbidden");
         goto out;
     }

@@ -42,10 +42,15 @@ typedef struct ps__eio_config {
     bool polling;                /* long-polling enabled (and so the upgrade) */
     size_t max_queued;           /* outgoing bytes a client may leave unread; 0 = no bound */
     uint32_t ws_idle_release_ms; /* ps__ws_pool's idle_ms; 0 = WebSockets keep their context */
-    /* Browser origins allowed to connect (exact "scheme://host:port" strings, or "*"). NULL:
-     * any origin may open a WebSocket, and polling gets no CORS headers (same origin only). */
+    /* Browser origins allowed besides the server's own (exact "scheme://host:port" strings,
+     * or "*": any, but without credentials). See ps__eio_origin_check. */
     char **allowed_origins;
     size_t nallowed_origins;
+    bool secure; /* the port speaks TLS: only an https page is the server's own origin */
+    /* Peers whose X-Forwarded-For (client address) and X-Forwarded-Host (the host the browser
+     * asked for) are believed. */
+    const ps__cidr *trusted_proxies;
+    size_t ntrusted_proxies;
 } ps__eio_config;
 
 struct ps__eio_server {
@@ -94,8 +99,31 @@ ps__eio_server *ps__eio_get_server(const ps__eio *e);
 
 /* Encodes the open packet for a session ("0{...}") into out. */
 void ps__eio_encode_open(ps__buf *out, const char *sid, const ps__eio_config *cfg, bool polling);
-/* Whether `origin` may connect under cfg (see allowed_origins). */
-bool ps__eio_origin_allowed(const ps__eio_config *cfg, const char *origin);
+/*
+ * How a request's Origin stands (DESIGN §8). A page may reach the server from its own origin
+ * or from one that allowed_origins lists; "*" lets any page in, but such a request never
+ * carries credentials: its answers grant CORS without them, and its session's handshake hides
+ * the Cookie and Authorization headers the browser attached on its own (what Cross-Site
+ * WebSocket Hijacking relies on). Requests without Origin come from programs, not pages.
+ */
+typedef enum ps__origin {
+    PS__ORIGIN_NONE,    /* no Origin header: allowed, no CORS */
+    PS__ORIGIN_SAME,    /* the server's own host: allowed, no CORS needed */
+    PS__ORIGIN_LISTED,  /* in allowed_origins: allowed, CORS with credentials */
+    PS__ORIGIN_ANY,     /* only "*" allows it: CORS without credentials, no cookies */
+    PS__ORIGIN_REFUSED, /* 403 */
+} ps__origin;
+/* `host` is what the browser asked for (Host, or a trusted proxy's X-Forwarded-Host), or
+ * NULL. */
+ps__origin ps__eio_origin_check(const ps__eio_config *cfg, const char *origin, const char *host);
+/*
+ * The client's address for the handshake: the peer, or, when the peer is a trusted proxy, the
+ * nearest address in X-Forwarded-For (read from the right) that is not a trusted proxy itself.
+ * Writes at most `size` bytes (NUL included) to out.
+ */
+void ps__eio_client_address(const ps__eio_config *cfg, const char *peer,
+                            const ps__http_header *headers, size_t nheaders, char *out,
+                            size_t size);
 
 /*
  * Polling payloads (pure): splits `body` at the \x1e separators and calls fn for each packet

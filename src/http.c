@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_HEADERS 100
@@ -231,6 +232,27 @@ out:
 
 /* ---- responses ------------------------------------------------------------------------- */
 
+/* RFC 9110 §5.6.7's IMF-fixdate, by hand: strftime's day and month names follow the locale.
+ * Formatted once per second per thread (each server's loop runs on one thread). */
+const char *ps__http_date(void)
+{
+    static _Thread_local char text[64]; /* 29 used; room for what -Wformat-truncation imagines */
+    static _Thread_local time_t last = -1;
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t now = time(NULL);
+    if (now != last) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        snprintf(text, sizeof text, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday],
+                 tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                 tm.tm_sec);
+        last = now;
+    }
+    return text;
+}
+
 void ps__http_respond(ps__http_req *req, int status, const char *content_type, const char *body,
                       size_t body_len, const char *extra_headers)
 {
@@ -244,9 +266,10 @@ void ps__http_respond(ps__http_req *req, int status, const char *content_type, c
     ps__buf_init(&head);
     ps__buf_printf(&head,
                    "HTTP/1.1 %d %s\r\n"
+                   "Date: %s\r\n"
                    "Content-Length: %zu\r\n"
                    "Connection: %s\r\n",
-                   status, ps__http_status_text(status), body_len,
+                   status, ps__http_status_text(status), ps__http_date(), body_len,
                    req->keep_alive ? "keep-alive" : "close");
     if (content_type)
         ps__buf_printf(&head, "Content-Type: %s\r\n", content_type);
@@ -262,11 +285,13 @@ void ps__http_respond(ps__http_req *req, int status, const char *content_type, c
 
 void ps__http_respond_json_error(ps__http_req *req, int status, int code, const char *message)
 {
-    json_t *j = json_pack("{s:i,s:s}", "code", code, "message", message);
-    char *s = json_dumps(j, PS__JSON_FLAGS);
-    ps__http_respond(req, status, "application/json", s, strlen(s), NULL);
-    free(s);
-    json_decref(j);
+    ps__buf body;
+    ps__buf_init(&body);
+    ps__buf_printf(&body, "{\"code\":%d,\"message\":", code);
+    ps__json_escape(&body, message);
+    ps__buf_appendc(&body, '}');
+    ps__http_respond(req, status, "application/json", body.base, body.len, NULL);
+    ps__buf_free(&body);
 }
 
 static void respond_text(ps__http_req *req, int status, const char *extra)

@@ -91,6 +91,8 @@ void ps__http_deferred_respond(ps__http_conn *hc, int status, const char *conten
                                const char *body, size_t body_len, const char *extra_headers);
 
 const char *ps__http_status_text(int status);
+/* The current time as HTTP writes it in a Date header ("Sun, 06 Nov 1994 08:49:37 GMT"). */
+const char *ps__http_date(void);
 /* Content-Type for a file name, by extension; "application/octet-stream" if unknown. */
 const char *ps__http_content_type(const char *path);
 /*

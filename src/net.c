@@ -116,16 +116,59 @@ static void ignore_sigpipe(void)
         signal(SIGPIPE, SIG_IGN);
 }
 
+/*
+ * host is an IPv4 or IPv6 address ("::1", also "[::1]") or a name. A name is resolved here,
+ * synchronously (getaddrinfo through libuv without a callback), and the first address it gives
+ * is bound: listening happens once, normally before the loop runs, and an asynchronous lookup
+ * would make ps_server_listen unable to report a bad address. Numeric addresses never touch
+ * the resolver.
+ */
+static int resolve_bind_address(uv_loop_t *loop, const char *host, int port,
+                                struct sockaddr_storage *ss)
+{
+    char literal[64];
+    size_t len = strlen(host);
+    if (len >= 2 && host[0] == '[' && host[len - 1] == ']' && len - 2 < sizeof literal) {
+        memcpy(literal, host + 1, len - 2);
+        literal[len - 2] = '\0';
+        host = literal;
+    }
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0 ||
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
+        return 0;
+    /* What cannot be a host name is refused without asking the resolver. */
+    if (!*host ||
+        strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") !=
+            strlen(host))
+        return UV_EINVAL;
+    uv_getaddrinfo_t req;
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    int rc = uv_getaddrinfo(loop, &req, NULL, host, NULL, &hints);
+    if (rc != 0)
+        return rc;
+    rc = UV_EAI_NONAME;
+    for (struct addrinfo *ai = req.addrinfo; ai; ai = ai->ai_next) {
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+            continue;
+        memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+        if (ai->ai_family == AF_INET)
+            ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+        else
+            ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+        rc = 0;
+        break;
+    }
+    uv_freeaddrinfo(req.addrinfo);
+    return rc;
+}
+
 int ps__listener_start(ps__listener *l, const char *host, int port, int backlog)
 {
     struct sockaddr_storage ss;
     int rc;
     ignore_sigpipe();
-    if (strchr(host, ':'))
-        rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
-    else
-        rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
-    if (rc != 0)
+    if ((rc = resolve_bind_address(l->loop, host, port, &ss)) != 0)
         return rc;
     if ((rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) != 0)
         return rc;

@@ -33,7 +33,8 @@ struct ps_server {
     ps_server_opts opts;
     char *host;
     char *path;
-    char **origins; /* copy of opts.allowed_origins, NULL-terminated */
+    char **origins;    /* copy of opts.allowed_origins, NULL-terminated */
+    ps__cidr *proxies; /* opts.trusted_proxies, parsed */
     ps__listener listener;
     ps__http_config http;
     ps__sessions sessions;
@@ -120,8 +121,12 @@ static void server_on_conn(ps__listener *l, ps__conn *c)
     if (l->nconns - l->nlingering > srv->opts.max_connections) {
         /* Refused before any parsing or upgrade: the answer is all this connection costs. */
         srv->refused++;
-        ps__conn_write(c, PS__STRLIT("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                                     "Connection: close\r\nRetry-After: 1\r\n\r\n"));
+        char head[160];
+        int n = snprintf(head, sizeof head,
+                         "HTTP/1.1 503 Service Unavailable\r\nDate: %s\r\nContent-Length: 0\r\n"
+                         "Connection: close\r\nRetry-After: 1\r\n\r\n",
+                         ps__http_date());
+        ps__conn_write(c, head, (size_t)n);
         ps__conn_close(c);
         return;
     }
@@ -193,11 +198,24 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
         PS__ERROR("invalid options: path must start with '/', port must be 0..65535");
         return NULL;
     }
+    size_t nproxies = 0;
+    while (o.trusted_proxies && o.trusted_proxies[nproxies])
+        nproxies++;
+    ps__cidr *proxies = nproxies ? ps__calloc(nproxies, sizeof *proxies) : NULL;
+    for (size_t i = 0; i < nproxies; i++) {
+        if (!ps__cidr_parse(o.trusted_proxies[i], &proxies[i])) {
+            PS__ERROR("invalid options: trusted proxy \"%s\" is not an address or CIDR block",
+                      o.trusted_proxies[i]);
+            ps__free(proxies);
+            return NULL;
+        }
+    }
     char *root = NULL;
     if (o.static_dir) {
         char real[PATH_MAX];
         if (!realpath(o.static_dir, real)) {
             PS__ERROR("static directory %s: not found", o.static_dir);
+            ps__free(proxies);
             return NULL;
         }
         root = ps__strdup(real);
@@ -242,6 +260,10 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
         ec.allowed_origins = srv->origins;
         ec.nallowed_origins = n;
     }
+    srv->proxies = proxies;
+    ec.trusted_proxies = proxies;
+    ec.ntrusted_proxies = nproxies;
+    srv->opts.trusted_proxies = NULL; /* not kept: the caller's array */
     ps__sessions_init(&srv->sessions, srv, loop, &ec, o.connect_timeout_ms);
     srv->sessions.sio.engine_echo = o.engineio_echo;
     ps__channels_init(&srv->channels, &srv->sessions);
@@ -424,6 +446,7 @@ void ps_server_free(ps_server *srv)
     for (size_t i = 0; srv->origins && srv->origins[i]; i++)
         ps__free(srv->origins[i]);
     ps__free(srv->origins);
+    ps__free(srv->proxies);
     ps__free(srv->host);
     ps__free(srv->path);
     ps__free(srv->http.static_root);

@@ -64,27 +64,43 @@ const char *ps_handshake_query(const ps_handshake *hs, const char *name)
     return out;
 }
 
+static bool ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/*
+ * "a=1; b=2" (RFC 6265 §4.2.1), leniently: whitespace around names and values is dropped, and
+ * a name that appears twice keeps its first value, which browsers send for the cookie with the
+ * longest path (the most specific), so a cookie set on a broader path cannot shadow it.
+ */
 static void parse_cookies(ps_handshake *hs)
 {
     const char *header = ps_handshake_header(hs, "Cookie");
     const char *p = header;
     while (p && *p) {
-        while (*p == ' ' || *p == ';')
-            p++;
-        const char *eq = strchr(p, '=');
         const char *end = strchr(p, ';');
         if (!end)
             end = p + strlen(p);
-        if (eq && eq < end) {
-            char *name = ps__strndup(p, (size_t)(eq - p));
-            const char *v = eq + 1;
-            size_t vlen = (size_t)(end - v);
-            if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"')
-                v++, vlen -= 2;
-            json_object_set_new(hs->cookies, name, json_stringn_nocheck(v, vlen));
+        const char *eq = memchr(p, '=', (size_t)(end - p));
+        if (eq) {
+            const char *n = p, *ne = eq, *v = eq + 1, *ve = end;
+            while (n < ne && ows(*n))
+                n++;
+            while (ne > n && ows(ne[-1]))
+                ne--;
+            while (v < ve && ows(*v))
+                v++;
+            while (ve > v && ows(ve[-1]))
+                ve--;
+            if (ve - v >= 2 && v[0] == '"' && ve[-1] == '"')
+                v++, ve--;
+            char *name = ps__strndup(n, (size_t)(ne - n));
+            if (*name && !json_object_get(hs->cookies, name))
+                json_object_set_new(hs->cookies, name, json_stringn_nocheck(v, (size_t)(ve - v)));
             ps__free(name);
         }
-        p = end;
+        p = *end ? end + 1 : end;
     }
 }
 

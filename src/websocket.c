@@ -427,13 +427,14 @@ ps__ws *ps__ws_upgrade(ps__http_req *req, const ps__ws_opts *opts, const ps__ws_
     c->cbs = &ws_conn_cbs;
     c->data = ws;
 
-    char head[160];
+    char head[200];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 101 Switching Protocols\r\n"
+                     "Date: %s\r\n"
                      "Upgrade: websocket\r\n"
                      "Connection: Upgrade\r\n"
                      "Sec-WebSocket-Accept: %s\r\n\r\n",
-                     accept);
+                     ps__http_date(), accept);
     ps__conn_write(c, head, (size_t)n);
     if (rest_len > 0) {
         /* A client may pipeline its first frames behind the handshake; they are ours, but the

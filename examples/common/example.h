@@ -10,8 +10,31 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 typedef void (*example_setup_fn)(ps_server *srv);
+
+/* --log-json: one JSON object per line on stderr, for log collectors. */
+static inline void example_log_json(ps_log_level level, const char *message, void *user)
+{
+    char ts[32];
+    struct timespec now;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    json_t *line =
+        json_pack("{s:s+,s:s,s:s,s:s}", "time", ts, "Z", "level", ps_log_level_name(level),
+                  "logger", (const char *)user, "msg", message);
+    if (!line) /* not UTF-8: keep the line, lose the odd bytes */
+        line = json_pack("{s:s+,s:s,s:s,s:s}", "time", ts, "Z", "level", ps_log_level_name(level),
+                         "logger", (const char *)user, "msg", "(message not valid UTF-8)");
+    json_dumpf(line, stderr, JSON_COMPACT);
+    fputc('\n', stderr);
+    fflush(stderr);
+    json_decref(line);
+}
 
 /* Listens, prints "listening on http://HOST:PORT" (what tests wait for), runs until SIGINT or
  * SIGTERM, frees the server. Returns the exit status. */
@@ -24,7 +47,10 @@ static inline int example_serve(ps_server *srv, const char *name, const ps_serve
         ps_server_free(srv);
         return 1;
     }
-    printf("listening on http://%s:%d\n", opts->host, ps_server_port(srv));
+    /* An IPv6 address goes in brackets in a URL. */
+    bool v6 = strchr(opts->host, ':') && opts->host[0] != '[';
+    printf("listening on http://%s%s%s:%d\n", v6 ? "[" : "", opts->host, v6 ? "]" : "",
+           ps_server_port(srv));
     fflush(stdout);
     rc = ps_server_run(srv);
     ps_server_free(srv);
@@ -50,6 +76,7 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
         {"ping-timeout", required_argument, 0, 't'},
         {"origin", required_argument, 0, 'O'},
         {"verbose", no_argument, 0, 'v'},
+        {"log-json", no_argument, 0, 'J'},
         {"help", no_argument, 0, '?'},
         {0, 0, 0, 0},
     };
@@ -70,12 +97,13 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
             opts.allowed_origins = origins;
             break;
         case 'v': ps_set_log_level(PS_LOG_DEBUG); break;
+        case 'J': ps_set_log_fn(example_log_json, (void *)name); break;
         default:
             fprintf(stderr,
                     "usage: %s [--host ADDR] [--port N] [--static DIR] [--ping-interval MS]\n"
-                    "       [--ping-timeout MS] [--origin ORIGIN]... [--verbose]\n"
-                    "  --origin: a browser origin allowed to connect (\"*\" = any); without\n"
-                    "  it any origin may open a WebSocket and only same-origin pages may poll\n",
+                    "       [--ping-timeout MS] [--origin ORIGIN]... [--verbose] [--log-json]\n"
+                    "  --origin: another browser origin allowed to connect (\"*\" = any, without\n"
+                    "  credentials); without it only the server's own pages may connect\n",
                     name);
             return 2;
         }

@@ -3,7 +3,9 @@
  * against pulsec, run it; docs/PROTOCOL.md describes every behaviour.
  *
  * Default mode, on namespaces "/" and "/custom":
- *   - an event with an ack id is acked with its own arguments;
+ *   - an event with an ack id is acked with its own arguments, except "handshake", acked with
+ *     {"address", "cookies": {name: value or null for each name in the arguments},
+ *     "authorization"} as ps_handshake_* see them;
  *   - "ask" [event, payload, timeout_ms] emits `event` with `payload` to the client with an ack
  *     and that timeout, then emits "ask:result" {"status":"ok","args":[...]} or
  *     {"status":"timeout"} (or "closed"), or {"status":"error","error":text} if the emit was
@@ -80,7 +82,22 @@ static void on_event(ps_session *s, const char *event, json_t *args, ps_ack *ack
             ps_ack_send(ack, args);
         return;
     }
-    if (ack) {
+    if (ack && strcmp(event, "handshake") == 0) {
+        /* What the connect saw: args name the cookies to look up. */
+        const ps_handshake *hs = ps_session_handshake(s);
+        json_t *cookies = json_object();
+        for (size_t i = 0; i < json_array_size(args); i++) {
+            const char *name = json_string_value(json_array_get(args, i));
+            const char *v = name ? ps_handshake_cookie(hs, name) : NULL;
+            if (name)
+                json_object_set_new(cookies, name, v ? json_string(v) : json_null());
+        }
+        const char *authz = ps_handshake_header(hs, "Authorization");
+        json_t *out = json_pack("[{s:s,s:o,s:s?}]", "address", ps_handshake_address(hs), "cookies",
+                                cookies, "authorization", authz);
+        ps_ack_send(ack, out);
+        json_decref(out);
+    } else if (ack) {
         ps_ack_send(ack, args);
     } else if (strcmp(event, "ask") == 0) {
         const char *name = json_string_value(json_array_get(args, 0));
@@ -359,33 +376,37 @@ static void echo_view_dispose(ps_view *view, void *user)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: echo [options]\n"
-               "  --host ADDR             bind address (127.0.0.1)\n"
-               "  --port N                port, 0 = any free port (8000)\n"
-               "  --static DIR            serve static files from DIR\n"
-               "  --path PATH             Socket.IO endpoint (/socket.io/)\n"
-               "  --ping-interval MS      Engine.IO ping interval (25000)\n"
-               "  --ping-timeout MS       Engine.IO pong deadline (20000)\n"
-               "  --max-payload BYTES     largest message accepted (1048576)\n"
-               "  --connect-timeout MS    Socket.IO CONNECT deadline (45000)\n"
-               "  --socketio-echo         Socket.IO test-suite behaviour (see source)\n"
-               "  --engine-echo           pure Engine.IO server echoing every message (use with\n"
-               "                          --path /engine.io/)\n"
-               "  --websocket-only        refuse HTTP long-polling\n"
-               "  --max-queued BYTES      unread output per client before it is cut off (4 MiB)\n"
-               "  --max-connections N     open connections; more get 503 (10000)\n"
-               "  --max-views N           views per session (64)\n"
-               "  --max-channels N        open channels per session (256)\n"
-               "  --max-pending N         requests in flight per channel and direction (1024)\n"
-               "  --idle-timeout MS       HTTP request / keep-alive idle bound (30000)\n"
-               "  --shutdown-grace MS     how long a stop waits for close replies (2000)\n"
-               "  --ws-idle-release MS    quiet WebSockets free their framing buffers (1000)\n"
-               "  --max-topics-per-channel N  topics one channel may join (64)\n"
-               "  --max-topics N          distinct topics with members in one process (100000)\n"
-               "  --origin ORIGIN         allow this browser origin (repeatable; \"*\" = any);\n"
-               "                          without it any origin may use WebSocket, none may poll\n"
-               "                          cross-origin\n"
-               "  --verbose               log connections and errors\n");
+    fprintf(f,
+            "usage: echo [options]\n"
+            "  --host ADDR             bind address (127.0.0.1)\n"
+            "  --port N                port, 0 = any free port (8000)\n"
+            "  --static DIR            serve static files from DIR\n"
+            "  --path PATH             Socket.IO endpoint (/socket.io/)\n"
+            "  --ping-interval MS      Engine.IO ping interval (25000)\n"
+            "  --ping-timeout MS       Engine.IO pong deadline (20000)\n"
+            "  --max-payload BYTES     largest message accepted (1048576)\n"
+            "  --connect-timeout MS    Socket.IO CONNECT deadline (45000)\n"
+            "  --socketio-echo         Socket.IO test-suite behaviour (see source)\n"
+            "  --engine-echo           pure Engine.IO server echoing every message (use with\n"
+            "                          --path /engine.io/)\n"
+            "  --websocket-only        refuse HTTP long-polling\n"
+            "  --max-queued BYTES      unread output per client before it is cut off (4 MiB)\n"
+            "  --max-connections N     open connections; more get 503 (10000)\n"
+            "  --max-views N           views per session (64)\n"
+            "  --max-channels N        open channels per session (256)\n"
+            "  --max-pending N         requests in flight per channel and direction (1024)\n"
+            "  --idle-timeout MS       HTTP request / keep-alive idle bound (30000)\n"
+            "  --shutdown-grace MS     how long a stop waits for close replies (2000)\n"
+            "  --ws-idle-release MS    quiet WebSockets free their framing buffers (1000)\n"
+            "  --max-topics-per-channel N  topics one channel may join (64)\n"
+            "  --max-topics N          distinct topics with members in one process (100000)\n"
+            "  --origin ORIGIN         also allow this browser origin (repeatable; \"*\" = any,\n"
+            "                          without credentials); without it only pages of the\n"
+            "                          server's own origin may connect\n"
+            "  --trusted-proxy ADDR    believe X-Forwarded-For from this address or CIDR block\n"
+            "                          (repeatable)\n"
+            "  --verbose               log connections and errors\n"
+            "  --log-json              log as JSON lines on stderr\n");
 }
 
 int main(int argc, char **argv)
@@ -393,6 +414,8 @@ int main(int argc, char **argv)
     ps_server_opts opts = {.host = "127.0.0.1", .port = 8000};
     static const char *origins[17];
     size_t norigins = 0;
+    static const char *proxies[17];
+    size_t nproxies = 0;
     static const struct option longopts[] = {
         {"host", required_argument, 0, 'h'},
         {"port", required_argument, 0, 'p'},
@@ -416,7 +439,9 @@ int main(int argc, char **argv)
         {"ws-idle-release", required_argument, 0, 'L'},
         {"max-topics-per-channel", required_argument, 0, 'T'},
         {"max-topics", required_argument, 0, 'X'},
+        {"trusted-proxy", required_argument, 0, 'Y'},
         {"verbose", no_argument, 0, 'v'},
+        {"log-json", no_argument, 0, 'J'},
         {"help", no_argument, 0, '?'},
         {0, 0, 0, 0},
     };
@@ -449,7 +474,13 @@ int main(int argc, char **argv)
                 origins[norigins++] = optarg;
             opts.allowed_origins = origins;
             break;
+        case 'Y':
+            if (nproxies + 1 < sizeof proxies / sizeof proxies[0])
+                proxies[nproxies++] = optarg;
+            opts.trusted_proxies = proxies;
+            break;
         case 'v': ps_set_log_level(PS_LOG_DEBUG); break;
+        case 'J': ps_set_log_fn(example_log_json, "echo"); break;
         default: usage(ch == '?' && optopt == 0 ? stdout : stderr); return ch == '?' ? 0 : 2;
         }
     }

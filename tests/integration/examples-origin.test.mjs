@@ -66,12 +66,17 @@ for (const name of ['chat', 'playground']) {
       await stopClean(srv, name);
     });
 
-    test('without --origin any Origin may open a WebSocket; polling has no CORS headers', async () => {
+    test("without --origin only the server's own pages may connect (issue 14): another Origin gets 403 on both transports", async () => {
       const srv = await startServer([], { bin });
-      assert.equal(await upgradeStatus(srv, EVIL), 101);
+      assert.equal(await upgradeStatus(srv, EVIL), 403);
+      assert.equal(await upgradeStatus(srv, srv.url), 101);
       const r = await send(srv, 'GET', eioTarget(), { headers: { Origin: EVIL } });
-      assert.equal(r.status, 200);
+      assert.equal(r.status, 403);
       assert.equal(r.headers['access-control-allow-origin'], undefined);
+      // The raw polling helper sends "Host: 127.0.0.1" (no port): that is the page's origin then.
+      const own = await send(srv, 'GET', eioTarget(), { headers: { Origin: `http://${srv.host}` } });
+      assert.equal(own.status, 200);
+      assert.equal(own.headers['access-control-allow-origin'], undefined);
       await stopClean(srv, name);
     });
   });

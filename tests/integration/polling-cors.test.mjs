@@ -1,7 +1,11 @@
-// Cross-origin long-polling with the origin allow-list (issue 8): `--origin http://allowed.test`
-// sends CORS headers (with credentials) to that origin, answers the preflight, and refuses
-// other origins (403 code 4 for polling, no 101 for WebSocket). Without --origin no CORS
-// headers are sent and a WebSocket from any Origin is accepted.
+// Origins (issue 8, made safe by default in issue 14; DESIGN §8). Without --origin only pages
+// of the server's own origin (Origin matching the Host the request was sent to) may connect:
+// another Origin gets 403 on polling and on the WebSocket upgrade, so Cross-Site WebSocket
+// Hijacking is closed by default; requests without Origin (programs) always connect.
+// `--origin http://allowed.test` adds that origin, with CORS headers and credentials, and
+// answers its preflight. `--origin "*"` admits any origin without credentials: CORS
+// `Access-Control-Allow-Origin: *` without Allow-Credentials, and the session's handshake does
+// not show the cookies or Authorization the browser attached.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -154,6 +158,16 @@ describe(`--origin ${ALLOWED}`, () => {
       assert.equal(r.headers['access-control-allow-credentials'], 'true');
     });
 
+    test("the listed origin and the server's own keep their cookies in the handshake", async () => {
+      for (const origin of [ALLOWED, srv.url]) {
+        const c = makeClient(srv.url, { extraHeaders: { Origin: origin, Cookie: 'session=secret' } });
+        await waitConnect(c);
+        const seen = await c.timeout(3000).emitWithAck('handshake', 'session');
+        assert.deepEqual(seen.cookies, { session: 'secret' }, origin);
+        c.disconnect();
+      }
+    });
+
     test('a non-browser client (no Origin) still polls, without CORS headers', async () => {
       const p = new Polling(srv);
       await p.handshake();
@@ -181,14 +195,41 @@ describe('--origin "*"', () => {
     srv = await startServer(['--origin', '*']);
   });
   after(async () => {
+    closeClients();
     await stopClean(srv);
   });
 
-  test('any origin may poll; the origin itself is echoed (never "*" with credentials)', async () => {
+  test('any origin may poll, with "Access-Control-Allow-Origin: *" and never credentials', async () => {
     const r = await send(srv, 'GET', eioTarget(), { headers: { Origin: 'http://any.test:8080' } });
     assert.equal(r.status, 200);
-    assert.equal(r.headers['access-control-allow-origin'], 'http://any.test:8080');
-    assert.equal(r.headers['access-control-allow-credentials'], 'true');
+    assert.equal(r.headers['access-control-allow-origin'], '*');
+    assert.equal(r.headers['access-control-allow-credentials'], undefined);
+    const pre = await send(srv, 'OPTIONS', eioTarget(), { headers: { Origin: 'http://any.test', 'Access-Control-Request-Method': 'POST' } });
+    assert.equal(pre.status, 204);
+    assert.equal(pre.headers['access-control-allow-origin'], '*');
+    assert.equal(pre.headers['access-control-allow-credentials'], undefined);
+  });
+
+  test('a foreign page gets in, but its cookies and Authorization are hidden from the app', async () => {
+    const headers = { Cookie: 'session=secret; theme=dark', Authorization: 'Bearer t0ken' };
+    // Over WebSocket and over polling, a foreign Origin: no credentials reach the handshake.
+    for (const transports of [['websocket'], ['polling']]) {
+      const evil = makeClient(srv.url, { transports, extraHeaders: { Origin: 'http://evil.test', ...headers } });
+      await waitConnect(evil);
+      const seen = await evil.timeout(3000).emitWithAck('handshake', 'session', 'theme');
+      assert.deepEqual(seen.cookies, { session: null, theme: null }, `${transports}: ${JSON.stringify(seen)}`);
+      assert.equal(seen.authorization, null);
+      evil.disconnect();
+    }
+    // The server's own page and a program (no Origin) keep theirs.
+    for (const origin of [srv.url, null]) {
+      const own = makeClient(srv.url, { extraHeaders: { ...(origin ? { Origin: origin } : {}), ...headers } });
+      await waitConnect(own);
+      const seen = await own.timeout(3000).emitWithAck('handshake', 'session', 'theme');
+      assert.deepEqual(seen.cookies, { session: 'secret', theme: 'dark' }, `Origin ${origin}: ${JSON.stringify(seen)}`);
+      assert.equal(seen.authorization, 'Bearer t0ken');
+      own.disconnect();
+    }
   });
 });
 
@@ -213,42 +254,78 @@ describe('two --origin flags', () => {
   });
 });
 
-describe('without --origin (same-origin only for polling)', () => {
+describe("without --origin (the server's own origin only)", () => {
   let srv;
   before(async () => {
     srv = await startServer();
   });
   after(async () => {
     for (const w of wss) w.terminate();
+    closeClients();
     await stopClean(srv);
   });
 
-  test('no CORS headers on handshake, POST, GET or errors, whatever the Origin', async () => {
-    const p = new Polling(srv, { headers: { Origin: EVIL } });
+  test(`polling from ${EVIL} -> 403 code 4 (handshake, and GET/POST of a real session)`, async () => {
+    assertEioError(await send(srv, 'GET', eioTarget(), { headers: { Origin: EVIL } }), 403, 4, MESSAGES[4], 'handshake from evil');
+    const p = new Polling(srv);
+    await p.handshake();
+    assertEioError(await send(srv, 'GET', p.target(), { headers: { Origin: EVIL } }), 403, 4, MESSAGES[4], 'GET from evil');
+    assertEioError(
+      await send(srv, 'POST', p.target(), { headers: { Origin: EVIL, 'Content-Type': TEXT_PLAIN }, body: '40' }),
+      403, 4, MESSAGES[4], 'POST from evil',
+    );
+    await p.postOk('40');
+    assert.match((await p.get()).text, /^40\{"sid":/);
+  });
+
+  test(`a WebSocket from ${EVIL} (and from Origin "null", or a sibling port) -> 403; socket.io-client gets connect_error`, async () => {
+    for (const origin of [EVIL, 'null', `http://${srv.host}:${srv.port + 1}`, `https://${srv.host}:${srv.port}.evil.test`]) {
+      const r = await wsStatus(srv, '/socket.io/?EIO=4&transport=websocket', origin);
+      assert.equal(r.status, 403, `WebSocket from ${origin}: ${r.status}`);
+    }
+    for (const transports of [['websocket'], ['polling']]) {
+      const bad = makeClient(srv.url, { transports, extraHeaders: { Origin: EVIL } });
+      const err = await withTimeout(new Promise((resolve) => bad.once('connect_error', resolve)), 5000, 'connect_error');
+      assert.ok(err);
+      assert.equal(bad.connected, false);
+      bad.disconnect();
+    }
+  });
+
+  test("the server's own origin (Origin = the Host asked for) polls and upgrades, without CORS headers", async () => {
+    const own = `http://${srv.host}:${srv.port}`;
+    // (The raw polling helper sends "Host: 127.0.0.1", without the port.)
+    const p = new Polling(srv, { headers: { Origin: `http://${srv.host}` } });
     await p.handshake();
     assert.deepEqual(corsHeaders(p.handshakeResponse), {});
-    const post = await p.postOk('40');
-    assert.deepEqual(corsHeaders(post), {});
-    const get = await p.get();
-    assert.deepEqual(corsHeaders(get), {});
-    const err = await send(srv, 'GET', eioTarget({ sid: 'AAAAAAAAAAAAAAAAAAAA' }), { headers: { Origin: EVIL } });
-    assert.deepEqual(corsHeaders(err), {});
+    await p.connectSio();
+    assert.equal((await wsStatus(srv, '/socket.io/?EIO=4&transport=websocket', own)).status, 101);
+    for (const transports of [['websocket'], ['polling', 'websocket']]) {
+      const c = makeClient(srv.url, { transports, extraHeaders: { Origin: own } });
+      await waitConnect(c);
+      assert.deepEqual(await ackRoundTrip(c, 'x', ['own']), ['own']);
+      c.disconnect();
+    }
   });
 
-  test('a preflight gets no CORS grant', async () => {
-    const r = await send(srv, 'OPTIONS', eioTarget(), { headers: { Origin: EVIL, 'Access-Control-Request-Method': 'POST' } });
-    assert.deepEqual(corsHeaders(r), {});
-  });
-
-  test('a WebSocket from any Origin is accepted and works', async () => {
-    const r = await wsStatus(srv, '/socket.io/?EIO=4&transport=websocket', EVIL);
-    assert.equal(r.status, 101);
-    const w = new RawWs(srv, { headers: { Origin: 'http://whatever.test' } });
+  test('a program (no Origin) connects over both transports', async () => {
+    assert.equal((await wsStatus(srv, '/socket.io/?EIO=4&transport=websocket', null)).status, 101);
+    const w = new RawWs(srv);
     wss.add(w);
     await w.handshake();
     await w.connectNs('/');
     w.send('421["ws",1]');
     await w.waitFrame('431[1]');
     w.close(1000);
+    const p = new Polling(srv);
+    await p.handshake();
+    assert.deepEqual(corsHeaders(p.handshakeResponse), {});
+    await p.connectSio();
+  });
+
+  test('a preflight from another origin is refused (403) without a CORS grant', async () => {
+    const r = await send(srv, 'OPTIONS', eioTarget(), { headers: { Origin: EVIL, 'Access-Control-Request-Method': 'POST' } });
+    assert.equal(r.status, 403);
+    assert.deepEqual(corsHeaders(r), {});
   });
 });

@@ -173,13 +173,13 @@ describe('upgrade from polling to WebSocket (raw)', () => {
       w.close(1000);
     });
 
-    test('a second WebSocket with the same sid after the upgrade is refused', async () => {
+    test('a second WebSocket with the same sid after the upgrade is accepted, then closed (1008) untouched', async () => {
       const p = await connected(srv);
       const w = await probed(srv, p.sid);
       w.send('5');
       await sleep(30);
       const { outcome, w: w2 } = await refusedWs(srv, `/socket.io/?EIO=4&transport=websocket&sid=${p.sid}`);
-      assert.ok(/^status 400$|^closed /.test(outcome), `second WebSocket: ${outcome}`);
+      assert.equal(outcome, 'closed 1008', `second WebSocket: ${outcome}`);
       assert.ok(!w2.frames.includes('3probe'), 'the second WebSocket was probed');
       // The first one still carries the session.
       const from = w.frames.length;
@@ -188,11 +188,11 @@ describe('upgrade from polling to WebSocket (raw)', () => {
       w.close(1000);
     });
 
-    test('a second WebSocket while a probe is under way is refused; the first probe completes', async () => {
+    test('a second WebSocket while a probe is under way is accepted, then closed; the first probe completes', async () => {
       const p = await connected(srv);
       const w = await probed(srv, p.sid);
       const { outcome } = await refusedWs(srv, `/socket.io/?EIO=4&transport=websocket&sid=${p.sid}`);
-      assert.ok(/^status 400$|^closed /.test(outcome), `second WebSocket: ${outcome}`);
+      assert.equal(outcome, 'closed 1008', `second WebSocket: ${outcome}`);
       w.send('5');
       const from = w.frames.length;
       w.send('421["x"]');
@@ -200,7 +200,7 @@ describe('upgrade from polling to WebSocket (raw)', () => {
       w.close(1000);
     });
 
-    test('the upgrade request over raw HTTP for an upgraded session -> 400 code 3', async () => {
+    test('the upgrade request over raw HTTP for an upgraded session -> 101, then a close frame 1008 and nothing else', async () => {
       const p = await connected(srv);
       const w = await probed(srv, p.sid);
       w.send('5');
@@ -208,8 +208,12 @@ describe('upgrade from polling to WebSocket (raw)', () => {
       const key = crypto.randomBytes(16).toString('base64');
       const r = await httpRaw(srv,
         `GET /socket.io/?EIO=4&transport=websocket&sid=${p.sid} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n` +
-        `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`, { ms: 3000 });
-      assert.equal(r.status, 400, `${r.status} ${r.text}`);
+        `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`, { ms: 3000, head: true });
+      assert.equal(r.status, 101, `${r.status} ${r.text}`);
+      // The first frame is the server's close: 0x88, length, code 1008.
+      await withTimeout((async () => { while (r.conn.buf.length < 4 && !r.conn.ended) await sleep(5); })(), 3000, 'close frame');
+      assert.equal(r.conn.buf[0], 0x88, `first frame: ${r.conn.buf.toString('hex')}`);
+      assert.equal(r.conn.buf.readUInt16BE(2), 1008);
       r.conn.destroy();
       w.close(1000);
     });
@@ -281,7 +285,7 @@ describe('upgrade from polling to WebSocket (raw)', () => {
       wss.add(w);
       const open = await w.handshake();
       const { outcome } = await refusedWs(srv, `/socket.io/?EIO=4&transport=websocket&sid=${open.sid}`);
-      assert.ok(/^status 400$|^closed /.test(outcome), `WebSocket with a WebSocket session's sid: ${outcome}`);
+      assert.equal(outcome, 'closed 1008', `WebSocket with a WebSocket session's sid: ${outcome}`);
       await w.connectNs('/');
       w.send('421["x",1]');
       await w.waitFrame('431[1]');

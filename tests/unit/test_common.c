@@ -526,3 +526,79 @@ TEST_IMPL(common_json_parse)
     }
     return 0;
 }
+
+TEST_IMPL(common_cidr)
+{
+    ps__cidr list[4];
+    ASSERT(ps__cidr_parse("10.0.0.0/8", &list[0]));
+    ASSERT(ps__cidr_parse("192.0.2.7", &list[1]));
+    ASSERT(ps__cidr_parse("::1", &list[2]));
+    ASSERT(ps__cidr_parse("2001:db8::/32", &list[3]));
+#define IN(s) ps__cidr_match(list, 4, s, strlen(s))
+    ASSERT(IN("10.1.2.3"));
+    ASSERT(IN("10.255.255.255"));
+    ASSERT(!IN("11.0.0.1"));
+    ASSERT(IN("192.0.2.7"));
+    ASSERT(!IN("192.0.2.8"));
+    ASSERT(IN("::1"));
+    ASSERT(!IN("::2"));
+    ASSERT(IN("2001:db8:1::5"));
+    ASSERT(!IN("2001:db9::1"));
+    /* A dual-stack listener sees IPv4 peers IPv4-mapped: they match IPv4 entries. */
+    ASSERT(IN("::ffff:10.9.8.7"));
+    ASSERT(IN("::ffff:192.0.2.7"));
+    ASSERT(!IN(""));
+    ASSERT(!IN("not an address"));
+    ASSERT(!IN("10.1.2.3:80"));
+    ASSERT(ps__cidr_match(list, 4, "10.1.2.3x", 8)); /* the length bounds the text */
+#undef IN
+    /* Odd prefixes and rejects. */
+    ps__cidr c;
+    ASSERT(ps__cidr_parse("0.0.0.0/0", &c));
+    ASSERT(ps__cidr_match(&c, 1, "203.0.113.9", 11));
+    ASSERT(!ps__cidr_match(&c, 1, "2001:db8::1", 11));
+    ASSERT(ps__cidr_parse("172.16.0.0/12", &c));
+    ASSERT(ps__cidr_match(&c, 1, "172.31.255.1", 12));
+    ASSERT(!ps__cidr_match(&c, 1, "172.32.0.1", 10));
+    ASSERT(!ps__cidr_parse("10.0.0.0/33", &c));
+    ASSERT(!ps__cidr_parse("::/129", &c));
+    ASSERT(!ps__cidr_parse("10.0.0.0/", &c));
+    ASSERT(!ps__cidr_parse("10.0.0.0/8x", &c));
+    ASSERT(!ps__cidr_parse("10.0.0/8", &c));
+    ASSERT(!ps__cidr_parse("localhost", &c));
+    ASSERT(!ps__cidr_parse("", &c));
+    return 0;
+}
+
+static int log_calls;
+static ps_log_level log_seen_level;
+static char log_seen[128];
+
+static void capture_log(ps_log_level level, const char *message, void *user)
+{
+    log_calls++;
+    log_seen_level = level;
+    snprintf(log_seen, sizeof log_seen, "%s|%s", (const char *)user, message);
+}
+
+TEST_IMPL(common_log_fn)
+{
+    ps_set_log_fn(capture_log, "u");
+    ps_set_log_level(PS_LOG_INFO);
+    PS__WARN("value %d", 42);
+    ASSERT_EQ(log_calls, 1);
+    ASSERT_EQ(log_seen_level, PS_LOG_WARN);
+    ASSERT_STR_EQ(log_seen, "u|value 42");
+    PS__DEBUG("below the threshold");
+    ASSERT_EQ(log_calls, 1);
+    PS__INFO("info");
+    ASSERT_EQ(log_calls, 2);
+    ASSERT_EQ(log_seen_level, PS_LOG_INFO);
+    ASSERT_STR_EQ(ps_log_level_name(PS_LOG_ERROR), "error");
+    ASSERT_STR_EQ(ps_log_level_name(PS_LOG_DEBUG), "debug");
+    ps_set_log_fn(NULL, NULL);
+    ps_set_log_level(PS_LOG_ERROR);
+    PS__ERROR("to stderr again");
+    ASSERT_EQ(log_calls, 2);
+    return 0;
+}

@@ -205,3 +205,108 @@ TEST_IMPL(eio_heartbeat)
     ts_run(&o, NULL, heartbeat_client, NULL);
     return 0;
 }
+
+/* ---- origins and proxies (DESIGN §8) --------------------------------------------------- */
+
+TEST_IMPL(eio_origin_check)
+{
+    ps__eio_config cfg = {0};
+    /* Default: programs and the server's own pages only. */
+    ASSERT_EQ(ps__eio_origin_check(&cfg, NULL, "app.test"), PS__ORIGIN_NONE);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, NULL, NULL), PS__ORIGIN_NONE);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "http://app.test", "app.test"), PS__ORIGIN_SAME);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "http://127.0.0.1:8000", "127.0.0.1:8000"),
+              PS__ORIGIN_SAME);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "HTTP://App.Test:8000", "app.test:8000"), PS__ORIGIN_SAME);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "http://[::1]:8000", "[::1]:8000"), PS__ORIGIN_SAME);
+    /* Default ports may be written on either side. */
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "http://app.test", "app.test:80"), PS__ORIGIN_SAME);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "https://app.test:443", "app.test"), PS__ORIGIN_SAME);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "https://app.test", "app.test:80"), PS__ORIGIN_REFUSED);
+    /* Behind a TLS-terminating proxy the page is https, the server plain: same origin. */
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "https://app.test", "app.test"), PS__ORIGIN_SAME);
+    /* Everything else is another origin. */
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "http://evil.test", "app.test"), PS__ORIGIN_REFUSED);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "http://app.test:8001", "app.test:8000"),
+              PS__ORIGIN_REFUSED);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "http://app.test.evil.test", "app.test"),
+              PS__ORIGIN_REFUSED);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "http://evil@app.test", "app.test"), PS__ORIGIN_REFUSED);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "null", "app.test"), PS__ORIGIN_REFUSED);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "http://", ""), PS__ORIGIN_REFUSED);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "http://app.test", NULL), PS__ORIGIN_REFUSED);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "ws://app.test", "app.test"), PS__ORIGIN_REFUSED);
+    /* A TLS port: an http page is not the server's own. */
+    cfg.secure = true;
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "https://app.test", "app.test"), PS__ORIGIN_SAME);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "http://app.test", "app.test"), PS__ORIGIN_REFUSED);
+    cfg.secure = false;
+    /* A list adds origins; "*" admits the rest without credentials. */
+    char *list[] = {"http://good.test", "https://second.test:8443"};
+    cfg.allowed_origins = list;
+    cfg.nallowed_origins = 2;
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "http://good.test", "app.test"), PS__ORIGIN_LISTED);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "HTTP://GOOD.test", "app.test"), PS__ORIGIN_LISTED);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "https://second.test:8443", "x"), PS__ORIGIN_LISTED);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "https://good.test", "app.test"), PS__ORIGIN_REFUSED);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "http://app.test", "app.test"), PS__ORIGIN_SAME);
+    char *star[] = {"http://good.test", "*"};
+    cfg.allowed_origins = star;
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "http://good.test", "app.test"), PS__ORIGIN_LISTED);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "http://evil.test", "app.test"), PS__ORIGIN_ANY);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, "null", "app.test"), PS__ORIGIN_ANY);
+    ASSERT_EQ(ps__eio_origin_check(&cfg, NULL, "app.test"), PS__ORIGIN_NONE);
+    return 0;
+}
+
+static const char *client_address(const ps__eio_config *cfg, const char *peer, const char *xff1,
+                                  const char *xff2)
+{
+    static char out[48];
+    ps__http_header h[3] = {
+        {"Host", "app.test"}, {"X-Forwarded-For", xff1}, {"x-forwarded-for", xff2}};
+    size_t n = xff2 ? 3 : xff1 ? 2 : 1;
+    ps__eio_client_address(cfg, peer, h, n, out, sizeof out);
+    return out;
+}
+
+TEST_IMPL(eio_client_address)
+{
+    ps__eio_config cfg = {0};
+    /* Nobody trusted: the header is the client's word, ignored. */
+    ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1", "203.0.113.9", NULL), "127.0.0.1");
+    ps__cidr proxies[2];
+    ASSERT(ps__cidr_parse("127.0.0.1", &proxies[0]));
+    ASSERT(ps__cidr_parse("10.0.0.0/8", &proxies[1]));
+    cfg.trusted_proxies = proxies;
+    cfg.ntrusted_proxies = 2;
+    /* From a trusted proxy: its header names the client. */
+    ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1", "203.0.113.9", NULL), "203.0.113.9");
+    ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1", " 203.0.113.9 ", NULL), "203.0.113.9");
+    ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1", "2001:db8::7", NULL), "2001:db8::7");
+    /* Read from the right through trusted hops; what the client itself wrote further left is
+     * not believed. */
+    ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1", "6.6.6.6, 203.0.113.9, 10.1.1.1", NULL),
+                  "203.0.113.9");
+    ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1", "10.2.2.2,10.1.1.1", NULL), "10.2.2.2");
+    /* Several headers are one list, in order. */
+    ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1", "198.51.100.1", "10.3.3.3"), "198.51.100.1");
+    ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1", "198.51.100.1", "198.51.100.2"),
+                  "198.51.100.2");
+    /* Garbage ends the chain at the last trusted hop. */
+    ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1", "unknown", NULL), "127.0.0.1");
+    ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1", "203.0.113.9, nonsense, 10.1.1.1", NULL),
+                  "10.1.1.1");
+    ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1", "", NULL), "127.0.0.1");
+    ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1", ",,", NULL), "127.0.0.1");
+    ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1", "10.0.0.0/8", NULL), "127.0.0.1");
+    ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1",
+                                 "1111:2222:3333:4444:5555:6666:7777:8888:9999:aaaa:bbbb:cccc:dddd",
+                                 NULL),
+                  "127.0.0.1");
+    /* An untrusted peer's header counts for nothing, whatever it says. */
+    ASSERT_STR_EQ(client_address(&cfg, "192.0.2.1", "203.0.113.9", NULL), "192.0.2.1");
+    /* No header: the peer. */
+    ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1", NULL, NULL), "127.0.0.1");
+    return 0;
+}

@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <time.h>
 
 /* ---- content types and status texts --------------------------------------------------- */
 
@@ -777,5 +778,22 @@ static void peer_gone_client(ts *t)
 TEST_IMPL(http_peer_gone)
 {
     ts_run(NULL, NULL, peer_gone_client, NULL);
+    return 0;
+}
+
+TEST_IMPL(http_date)
+{
+    const char *d = ps__http_date();
+    /* "Sun, 06 Nov 1994 08:49:37 GMT": 29 characters, English names whatever the locale. */
+    ASSERT_EQ(strlen(d), 29);
+    struct tm tm = {0};
+    const char *end = strptime(d, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    ASSERT_NOT_NULL(end);
+    ASSERT_EQ(*end, '\0');
+    time_t t = timegm(&tm);
+    time_t now = time(NULL);
+    ASSERT_LE(t, now);
+    ASSERT_GE(t, now - 2);
+    ASSERT(strstr("Sun,Mon,Tue,Wed,Thu,Fri,Sat", (char[4]){d[0], d[1], d[2], 0}) != NULL);
     return 0;
 }

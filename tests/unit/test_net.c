@@ -122,13 +122,31 @@ TEST_IMPL(net_listener)
     c.on_conn = on_conn_unused;
     ASSERT_EQ(ps__listener_start(&c, "not an address", 0, 16), UV_EINVAL);
     ASSERT_EQ(ps__listener_start(&c, "::zz", 0, 16), UV_EINVAL);
+    ASSERT_EQ(ps__listener_start(&c, "[::zz]", 0, 16), UV_EINVAL);
+    ASSERT_EQ(ps__listener_start(&c, "", 0, 16), UV_EINVAL);
+
+    /* A host name is resolved (localhost is in every /etc/hosts), and IPv6 in brackets too. */
+    static ps__listener d, e;
+    ASSERT_EQ(ps__listener_init(&d, &loop), 0);
+    d.on_conn = on_conn_unused;
+    ASSERT_EQ(ps__listener_start(&d, "localhost", 0, 16), 0);
+    ASSERT_GT(d.port, 0);
+    ASSERT_EQ(ps__listener_init(&e, &loop), 0);
+    e.on_conn = on_conn_unused;
+    int rc6 = ps__listener_start(&e, "[::1]", 0, 16);
+    /* A machine without IPv6 on loopback refuses with EADDRNOTAVAIL; anything else is ours. */
+    ASSERT(rc6 == 0 || rc6 == UV_EADDRNOTAVAIL || rc6 == UV_EAFNOSUPPORT);
+    if (rc6 == 0)
+        ASSERT_GT(e.port, 0);
+    ps__listener_close(&d, on_listener_closed);
+    ps__listener_close(&e, on_listener_closed);
 
     ps__listener_close(&a, on_listener_closed);
     ps__listener_close(&a, on_listener_closed); /* idempotent */
     ps__listener_close(&b, on_listener_closed);
     ps__listener_close(&c, on_listener_closed);
     ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    ASSERT_EQ(closed_count, 3);
+    ASSERT_EQ(closed_count, 5);
     PS_ASSERT_LOOP_CLEAN(&loop);
     return 0;
 }

@@ -67,7 +67,7 @@ process.on('exit', () => {
 });
 
 /**
- * Starts the echo server on 127.0.0.1 with a free port (`--port 0`) plus `args`, and
+ * Starts the echo server on 127.0.0.1 (or opts.hostArg) with a free port (`--port 0`) plus `args`, and
  * resolves once it printed `listening on http://HOST:PORT`.
  *
  * Returns { url, host, port, proc, stdout(), stderr(), exited, stop(signal) } where
@@ -79,7 +79,7 @@ export async function startServer(args = [], opts = {}) {
   if (!fs.existsSync(bin)) {
     throw new Error(`server binary ${bin} not found: build it (make build-asan) and set PULSEC_BUILD_DIR`);
   }
-  const fullArgs = ['--host', HOST, '--port', '0', ...args];
+  const fullArgs = ['--host', opts.hostArg || HOST, '--port', '0', ...args];
   const env = { ...process.env, ...(opts.env || {}) };
   // Keep LeakSanitizer on (it is the default on Linux; be explicit) without overriding a caller's choice.
   if (!env.ASAN_OPTIONS) env.ASAN_OPTIONS = 'detect_leaks=1';
