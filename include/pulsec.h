@@ -59,7 +59,8 @@ PS_EXTERN const char *ps_version_string(void);
     XX(ELIMIT, -30102, "limit reached")                                                            \
     XX(ENOTFOUND, -30103, "not found")                                                             \
     XX(EEXIST, -30104, "already exists")                                                           \
-    XX(EALREADY, -30105, "already answered")
+    XX(EALREADY, -30105, "already answered")                                                       \
+    XX(EWORKER, -30106, "a worker process failed")
 
 typedef enum ps_errno {
     PS_OK = 0,
@@ -179,19 +180,51 @@ typedef struct ps_server_opts {
      * not parse makes ps_server_new fail.
      */
     const char *const *trusted_proxies;
+
+    /*
+     * Workers: this many processes serve the port, each with its own loop (SO_REUSEPORT: the
+     * kernel spreads connections over them); 0 or 1 = this process alone. What changes with
+     * workers is said at ps_server_listen(); docs/API.md#workers has the whole picture.
+     */
+    uint32_t workers;
+    /* Optional: runs in each worker process once it listens, on its loop, before it serves
+     * anything, with its index (0..workers-1): per-worker set-up (timers, the app's own
+     * connections). Also runs, with index 0, in a server without workers. */
+    void (*worker_start)(ps_server *srv, int worker, void *user);
+    void *worker_user;
 } ps_server_opts;
 
 /*
  * Creates a server on `loop` (NULL: the server creates and owns a loop of its own). Nothing is
- * bound until ps_server_listen(). Returns NULL only when opts is invalid (logged).
+ * bound until ps_server_listen(), and no handle is made on the loop before it. Returns NULL
+ * only when opts is invalid (logged).
  */
 PS_EXTERN ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts);
 
-/* Binds and starts accepting. Returns 0 or a UV_E* code (e.g. UV_EADDRINUSE). */
+/*
+ * Binds and starts accepting. Returns 0 or a UV_E* code (e.g. UV_EADDRINUSE).
+ *
+ * With opts.workers > 1 the calling process becomes the supervisor and serves nothing itself:
+ * it reserves the port (port 0 picks one for all), forks the workers and returns once every
+ * worker listens (or the first failure, after stopping the others). Each worker process is a
+ * copy of the caller at this point: routes, middleware and namespaces registered before are
+ * there; it re-initialises the loop for itself (uv_loop_fork), so handles that already existed
+ * on an app-provided loop exist, and fire, in every worker, and none of the app's threads
+ * exist in it. A worker never returns from this call: it runs worker_start, serves until
+ * stopped, frees the server and exits (through exit(), so atexit handlers run in each). The
+ * supervisor must then call ps_server_run(), which supervises: SIGINT/SIGTERM stop every
+ * worker gracefully; a worker that dies is restarted with a backoff while the others serve.
+ * Call it before making any handle or thread of your own, and do per-worker set-up in
+ * worker_start. Work posted with ps_server_post() before this call runs in every worker;
+ * posts in the supervisor after it are refused (PS_ECLOSED).
+ */
 PS_EXTERN int ps_server_listen(ps_server *srv);
 
 /* The bound port (useful with port 0), or -1 before ps_server_listen succeeded. */
 PS_EXTERN int ps_server_port(const ps_server *srv);
+
+/* This process's worker index (0..workers-1); 0 without workers; -1 in the supervisor. */
+PS_EXTERN int ps_server_worker(const ps_server *srv);
 
 PS_EXTERN uv_loop_t *ps_server_loop(const ps_server *srv);
 
@@ -205,7 +238,9 @@ PS_EXTERN void ps_server_stop(ps_server *srv);
 
 /*
  * Listens (if not yet), then runs the loop until the server has stopped; SIGINT and SIGTERM
- * call ps_server_stop(). Returns 0, or the UV_E* code of a failed listen.
+ * call ps_server_stop(). Returns 0, or the UV_E* code of a failed listen. In the supervisor of
+ * workers it supervises instead (see ps_server_listen) and returns once every worker has
+ * exited: 0, or PS_EWORKER if one did not exit cleanly when stopped.
  */
 PS_EXTERN int ps_server_run(ps_server *srv);
 
@@ -247,6 +282,13 @@ typedef struct ps_server_stats {
     uint64_t topic_members;    /* channel memberships of topics now */
     uint64_t published;        /* ps_publish calls in this process */
     uint64_t deliveries;       /* channel events delivered to topic members in this process */
+    uint64_t remote_out;       /* publishes sent to other workers (and, with Redis, nodes) */
+    uint64_t remote_in;        /* publishes received from other workers and nodes */
+    uint64_t remote_lost;      /* publishes that could not be sent to a worker or to Redis */
+    uint64_t remote_invalid;   /* messages received and refused: truncated, oversized, unknown
+                                  version, invalid topic, event or JSON */
+    uint64_t handed_over;      /* connections handed to the worker owning their session */
+    uint64_t taken_over;       /* connections taken from another worker */
 } ps_server_stats;
 PS_EXTERN void ps_server_get_stats(const ps_server *srv, ps_server_stats *out);
 

@@ -227,10 +227,23 @@ void ps__random_hex_id(char out[PS__HEX_ID_LEN + 1])
     out[PS__HEX_ID_LEN] = '\0';
 }
 
+static const char sid_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+void ps__id_set_worker(char *id, int worker)
+{
+    id[0] = sid_alphabet[worker & 63];
+}
+
+int ps__id_worker(const char *id)
+{
+    const char *p = id && id[0] ? strchr(sid_alphabet, id[0]) : NULL;
+    return p ? (int)(p - sid_alphabet) : -1;
+}
+
 void ps__random_sid(char out[PS__SID_LEN + 1])
 {
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const char *alphabet = sid_alphabet;
     uint8_t raw[PS__SID_LEN];
     ps__random_bytes(raw, sizeof raw);
     for (size_t i = 0; i < PS__SID_LEN; i++)
@@ -706,10 +719,17 @@ const char *ps_version_string(void)
 static int log_level = PS_LOG_WARN;
 static ps_log_fn log_fn;
 static void *log_user;
+static char log_tag[64];
 
 void ps__log_set_level(int level)
 {
     log_level = level;
+}
+
+void ps__log_set_tag(const char *tag)
+{
+    snprintf(log_tag, sizeof log_tag, "%s%s%s", tag && *tag ? " [" : "", tag ? tag : "",
+             tag && *tag ? "]" : "");
 }
 
 void ps_set_log_level(ps_log_level level)
@@ -756,10 +776,16 @@ void ps__log(int level, const char *fmt, ...)
         level = PS_LOG_ERROR;
     if (level > PS_LOG_DEBUG)
         level = PS_LOG_DEBUG;
-    if (log_fn)
+    if (log_fn && log_tag[0]) {
+        /* A worker's lines say which worker, also to the app's log function. */
+        char tagged[1100];
+        snprintf(tagged, sizeof tagged, "%s %s", log_tag + 1, line);
+        log_fn((ps_log_level)level, tagged, log_user);
+    } else if (log_fn) {
         log_fn((ps_log_level)level, line, log_user);
-    else
-        fprintf(stderr, "pulsec %s: %s\n", ps_log_level_name((ps_log_level)level), line);
+    } else {
+        fprintf(stderr, "pulsec%s %s: %s\n", log_tag, ps_log_level_name((ps_log_level)level), line);
+    }
 }
 
 /* ---- trusted proxies ------------------------------------------------------------------- */

@@ -99,6 +99,14 @@ void ps__random_hex_id(char out[PS__HEX_ID_LEN + 1]);
 /* 20 URL-safe base64 characters + NUL: Engine.IO and Socket.IO sids. */
 #define PS__SID_LEN 20
 void ps__random_sid(char out[PS__SID_LEN + 1]);
+/*
+ * The worker that owns an id: the first character of a sid (URL-safe base64, 64 values) names a
+ * worker index (0..63) when the server runs workers. Any layer that routes by id (polling
+ * requests today, session recovery tomorrow) stamps and reads it with these.
+ */
+void ps__id_set_worker(char *id, int worker);
+/* The index the id's first character names, or -1 if it is not a sid character. */
+int ps__id_worker(const char *id);
 
 /* ---- text helpers ---------------------------------------------------------------------- */
 
@@ -124,6 +132,8 @@ json_t *ps__json_parse(const char *s, size_t len);
 /* ---- logging --------------------------------------------------------------------------- */
 
 void ps__log_set_level(int level);
+/* A process-wide tag printed in every line ("worker 1 pid 1234"); NULL or "" for none. */
+void ps__log_set_tag(const char *tag);
 void ps__log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define PS__ERROR(...) ps__log(PS_LOG_ERROR, __VA_ARGS__)
 #define PS__WARN(...) ps__log(PS_LOG_WARN, __VA_ARGS__)

@@ -693,6 +693,8 @@ static ps__eio *session_new(ps__eio_server *es, ps__http_req *req, int transport
     ps__list_init(&e->link);
     handshake_copy(&e->hs, &es->cfg, req);
     ps__random_sid(e->sid);
+    if (es->cfg.sid_worker)
+        ps__id_set_worker(e->sid, es->cfg.sid_worker - 1);
     return e;
 }
 

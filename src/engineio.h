@@ -51,6 +51,9 @@ typedef struct ps__eio_config {
      * asked for) are believed. */
     const ps__cidr *trusted_proxies;
     size_t ntrusted_proxies;
+    /* Workers: 1 + this worker's index, stamped into every sid (ps__id_set_worker) so that a
+     * request reaching another worker can be routed here; 0 = none. */
+    uint8_t sid_worker;
 } ps__eio_config;
 
 struct ps__eio_server {

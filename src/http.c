@@ -46,6 +46,7 @@ struct ps__http_conn {
     ps__buf stash;
     ps__timer *idle; /* idle_timeout_ms: armed while waiting for (the rest of) a request */
     bool in_request; /* bytes of a request have arrived */
+    int route;       /* >= 0: cfg->route chose to hand the connection over at this head */
 };
 
 static void hc_on_read(ps__conn *c, const char *data, size_t len);
@@ -466,6 +467,9 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+static void req_build(ps__http_conn *hc, ps__http_req *req, ps__http_header *headers,
+                      ps__buf *pathbuf);
+
 static size_t body_limit(ps__http_conn *hc)
 {
     if (hc->cfg->body_limit)
@@ -485,6 +489,16 @@ static int on_headers_complete(http_parser *p)
     if (hc->nheaders > 0 && !hc->in_value) {
         ps__buf_appendc(&hc->hbuf, '\0');
         hc->hoff[hc->nheaders - 1][1] = hc->hbuf.len;
+    }
+    if (hc->cfg->route) {
+        ps__http_header headers[MAX_HEADERS];
+        ps__http_req req;
+        ps__buf pathbuf;
+        req_build(hc, &req, headers, &pathbuf);
+        hc->route = hc->cfg->route(hc->cfg->user, &req);
+        ps__buf_free(&pathbuf);
+        if (hc->route >= 0)
+            return -1; /* halts right after the head: hc_on_read hands the connection over */
     }
     return 0;
 }
@@ -523,27 +537,28 @@ static const http_parser_settings settings = {
     .on_message_complete = on_message_complete,
 };
 
-static void dispatch(ps__http_conn *hc)
+/* The request parsed so far (the body only once it is complete), for dispatch and route. */
+static void req_build(ps__http_conn *hc, ps__http_req *req, ps__http_header *headers,
+                      ps__buf *pathbuf)
 {
-    ps__http_header headers[MAX_HEADERS];
     ps__buf_reserve(&hc->hbuf, 0);
     ps__buf_reserve(&hc->url, 0);
     for (size_t i = 0; i < hc->nheaders; i++) {
         headers[i].name = hc->hbuf.base + hc->hoff[i][0];
         headers[i].value = hc->hoff[i][1] == SIZE_MAX ? "" : hc->hbuf.base + hc->hoff[i][1];
     }
-    /* Split path and query in place: the url buffer is ours until the next request. */
+    /* The path is copied out: the url buffer keeps the whole target. */
     char *url = hc->url.base;
-    ps__buf pathbuf;
-    ps__buf_init(&pathbuf);
+    ps__buf_init(pathbuf);
     char *q = strchr(url, '?');
-    ps__buf_append(&pathbuf, url, q ? (size_t)(q - url) : strlen(url));
-    ps__http_req req = {
+    ps__buf_append(pathbuf, url, q ? (size_t)(q - url) : strlen(url));
+    ps__buf_reserve(pathbuf, 0);
+    *req = (ps__http_req){
         .hc = hc,
         .method = http_method_str(hc->parser.method),
         .method_id = hc->parser.method,
         .url = url,
-        .path = pathbuf.base,
+        .path = pathbuf->base,
         .query = q ? q + 1 : "",
         .headers = headers,
         .nheaders = hc->nheaders,
@@ -552,6 +567,14 @@ static void dispatch(ps__http_conn *hc)
         .upgrade = hc->parser.upgrade,
         .keep_alive = http_should_keep_alive(&hc->parser) && !hc->parser.upgrade,
     };
+}
+
+static void dispatch(ps__http_conn *hc)
+{
+    ps__http_header headers[MAX_HEADERS];
+    ps__http_req req;
+    ps__buf pathbuf;
+    req_build(hc, &req, headers, &pathbuf);
     if (req.path[0] != '/' && strcmp(req.method, "OPTIONS") != 0) {
         req.keep_alive = false;
         respond_text(&req, 400, NULL);
@@ -592,6 +615,39 @@ static void hc_free(ps__http_conn *hc)
     ps__free(hc);
 }
 
+/*
+ * The parser stopped at the last byte of a head that cfg->route gave away: `rest` starts at
+ * that LF (http-parser halts on it without consuming it). The head is rebuilt from its parsed
+ * fields, which is the same request to any HTTP/1.1 parser; the bytes after it go as they are.
+ */
+static void hand_over(ps__http_conn *hc, const char *rest, size_t rest_len)
+{
+    ps__buf out;
+    ps__buf_init(&out);
+    ps__buf_reserve(&hc->url, 0);
+    ps__buf_printf(&out, "%s %s HTTP/%u.%u\r\n", http_method_str(hc->parser.method), hc->url.base,
+                   hc->parser.http_major, hc->parser.http_minor);
+    for (size_t i = 0; i < hc->nheaders; i++) {
+        ps__buf_appends(&out, hc->hbuf.base + hc->hoff[i][0]);
+        ps__buf_appends(&out, ": ");
+        if (hc->hoff[i][1] != SIZE_MAX)
+            ps__buf_appends(&out, hc->hbuf.base + hc->hoff[i][1]);
+        ps__buf_appends(&out, "\r\n");
+    }
+    ps__buf_appends(&out, "\r\n");
+    if (rest_len > 0 && rest[0] == '\n')
+        ps__buf_append(&out, rest + 1, rest_len - 1);
+    int route = hc->route;
+    ps__conn *c = hc->conn;
+    const ps__http_config *cfg = hc->cfg;
+    ps__conn_pause(c);
+    c->cbs = NULL;
+    c->data = NULL;
+    hc_free(hc);
+    cfg->hand_over(cfg->user, c, out.base, out.len, route);
+    ps__buf_free(&out);
+}
+
 static void hc_on_read(ps__conn *c, const char *data, size_t len)
 {
     ps__http_conn *hc = c->data;
@@ -610,6 +666,10 @@ static void hc_on_read(ps__conn *c, const char *data, size_t len)
         return;
     }
     size_t n = http_parser_execute(&hc->parser, &settings, data, len);
+    if (hc->route >= 0 && HTTP_PARSER_ERRNO(&hc->parser) == HPE_CB_headers_complete) {
+        hand_over(hc, data + n, len - n);
+        return;
+    }
     if (hc->taken) {
         hc_free(hc);
         return;
@@ -708,6 +768,7 @@ void ps__http_attach(ps__conn *c, const ps__http_config *cfg)
     ps__http_conn *hc = ps__calloc(1, sizeof *hc);
     hc->conn = c;
     hc->cfg = cfg;
+    hc->route = -1;
     http_parser_init(&hc->parser, HTTP_REQUEST);
     hc->parser.data = hc;
     c->cbs = &hc_cbs;

@@ -48,6 +48,17 @@ typedef struct ps__http_config {
     /* Called for every request except /healthz; return true if it answered or took the
      * connection, false to fall through to static files and 404. */
     bool (*on_request)(void *user, ps__http_req *req);
+    /*
+     * Optional (workers): asked as soon as a request's head is complete, before its body is
+     * read (req->body is empty): a value >= 0 makes http give the connection up to hand_over
+     * instead of handling the request; -1 goes on. Asked again for every request of a
+     * keep-alive connection.
+     */
+    int (*route)(void *user, const ps__http_req *req);
+    /* Takes the connection (reads paused, HTTP state gone) with `bytes`: this request's head,
+     * rebuilt from what was parsed, then every byte read after it (body, pipelined requests),
+     * to be processed by the target as if it had read them itself. Valid during the call. */
+    void (*hand_over)(void *user, ps__conn *c, const char *bytes, size_t len, int route);
     void *user;
 } ps__http_config;
 

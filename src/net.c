@@ -6,7 +6,12 @@
  */
 #include "net.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct write_req {
     uv_write_t req;
@@ -20,10 +25,14 @@ typedef struct shutdown_req {
     ps__conn *conn;
 } shutdown_req;
 
+static void ipc_handoff_conn_gone(ps__conn *c);
+
 static void conn_on_close(uv_handle_t *h)
 {
     ps__conn *c = (ps__conn *)h;
     ps__listener *l = c->listener;
+    if (c->handoff)
+        ipc_handoff_conn_gone(c);
     ps__list_remove(&c->link);
     l->nconns--;
     if (c->linger) {
@@ -63,22 +72,19 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         ps__conn_abort(c);
 }
 
-static void listener_on_connection(uv_stream_t *server, int status)
+static ps__conn *conn_new(ps__listener *l)
 {
-    ps__listener *l = (ps__listener *)server;
-    if (status < 0) {
-        PS__WARN("accept: %s", uv_strerror(status));
-        return;
-    }
     ps__conn *c = ps__calloc(1, sizeof *c);
     uv_tcp_init(l->loop, &c->tcp);
     c->listener = l;
     ps__list_insert_tail(&l->conns, &c->link);
     l->nconns++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-        uv_close((uv_handle_t *)&c->tcp, conn_on_close);
-        return;
-    }
+    return c;
+}
+
+/* A connection just accepted (from the listening socket or from an IPC pipe). */
+static void conn_ready(ps__conn *c)
+{
     uv_tcp_nodelay(&c->tcp, 1);
     struct sockaddr_storage ss;
     int len = sizeof ss;
@@ -88,9 +94,29 @@ static void listener_on_connection(uv_stream_t *server, int status)
         else
             uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
     }
-    l->on_conn(l, c);
-    if (!c->closing)
+}
+
+void ps__conn_start(ps__conn *c)
+{
+    if (!c->closing && !c->paused && !c->throttled)
         uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
+}
+
+static void listener_on_connection(uv_stream_t *server, int status)
+{
+    ps__listener *l = (ps__listener *)server;
+    if (status < 0) {
+        PS__WARN("accept: %s", uv_strerror(status));
+        return;
+    }
+    ps__conn *c = conn_new(l);
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+        return;
+    }
+    conn_ready(c);
+    l->on_conn(l, c);
+    ps__conn_start(c);
 }
 
 int ps__listener_init(ps__listener *l, uv_loop_t *loop)
@@ -183,6 +209,85 @@ int ps__listener_start(ps__listener *l, const char *host, int port, int backlog)
     return 0;
 }
 
+static int sockaddr_of(const char *host, int port, struct sockaddr_storage *ss)
+{
+    if (strchr(host, ':'))
+        return uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss);
+    return uv_ip4_addr(host, port, (struct sockaddr_in *)ss);
+}
+
+static int bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return -errno;
+    return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                          : ((struct sockaddr_in *)&ss)->sin_port);
+}
+
+/* A TCP socket bound to host:port with SO_REUSEADDR and SO_REUSEPORT; fd or UV_E*. */
+static int reuseport_socket(const char *host, int port)
+{
+    struct sockaddr_storage ss;
+    int rc = sockaddr_of(host, port, &ss);
+    if (rc != 0)
+        return rc;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    socklen_t len =
+        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&ss, len) != 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int ps__port_reserve(const char *host, int port, int *bound)
+{
+    int fd = reuseport_socket(host, port);
+    if (fd < 0)
+        return fd;
+    int p = bound_port(fd);
+    if (p < 0) {
+        close(fd);
+        return p;
+    }
+    *bound = p;
+    return fd;
+}
+
+int ps__listener_start_shared(ps__listener *l, const char *host, int port, int backlog)
+{
+    ignore_sigpipe();
+    int fd = reuseport_socket(host, port);
+    if (fd < 0)
+        return fd;
+    int rc = uv_tcp_open(&l->tcp, fd);
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    if ((rc = uv_listen((uv_stream_t *)&l->tcp, backlog, listener_on_connection)) != 0)
+        return rc;
+    if ((rc = bound_port(fd)) < 0)
+        return rc;
+    l->port = rc;
+    l->listening = true;
+    return 0;
+}
+
+int ps__loop_fork(uv_loop_t *loop)
+{
+    return uv_loop_fork(loop);
+}
+
 static void listener_on_close(uv_handle_t *h)
 {
     ps__listener *l = (ps__listener *)h;
@@ -203,6 +308,8 @@ void ps__listener_close(ps__listener *l, void (*on_closed)(ps__listener *l))
 
 /* ---- writes ---------------------------------------------------------------------------- */
 
+static void ipc_drained(ps__conn *c);
+
 static void conn_on_write(uv_write_t *req, int status)
 {
     write_req *w = PS__CONTAINER_OF(req, write_req, req);
@@ -218,6 +325,8 @@ static void conn_on_write(uv_write_t *req, int status)
             uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
     }
     ps__free(w);
+    if (c->handoff && c->write_queued == 0)
+        ipc_drained(c);
 }
 
 int ps__conn_writev(ps__conn *c, const uv_buf_t *bufs, size_t n)
@@ -277,9 +386,13 @@ int ps__conn_write(ps__conn *c, const void *data, size_t len)
 
 /* ---- closing --------------------------------------------------------------------------- */
 
+static bool ipc_handoff_defers_abort(ps__conn *c);
+
 void ps__conn_abort(ps__conn *c)
 {
     c->closing = true;
+    if (c->handoff && ipc_handoff_defers_abort(c))
+        return;
     if (!uv_is_closing((uv_handle_t *)&c->tcp))
         uv_close((uv_handle_t *)&c->tcp, conn_on_close);
 }
@@ -334,6 +447,379 @@ void ps__conn_resume(ps__conn *c)
     if (c->paused && !c->closing && !c->throttled)
         uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
     c->paused = false;
+}
+
+/* ---- IPC ------------------------------------------------------------------------------- */
+
+/*
+ * A pipe's messages wait in `queue` until they are handed to libuv in order; a message that
+ * carries a connection also waits until that connection's own output has been written (its
+ * bytes must reach the peer before the new owner's), and holds every later message behind it.
+ * The connection points back at its message (handoff) from the send on, so that a connection
+ * that closes meanwhile fails its message instead of leaving it a dangling pointer, and so that
+ * a connection whose descriptor libuv is sending is not closed under it.
+ */
+enum { IPC_CONNECTING, IPC_OPEN, IPC_CLOSING };
+
+struct ps__ipc {
+    uv_pipe_t pipe; /* first: libuv hands this pointer back */
+    uv_connect_t connect_req;
+    const ps__ipc_cbs *cbs;
+    void *data;
+    ps__ipc_server *server; /* the server that accepted it, or NULL for a connecting pipe */
+    ps__listener *adopt;    /* where passed connections go */
+    ps__list link;          /* in server->pipes */
+    ps__list queue;         /* ipc_msg not yet handed to libuv */
+    size_t queued;          /* bytes queued or being written */
+    int state;
+    bool failed;      /* connect failed or the pipe broke */
+    bool user_closed; /* ps__ipc_close: no on_close */
+    ps__buf in;       /* bytes read, not yet a whole frame */
+};
+
+struct ps__ipc_server {
+    uv_pipe_t pipe;
+    ps__listener *adopt;
+    const ps__ipc_cbs *cbs;
+    void *data;
+    ps__list pipes; /* accepted ps__ipc */
+    bool closing;
+};
+
+typedef struct ipc_msg {
+    uv_write_t req;
+    ps__list link; /* in p->queue until handed to libuv */
+    ps__ipc *p;
+    ps__conn *pass;  /* NULL once the connection closed */
+    bool inflight;   /* handed to libuv */
+    bool abort_pass; /* the connection was aborted while its descriptor was being sent */
+    void (*done)(void *user, ps__conn *pass, int status);
+    void *user;
+    size_t len;
+    char data[];
+} ipc_msg;
+
+#define IPC_FRAME_HEAD 5
+
+static void ipc_msg_finish(ipc_msg *m, int status)
+{
+    ps__conn *pass = m->pass;
+    m->p->queued -= m->len;
+    if (pass)
+        pass->handoff = NULL;
+    if (status == 0 && pass) {
+        /* Sent: the receiver has its own descriptor; ours just goes (no FIN: close(2) of one
+         * of several descriptors of a socket ends nothing). */
+        ps__conn_abort(pass);
+        pass = NULL;
+    } else if (pass && m->abort_pass) {
+        ps__conn_abort(pass);
+        pass = NULL;
+    }
+    m->done(m->user, pass, status);
+    ps__free(m);
+}
+
+static void ipc_fail(ps__ipc *p);
+
+static void ipc_on_write(uv_write_t *req, int status)
+{
+    ipc_msg *m = PS__CONTAINER_OF(req, ipc_msg, req);
+    ps__ipc *p = m->p;
+    ipc_msg_finish(m, status);
+    if (status != 0 && status != UV_ECANCELED)
+        ipc_fail(p);
+}
+
+static void ipc_pump(ps__ipc *p)
+{
+    while (p->state == IPC_OPEN && !ps__list_empty(&p->queue)) {
+        ipc_msg *m = PS__CONTAINER_OF(p->queue.next, ipc_msg, link);
+        if (m->pass && m->pass->write_queued > 0)
+            return; /* resumed by ipc_drained */
+        ps__list_remove(&m->link);
+        m->inflight = true;
+        uv_buf_t b = uv_buf_init(m->data, (unsigned)m->len);
+        int rc = m->pass ? uv_write2(&m->req, (uv_stream_t *)&p->pipe, &b, 1,
+                                     (uv_stream_t *)&m->pass->tcp, ipc_on_write)
+                         : uv_write(&m->req, (uv_stream_t *)&p->pipe, &b, 1, ipc_on_write);
+        if (rc != 0) {
+            m->inflight = false;
+            ps__list_insert_tail(&p->queue, &m->link); /* failed with the rest, in order */
+            ipc_fail(p);
+            return;
+        }
+    }
+}
+
+static void ipc_drained(ps__conn *c)
+{
+    ipc_msg *m = c->handoff;
+    if (!m->inflight)
+        ipc_pump(m->p);
+}
+
+static void ipc_handoff_conn_gone(ps__conn *c)
+{
+    ipc_msg *m = c->handoff;
+    c->handoff = NULL;
+    m->pass = NULL;
+    if (!m->inflight) {
+        ps__list_remove(&m->link);
+        ps__ipc *p = m->p;
+        ipc_msg_finish(m, UV_ECONNRESET);
+        ipc_pump(p);
+    }
+}
+
+static bool ipc_handoff_defers_abort(ps__conn *c)
+{
+    if (!c->handoff->inflight)
+        return false;
+    c->handoff->abort_pass = true;
+    return true;
+}
+
+static void ipc_on_closed(uv_handle_t *h)
+{
+    ps__ipc *p = (ps__ipc *)h;
+    while (!ps__list_empty(&p->queue)) {
+        ipc_msg *m = PS__CONTAINER_OF(p->queue.next, ipc_msg, link);
+        ps__list_remove(&m->link);
+        ipc_msg_finish(m, UV_ECANCELED);
+    }
+    if (!p->user_closed && p->cbs->on_close)
+        p->cbs->on_close(p);
+    ps__list_remove(&p->link);
+    ps__buf_free(&p->in);
+    ps__free(p);
+}
+
+static void ipc_close(ps__ipc *p)
+{
+    if (p->state == IPC_CLOSING)
+        return;
+    p->state = IPC_CLOSING;
+    uv_close((uv_handle_t *)&p->pipe, ipc_on_closed);
+}
+
+static void ipc_fail(ps__ipc *p)
+{
+    p->failed = true;
+    ipc_close(p);
+}
+
+static void ipc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    ps__ipc *p = (ps__ipc *)h;
+    ps__buf_reserve(&p->in, 64 * 1024);
+    buf->base = p->in.base + p->in.len;
+    buf->len = p->in.cap - p->in.len - 1;
+}
+
+/* Accepts the descriptor that came with a frame as a connection of the adopting listener. */
+static ps__conn *ipc_take_conn(ps__ipc *p)
+{
+    if (!p->adopt || uv_pipe_pending_count(&p->pipe) == 0 ||
+        uv_pipe_pending_type(&p->pipe) != UV_TCP)
+        return NULL;
+    ps__conn *c = conn_new(p->adopt);
+    if (uv_accept((uv_stream_t *)&p->pipe, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+        return NULL;
+    }
+    conn_ready(c);
+    return c;
+}
+
+static void ipc_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    ps__ipc *p = (ps__ipc *)s;
+    if (nread < 0) {
+        ipc_fail(p);
+        return;
+    }
+    p->in.len += (size_t)nread;
+    size_t off = 0;
+    while (p->state != IPC_CLOSING && p->in.len - off >= IPC_FRAME_HEAD) {
+        const uint8_t *h = (const uint8_t *)p->in.base + off;
+        uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+        if (len > PS__IPC_MAX_MESSAGE || h[4] > 1) {
+            PS__WARN("ipc: bad frame (%u bytes, flag %u): closing the pipe", len, h[4]);
+            ipc_fail(p);
+            return;
+        }
+        if (p->in.len - off < IPC_FRAME_HEAD + (size_t)len)
+            break;
+        ps__conn *c = NULL;
+        if (h[4]) {
+            c = ipc_take_conn(p);
+            if (!c) {
+                PS__WARN("ipc: a frame announced a connection that did not come");
+                ipc_fail(p);
+                return;
+            }
+        }
+        off += IPC_FRAME_HEAD + len;
+        p->cbs->on_message(p, (const char *)h + IPC_FRAME_HEAD, len, c);
+    }
+    if (p->state != IPC_CLOSING)
+        ps__buf_consume(&p->in, off);
+}
+
+static ps__ipc *ipc_new(uv_loop_t *loop, const ps__ipc_cbs *cbs, void *data)
+{
+    ps__ipc *p = ps__calloc(1, sizeof *p);
+    uv_pipe_init(loop, &p->pipe, 1);
+    p->cbs = cbs;
+    p->data = data;
+    ps__list_init(&p->link);
+    ps__list_init(&p->queue);
+    ps__buf_init(&p->in);
+    return p;
+}
+
+static void ipc_on_connect(uv_connect_t *req, int status)
+{
+    ps__ipc *p = PS__CONTAINER_OF(req, ps__ipc, connect_req);
+    if (p->state == IPC_CLOSING)
+        return;
+    if (status != 0) {
+        ipc_fail(p);
+        return;
+    }
+    p->state = IPC_OPEN;
+    /* Connecting pipes only send, but reading shows when the other side goes away. */
+    uv_read_start((uv_stream_t *)&p->pipe, ipc_alloc, ipc_on_read);
+    ipc_pump(p);
+}
+
+ps__ipc *ps__ipc_connect(uv_loop_t *loop, const char *path, const ps__ipc_cbs *cbs, void *data)
+{
+    ps__ipc *p = ipc_new(loop, cbs, data);
+    p->state = IPC_CONNECTING;
+    uv_pipe_connect(&p->connect_req, &p->pipe, path, ipc_on_connect);
+    return p;
+}
+
+static void ipc_server_on_connection(uv_stream_t *server, int status)
+{
+    ps__ipc_server *s = (ps__ipc_server *)server;
+    if (status < 0 || s->closing)
+        return;
+    ps__ipc *p = ipc_new(server->loop, s->cbs, s->data);
+    p->server = s;
+    p->adopt = s->adopt;
+    p->state = IPC_OPEN;
+    ps__list_insert_tail(&s->pipes, &p->link);
+    if (uv_accept(server, (uv_stream_t *)&p->pipe) != 0) {
+        p->user_closed = true;
+        ipc_close(p);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&p->pipe, ipc_alloc, ipc_on_read);
+}
+
+static void ipc_server_on_closed(uv_handle_t *h)
+{
+    ps__free(h);
+}
+
+ps__ipc_server *ps__ipc_listen(uv_loop_t *loop, const char *path, ps__listener *adopt,
+                               const ps__ipc_cbs *cbs, void *data, int *rc)
+{
+    ps__ipc_server *s = ps__calloc(1, sizeof *s);
+    s->adopt = adopt;
+    s->cbs = cbs;
+    s->data = data;
+    ps__list_init(&s->pipes);
+    uv_pipe_init(loop, &s->pipe, 0);
+    /* A predecessor killed before it could clean up leaves its socket file: take the path over
+     * (the directory is private, so nothing else can have put a file there). */
+    unlink(path);
+    *rc = uv_pipe_bind(&s->pipe, path);
+    if (*rc == 0)
+        *rc = uv_listen((uv_stream_t *)&s->pipe, 64, ipc_server_on_connection);
+    if (*rc != 0) {
+        uv_close((uv_handle_t *)&s->pipe, ipc_server_on_closed);
+        return NULL;
+    }
+    return s;
+}
+
+void ps__ipc_server_close(ps__ipc_server *s)
+{
+    s->closing = true;
+    ps__list *pos, *tmp;
+    ps__list_foreach_safe(pos, tmp, &s->pipes)
+    {
+        ps__ipc *p = PS__CONTAINER_OF(pos, ps__ipc, link);
+        /* Unlinked now: libuv may run the server's close callback (which frees the list's
+         * head) before the pipes' own. */
+        ps__list_remove(&p->link);
+        p->server = NULL;
+        p->user_closed = true;
+        ipc_close(p);
+    }
+    uv_close((uv_handle_t *)&s->pipe, ipc_server_on_closed);
+}
+
+int ps__ipc_send(ps__ipc *p, const void *head, size_t hlen, const void *body, size_t blen,
+                 ps__conn *pass, void (*done)(void *user, ps__conn *pass, int status), void *user)
+{
+    size_t len = hlen + blen;
+    if (p->state == IPC_CLOSING || p->failed)
+        return UV_EPIPE;
+    if (len > PS__IPC_MAX_MESSAGE)
+        return UV_E2BIG;
+    if (pass && (pass->closing || pass->handoff))
+        return UV_EINVAL;
+    ipc_msg *m = ps__malloc(sizeof *m + IPC_FRAME_HEAD + len);
+    m->p = p;
+    m->pass = pass;
+    m->inflight = false;
+    m->abort_pass = false;
+    m->done = done;
+    m->user = user;
+    m->len = IPC_FRAME_HEAD + len;
+    uint8_t *f = (uint8_t *)m->data;
+    f[0] = (uint8_t)(len >> 24);
+    f[1] = (uint8_t)(len >> 16);
+    f[2] = (uint8_t)(len >> 8);
+    f[3] = (uint8_t)len;
+    f[4] = pass != NULL;
+    memcpy(m->data + IPC_FRAME_HEAD, head, hlen);
+    if (blen)
+        memcpy(m->data + IPC_FRAME_HEAD + hlen, body, blen);
+    if (pass) {
+        ps__conn_pause(pass);
+        pass->handoff = m;
+    }
+    p->queued += m->len;
+    ps__list_insert_tail(&p->queue, &m->link);
+    ipc_pump(p);
+    return 0;
+}
+
+size_t ps__ipc_queued(const ps__ipc *p)
+{
+    return p->queued;
+}
+
+bool ps__ipc_failed(const ps__ipc *p)
+{
+    return p->failed || p->state == IPC_CLOSING;
+}
+
+void ps__ipc_close(ps__ipc *p)
+{
+    p->user_closed = true;
+    ipc_close(p);
+}
+
+void *ps__ipc_data(const ps__ipc *p)
+{
+    return p->data;
 }
 
 /* ---- timers ---------------------------------------------------------------------------- */

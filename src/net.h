@@ -35,6 +35,7 @@ struct ps__conn {
     bool throttled;           /* reads stopped while the peer is slow to take our output */
     bool peer_done;           /* EOF or a read error seen: nothing more will arrive */
     struct ps__timer *linger; /* while lingering after our FIN (see ps__conn_close) */
+    struct ipc_msg *handoff;  /* a hand-over waiting for this connection's output to drain */
     char peer[48];            /* "127.0.0.1" */
 };
 
@@ -61,6 +62,23 @@ int ps__listener_start(ps__listener *l, const char *host, int port, int backlog)
 void ps__listener_close(ps__listener *l, void (*on_closed)(ps__listener *l));
 
 /*
+ * Like ps__listener_start, on a socket made here with SO_REUSEPORT (libuv 1.44 has no flag for
+ * it; the socket is handed to uv_tcp_open), so that several processes listen on one port and the
+ * kernel spreads incoming connections over them.
+ */
+int ps__listener_start_shared(ps__listener *l, const char *host, int port, int backlog);
+/*
+ * A socket bound to host:port with SO_REUSEPORT that never listens: it holds the port (port 0
+ * picks one, stored in *bound_port) for processes that bind it with ps__listener_start_shared.
+ * Returns the descriptor (close-on-exec) or a UV_E* code.
+ */
+int ps__port_reserve(const char *host, int port, int *bound_port);
+/* In a child after fork(): gives the inherited loop kernel state of its own (uv_loop_fork). */
+int ps__loop_fork(uv_loop_t *loop);
+/* Starts reading a connection that came from ps__ipc, once its owner is attached. */
+void ps__conn_start(ps__conn *c);
+
+/*
  * Output a peer has not taken yet beyond which its connection stops being read (and so stops
  * making us produce more): a peer that sends without reading cannot grow our memory without
  * bound. Reads resume once half of it has been written.
@@ -83,6 +101,57 @@ void ps__conn_close(ps__conn *c);
 void ps__conn_abort(ps__conn *c);
 void ps__conn_pause(ps__conn *c);
 void ps__conn_resume(ps__conn *c);
+
+/*
+ * IPC: framed messages between processes of one machine over unix-socket pipes, each message
+ * optionally carrying a TCP connection (its descriptor, through uv_write2 and SCM_RIGHTS).
+ * Frames are [u32 length, big-endian][u8 has_conn][message]; the message is opaque here.
+ */
+typedef struct ps__ipc ps__ipc;
+typedef struct ps__ipc_server ps__ipc_server;
+
+typedef struct ps__ipc_cbs {
+    /* A whole message (valid during the call). `conn`, when one came with it, is a new
+     * connection of the server's adopting listener, not reading yet: attach an owner, then
+     * ps__conn_start() it, or ps__conn_abort() it. */
+    void (*on_message)(ps__ipc *p, const char *data, size_t len, ps__conn *conn);
+    /* Optional: the pipe ended by itself (peer gone, error); p is freed after this returns. */
+    void (*on_close)(ps__ipc *p);
+} ps__ipc_cbs;
+
+/* The largest message accepted on a pipe; a larger frame ends the pipe. */
+#define PS__IPC_MAX_MESSAGE (64u * 1024 * 1024)
+
+/*
+ * Listens on the unix socket `path` (a stale file there is replaced). Messages from every pipe
+ * accepted go to cbs, with ps__ipc_data() = data; connections passed along become connections
+ * of `adopt`. Returns NULL with *rc set on failure.
+ */
+ps__ipc_server *ps__ipc_listen(uv_loop_t *loop, const char *path, ps__listener *adopt,
+                               const ps__ipc_cbs *cbs, void *data, int *rc);
+/* Closes the listening pipe and every pipe it accepted; memory goes with the close callbacks. */
+void ps__ipc_server_close(ps__ipc_server *s);
+
+/* Connects to `path`; sends wait until connected. Never NULL: a failed connect shows in
+ * ps__ipc_failed() and fails the queued sends. */
+ps__ipc *ps__ipc_connect(uv_loop_t *loop, const char *path, const ps__ipc_cbs *cbs, void *data);
+/*
+ * Queues one message, head + body (both copied). With `pass`, the connection goes along: it is
+ * paused now, its own pending output is written first, and once sent it is closed here (the
+ * receiver holds it from then on). done(user, NULL, 0) on success; on failure
+ * done(user, pass, status) with pass still open and still the caller's (or NULL if it closed
+ * meanwhile). Returns 0 (done follows, exactly once, never from inside this call) or a UV_E*
+ * code (done is not called).
+ */
+int ps__ipc_send(ps__ipc *p, const void *head, size_t hlen, const void *body, size_t blen,
+                 ps__conn *pass, void (*done)(void *user, ps__conn *pass, int status), void *user);
+/* Bytes of messages queued or being written. */
+size_t ps__ipc_queued(const ps__ipc *p);
+/* The connect failed or the pipe broke: nothing more can be sent on it. */
+bool ps__ipc_failed(const ps__ipc *p);
+/* Closes the pipe; sends not yet written complete with UV_ECANCELED. Not for accepted pipes. */
+void ps__ipc_close(ps__ipc *p);
+void *ps__ipc_data(const ps__ipc *p);
 
 /* One-shot timers that free themselves: ps__timer_free() never waits and cb never runs after. */
 typedef struct ps__timer ps__timer;

@@ -4,11 +4,14 @@
  * WebSocket with 1001, close idle HTTP connections, abort whatever is left after the grace
  * period, then release the server's own handles so that the loop runs out of work.
  */
-#include "topic.h"
+#include "broker.h"
+#include "worker.h"
 
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 typedef struct post_item {
     ps__list link;
@@ -49,7 +52,18 @@ struct ps_server {
     int listen_rc;        /* why */
     bool stopping;
     bool stopped; /* every handle released */
+    /* Workers (worker.h): in the supervisor `supervising`; in a worker workers.self >= 0. */
+    ps__workers workers;
+    bool supervising;
+    uint8_t node[PS__NODE_ID_LEN]; /* this node's id in every publish it sends */
+    uint64_t pub_seq;              /* publishes this process sent to others */
+    uint64_t remote_out, remote_in, remote_lost, remote_invalid;
 };
+
+static bool in_worker(const ps_server *srv)
+{
+    return srv->workers.self >= 0;
+}
 
 static void apply_defaults(ps_server_opts *o)
 {
@@ -113,6 +127,122 @@ static size_t server_body_limit(void *user, const char *url)
 {
     ps_server *srv = user;
     return on_engine_path(srv, url) ? srv->opts.max_payload : srv->opts.max_body_size;
+}
+
+/* ---- workers: routing, hand-over, publishes ------------------------------------------- */
+
+/* A polling request or an upgrade whose sid names another worker goes to that worker. */
+static int server_route(void *user, const ps__http_req *req)
+{
+    ps_server *srv = user;
+    if (!on_engine_path(srv, req->path))
+        return -1;
+    ps__buf sid;
+    ps__buf_init(&sid);
+    int target = -1;
+    if (ps__http_query_get(req->query, "sid", &sid)) {
+        int w = ps__id_worker(sid.base);
+        if (w >= 0 && w < srv->workers.n && w != srv->workers.self)
+            target = w;
+    }
+    ps__buf_free(&sid);
+    return target;
+}
+
+/* The worker that owns the session cannot be reached (it died, or is restarting): so the
+ * session is gone, and the client hears what it would hear from the owner itself. */
+static void hand_over_failed(ps__conn *c, void *user)
+{
+    static const char body[] = "{\"code\":1,\"message\":\"Session ID unknown\"}";
+    char head[160];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                     sizeof body - 1);
+    uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned)n), uv_buf_init((char *)body, sizeof body - 1)};
+    ps__conn_writev(c, bufs, 2);
+    ps__conn_close(c);
+}
+
+static void server_hand_over(void *user, ps__conn *c, const char *bytes, size_t len, int target)
+{
+    ps_server *srv = user;
+    if (ps__worker_hand_over(&srv->workers, target, PS__WMSG_HTTP, c, bytes, len, hand_over_failed,
+                             srv) != 0)
+        hand_over_failed(c, srv);
+}
+
+static void deliver_remote(ps_server *srv, const char *data, size_t len, bool untrusted)
+{
+    ps__bmsg m;
+    const char *err;
+    size_t max = srv->opts.max_payload + PS__BMSG_HEAD + PS__TOPIC_MAX + PS__MAX_CLIENT_ID;
+    err = NULL;
+    if (ps__bmsg_decode(data, len, max, &m, &err) != 0 ||
+        ps__topics_deliver(&srv->topics, m.topic, m.topic_len, m.event, m.event_len, m.payload,
+                           m.payload_len, untrusted) < 0) {
+        srv->remote_invalid++;
+        PS__DEBUG("remote publish refused: %s", err ? err : "invalid payload");
+        return;
+    }
+    srv->remote_in++;
+}
+
+static void server_on_worker_message(void *user, int kind, int from, const char *data, size_t len,
+                                     ps__conn *c)
+{
+    ps_server *srv = user;
+    if (kind == PS__WMSG_HTTP && c) {
+        if (srv->stopping) {
+            ps__conn_abort(c);
+            return;
+        }
+        ps__http_attach(c, &srv->http);
+        c->cbs->on_read(c, data, len);
+        ps__conn_start(c);
+        return;
+    }
+    if (c)
+        ps__conn_abort(c);
+    if (kind == PS__WMSG_PUBLISH)
+        deliver_remote(srv, data, len, false);
+}
+
+/* A local publish, after local delivery: every other worker of this node gets it. */
+static void server_on_publish(void *user, const char *topic, size_t tlen, const char *event,
+                              const char *payload, size_t plen, bool binary)
+{
+    ps_server *srv = user;
+    if (!in_worker(srv))
+        return;
+    ps__bmsg m = {
+        .flags = binary ? PS__BMSG_BINARY : 0,
+        .worker = (uint8_t)srv->workers.self,
+        .seq = ++srv->pub_seq,
+        .topic = topic,
+        .topic_len = tlen,
+        .event = event,
+        .event_len = strlen(event),
+        .payload = payload,
+        .payload_len = plen,
+    };
+    memcpy(m.node, srv->node, sizeof m.node);
+    if (plen > srv->opts.max_payload) {
+        srv->remote_lost += (uint64_t)(srv->workers.n - 1); /* others would refuse it */
+        return;
+    }
+    ps__buf msg;
+    ps__buf_init(&msg);
+    ps__bmsg_encode(&msg, &m);
+    for (int i = 0; i < srv->workers.n; i++) {
+        if (i == srv->workers.self)
+            continue;
+        if (ps__worker_send(&srv->workers, i, PS__WMSG_PUBLISH, msg.base, msg.len) == 0)
+            srv->remote_out++;
+        else
+            srv->remote_lost++;
+    }
+    ps__buf_free(&msg);
 }
 
 static void server_on_conn(ps__listener *l, ps__conn *c)
@@ -198,6 +328,10 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
         PS__ERROR("invalid options: path must start with '/', port must be 0..65535");
         return NULL;
     }
+    if (o.workers > PS__MAX_WORKERS) {
+        PS__ERROR("invalid options: at most %d workers", PS__MAX_WORKERS);
+        return NULL;
+    }
     size_t nproxies = 0;
     while (o.trusted_proxies && o.trusted_proxies[nproxies])
         nproxies++;
@@ -277,12 +411,40 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
     srv->topics.max_per_channel =
         o.max_topics_per_channel == UINT32_MAX ? 0 : o.max_topics_per_channel;
     srv->topics.max_topics = o.max_topics == UINT32_MAX ? 0 : o.max_topics;
+    ps__topic_ext tx = {.on_publish = server_on_publish, .user = srv};
+    ps__topics_set_ext(&srv->topics, &tx);
+    srv->workers.self = -1;
+    ps__random_bytes(srv->node, sizeof srv->node);
 
     srv->posts = ps__calloc(1, sizeof *srv->posts);
     srv->posts->srv = srv;
     ps__list_init(&srv->posts->items);
     uv_mutex_init(&srv->posts->mu);
     return srv;
+}
+
+static void run_worker(void *user, int index);
+static const ps__worker_cbs worker_cbs = {server_on_worker_message, run_worker};
+
+/* The supervisor's listen: reserve the port, fork the workers, wait until they listen. */
+static int supervisor_listen(ps_server *srv)
+{
+    int rc = ps__workers_prepare(&srv->workers, (int)srv->opts.workers, srv->host, srv->opts.port,
+                                 &worker_cbs, srv);
+    if (rc == 0)
+        rc = ps__workers_start(&srv->workers, 20000);
+    if (rc != 0) {
+        ps__workers_free(&srv->workers, srv->opts.shutdown_grace_ms);
+        srv->listener_failed = true;
+        srv->listen_rc = rc;
+        return rc;
+    }
+    srv->supervising = true;
+    srv->listening = true;
+    uv_mutex_lock(&srv->posts->mu);
+    srv->posts->closed = true; /* nothing runs a loop here: see ps_server_listen */
+    uv_mutex_unlock(&srv->posts->mu);
+    return 0;
 }
 
 int ps_server_listen(ps_server *srv)
@@ -293,16 +455,28 @@ int ps_server_listen(ps_server *srv)
         return 0;
     if (srv->listener_failed)
         return srv->listen_rc; /* the handle is spent: binding it again is not allowed */
+    if (srv->opts.workers > 1 && !in_worker(srv))
+        return supervisor_listen(srv);
     /* Handles are made here, not in ps_server_new, so that a server freed before listening
-     * leaves nothing on a loop it does not own. */
+     * leaves nothing on a loop it does not own (and a supervisor forks from a bare loop). */
     ps__listener_init(&srv->listener, srv->loop);
     srv->listener.on_conn = server_on_conn;
     srv->listener.data = srv;
-    int rc = ps__listener_start(&srv->listener, srv->host, srv->opts.port, srv->opts.backlog);
+    int rc = in_worker(srv)
+                 ? ps__listener_start_shared(&srv->listener, srv->host, srv->workers.port,
+                                             srv->opts.backlog)
+                 : ps__listener_start(&srv->listener, srv->host, srv->opts.port, srv->opts.backlog);
+    if (rc == 0 && in_worker(srv))
+        rc = ps__workers_join(&srv->workers, srv->loop, &srv->listener);
     if (rc != 0) {
         srv->listener_failed = true;
         srv->listen_rc = rc;
         return rc;
+    }
+    if (in_worker(srv)) {
+        srv->http.route = server_route;
+        srv->http.hand_over = server_hand_over;
+        srv->sessions.sio.eio.cfg.sid_worker = (uint8_t)(srv->workers.self + 1);
     }
     srv->listening = true;
     post_queue *q = srv->posts;
@@ -317,7 +491,16 @@ int ps_server_listen(ps_server *srv)
 
 int ps_server_port(const ps_server *srv)
 {
+    if (srv->supervising)
+        return srv->workers.port;
     return srv->listening ? srv->listener.port : -1;
+}
+
+int ps_server_worker(const ps_server *srv)
+{
+    if (srv->supervising)
+        return -1;
+    return in_worker(srv) ? srv->workers.self : 0;
 }
 
 uv_loop_t *ps_server_loop(const ps_server *srv)
@@ -381,8 +564,15 @@ void ps_server_stop(ps_server *srv)
         srv->stopped = true; /* never listened: no handle, no connection */
         return;
     }
+    if (srv->supervising) {
+        ps__workers_free(&srv->workers, srv->opts.shutdown_grace_ms);
+        srv->stopped = true;
+        return;
+    }
     srv->listener.on_conn_gone = on_conn_gone;
     ps__listener_close(&srv->listener, on_listener_closed);
+    if (in_worker(srv))
+        ps__workers_leave(&srv->workers);
     ps__sessions_shutdown(&srv->sessions);
     ps__http_close_idle(&srv->listener);
     srv->grace = ps__timer_new(srv->loop, grace_expired, srv);
@@ -399,11 +589,8 @@ static void on_signal(uv_signal_t *h, int signum)
     ps_server_stop(srv);
 }
 
-int ps_server_run(ps_server *srv)
+static void start_signals(ps_server *srv)
 {
-    int rc = ps_server_listen(srv);
-    if (rc != 0)
-        return rc;
     int signums[2] = {SIGINT, SIGTERM};
     for (int i = 0; i < 2; i++) {
         srv->signals[i] = ps__malloc(sizeof(uv_signal_t));
@@ -411,14 +598,71 @@ int ps_server_run(ps_server *srv)
         srv->signals[i]->data = srv;
         uv_signal_start(srv->signals[i], on_signal, signums[i]);
     }
+}
+
+int ps_server_run(ps_server *srv)
+{
+    int rc = ps_server_listen(srv);
+    if (rc != 0)
+        return rc;
+    if (srv->supervising) {
+        rc = ps__workers_supervise(&srv->workers, srv->opts.shutdown_grace_ms + 3000);
+        ps__workers_free(&srv->workers, srv->opts.shutdown_grace_ms);
+        srv->stopped = true;
+        return rc;
+    }
+    start_signals(srv);
+    if (srv->opts.worker_start)
+        srv->opts.worker_start(srv, 0, srv->opts.worker_user);
     uv_run(srv->loop, UV_RUN_DEFAULT);
     return 0;
+}
+
+/* A worker process's whole life, in the child after fork (see worker.h). */
+static void run_worker(void *user, int index)
+{
+    ps_server *srv = user;
+    /* A worker restarted later is forked from the supervisor, whose state is not a worker's. */
+    srv->supervising = false;
+    srv->listening = false;
+    srv->listener_failed = false;
+    srv->stopping = false;
+    srv->stopped = false;
+    srv->posts->closed = false;
+    int rc = ps__loop_fork(srv->loop);
+    if (rc == 0)
+        rc = ps_server_listen(srv);
+    ps__worker_ready(&srv->workers, rc);
+    if (rc != 0) {
+        PS__ERROR("cannot listen: %s", ps_strerror(rc));
+        exit(1);
+    }
+    start_signals(srv);
+    /* The supervisor forked with these blocked; now that the loop's handlers are in place a
+     * pending SIGTERM stops this worker gracefully. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    if (srv->opts.worker_start)
+        srv->opts.worker_start(srv, index, srv->opts.worker_user);
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+    ps_server_free(srv);
+    fflush(NULL);
+    exit(0);
 }
 
 void ps_server_free(ps_server *srv)
 {
     if (!srv)
         return;
+    if (srv->supervising)
+        ps__workers_free(&srv->workers, srv->opts.shutdown_grace_ms);
+    else if (in_worker(srv))
+        ps__workers_free(&srv->workers, 0);
     if (!srv->stopped) {
         /* Never listened (or stop not run to its end): release the handles ourselves. */
         if (!srv->stopping)
@@ -468,6 +712,12 @@ void ps_server_get_stats(const ps_server *srv, ps_server_stats *out)
     out->topic_members = srv->topics.nmembers;
     out->published = srv->topics.published;
     out->deliveries = srv->topics.deliveries;
+    out->remote_out = srv->remote_out;
+    out->remote_in = srv->remote_in;
+    out->remote_lost = srv->remote_lost;
+    out->remote_invalid = srv->remote_invalid;
+    out->handed_over = srv->workers.handed_over;
+    out->taken_over = srv->workers.taken_over;
 }
 
 int ps_publish_except(ps_server *srv, const char *topic, const char *event, json_t *payload,

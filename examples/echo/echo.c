@@ -28,6 +28,7 @@
  *   - request "stats" replies with the server's counters and the fixture's own: how many asks
  *     started and completed (by status), views disposed, and completions seen twice (always 0),
  *     plus "worker" (this process's worker index) and "pid";
+ *   - --workers N runs N worker processes on the port (ps_server_opts.workers);
  *   - request "join" / "leave" {"topic": T} joins / leaves topic T and replies {"ok": true}
  *     (leaving a topic not joined too); an invalid topic or a limit gets an error reply;
  *   - request "publish" {"topic","event","payload","exceptSelf"} publishes event with payload
@@ -250,6 +251,12 @@ static json_t *stats_json(ps_server *srv)
         {"topic_members", st.topic_members},
         {"published", st.published},
         {"deliveries", st.deliveries},
+        {"remote_out", st.remote_out},
+        {"remote_in", st.remote_in},
+        {"remote_lost", st.remote_lost},
+        {"remote_invalid", st.remote_invalid},
+        {"handed_over", st.handed_over},
+        {"taken_over", st.taken_over},
     };
     for (size_t i = 0; i < sizeof server / sizeof server[0]; i++)
         json_object_set_new(j, server[i].name, json_integer((json_int_t)server[i].value));
@@ -261,6 +268,7 @@ static json_t *stats_json(ps_server *srv)
                   (json_int_t)counters.asks_error, "twice", (json_int_t)counters.asks_twice));
     json_object_set_new(j, "views_disposed", json_integer((json_int_t)counters.views_disposed));
     json_object_set_new(j, "pid", json_integer((json_int_t)getpid()));
+    json_object_set_new(j, "worker", json_integer(ps_server_worker(srv)));
     return j;
 }
 
@@ -400,6 +408,7 @@ static void usage(FILE *f)
             "  --ws-idle-release MS    quiet WebSockets free their framing buffers (1000)\n"
             "  --max-topics-per-channel N  topics one channel may join (64)\n"
             "  --max-topics N          distinct topics with members in one process (100000)\n"
+            "  --workers N             worker processes serving the port (1)\n"
             "  --origin ORIGIN         also allow this browser origin (repeatable; \"*\" = any,\n"
             "                          without credentials); without it only pages of the\n"
             "                          server's own origin may connect\n"
@@ -440,6 +449,7 @@ int main(int argc, char **argv)
         {"max-topics-per-channel", required_argument, 0, 'T'},
         {"max-topics", required_argument, 0, 'X'},
         {"trusted-proxy", required_argument, 0, 'Y'},
+        {"workers", required_argument, 0, 'w'},
         {"verbose", no_argument, 0, 'v'},
         {"log-json", no_argument, 0, 'J'},
         {"help", no_argument, 0, '?'},
@@ -469,6 +479,7 @@ int main(int argc, char **argv)
         case 'L': opts.ws_idle_release_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'T': opts.max_topics_per_channel = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'X': opts.max_topics = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'w': opts.workers = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'O':
             if (norigins + 1 < sizeof origins / sizeof origins[0])
                 origins[norigins++] = optarg;

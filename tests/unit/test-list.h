@@ -105,6 +105,13 @@ TEST_DECLARE(session_handshake_whole)
 TEST_DECLARE(topic_names)
 TEST_DECLARE(topic_table)
 
+/* test_worker.c */
+TEST_DECLARE(worker_ids)
+TEST_DECLARE(broker_codec)
+TEST_DECLARE(net_ipc_hand_over)
+TEST_DECLARE(net_ipc_hostile_frames)
+TEST_DECLARE(http_hand_over)
+
 TASK_LIST_START
 TEST_ENTRY(common_buf)
 TEST_ENTRY(common_list)
@@ -183,4 +190,9 @@ TEST_ENTRY(channel_request_cancel)
 TEST_ENTRY(session_handshake_whole)
 TEST_ENTRY(topic_names)
 TEST_ENTRY(topic_table)
+TEST_ENTRY(worker_ids)
+TEST_ENTRY(broker_codec)
+TEST_ENTRY(net_ipc_hand_over)
+TEST_ENTRY(net_ipc_hostile_frames)
+TEST_ENTRY(http_hand_over)
 TASK_LIST_END
