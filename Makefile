@@ -86,7 +86,7 @@ test-e2e: build-asan web deps-apt
 .PHONY: bench bench-smoke
 bench: deps-apt bench/baseline-socketio/node_modules/.pulsec-stamp
 	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DPULSEC_BUILD_TESTS=OFF >/dev/null
-	cmake --build build-release -j $(JOBS) --target echo loadgen
+	cmake --build build-release -j $(JOBS) --target echo loadgen floor
 	node bench/run.mjs --build build-release --out BENCHMARKS.md
 bench/baseline-socketio/node_modules/.pulsec-stamp: bench/baseline-socketio/package-lock.json \
     bench/baseline-socketio/package.json | deps-apt
@@ -125,7 +125,7 @@ clean:
 	rm -rf $(BUILD) $(ASAN)
 
 FORMATTED = $(wildcard include/*.h src/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch] examples/*/*.[ch] \
-                       bench/loadgen/*.[ch])
+                       bench/loadgen/*.[ch] bench/floor/*.c)
 
 format:
 	clang-format -i $(FORMATTED)

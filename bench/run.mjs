@@ -1,14 +1,18 @@
 #!/usr/bin/env node
-// bench/run.mjs: the orchestration of `make bench`. Runs every scenario of bench/loadgen against
-// pulsec (build-release/examples/echo) and the Socket.IO baseline (bench/baseline-socketio), one
-// server at a time, each in a fresh process pinned to core 0 while the loadgen runs on core 1;
-// checks the targets of issue 6; profiles pulsec with valgrind where a target is missed; and
-// writes BENCHMARKS.md.
+// bench/run.mjs: the orchestration of `make bench`. Runs every scenario (the modules listed in
+// bench/scenarios/index.mjs) against three servers side by side: pulsec
+// (build-release/examples/echo), the floor (build-release/bench/floor: the least work that answers
+// the loadgen) and the Socket.IO baseline (bench/baseline-socketio), one at a time, each in a fresh
+// process pinned to core 0 while the loadgen runs on core 1; checks the targets of issue 15;
+// profiles pulsec and the floor with valgrind (callgrind instruction counts, perf syscall
+// tracepoints, massif where a memory target is missed); and writes BENCHMARKS.md.
 //
 // Usage: node bench/run.mjs [--build DIR] [--out FILE] [--quick] [--nice N]
 //   --build DIR   CMake build dir with examples/echo and bench/loadgen (build-release)
 //   --out FILE    report to write (BENCHMARKS.md at the repository root)
 //   --quick       short runs, fewer connections, for trying the script itself
+//   --only A,B    run only these scenario modules (bench/scenarios/index.mjs names), e.g. while
+//                 developing one; profiles run only with "core"
 //   --nice=N      run server and loadgen at this nice level (e.g. --nice=-10, as root) so that other
 //                 work on a shared machine disturbs them less; 0 (default) leaves priorities alone
 //
@@ -28,6 +32,7 @@ const { values: args } = parseArgs({
     out: { type: "string", default: "BENCHMARKS.md" },
     quick: { type: "boolean", default: false },
     nice: { type: "string", default: process.env.BENCH_NICE ?? "0" },
+    only: { type: "string" },
   },
 });
 // With --nice, each server and loadgen also starts in its own session (setsid) and that session's
@@ -64,26 +69,31 @@ const SERVER_CORE = "0";
 const LOADGEN_CORE = "1";
 
 // The echo fixture refuses connections beyond --max-connections (10 000 by default); the idle
-// run holds 15 000, within the 20 000 files a process may open here. socket.io has no such limit.
-const SERVERS = [
-  { name: "pulsec", cmd: [path.join(BUILD, "examples/echo"), "--max-connections", "19000"] },
-  { name: "socket.io", cmd: [process.execPath, path.join(ROOT, "bench/baseline-socketio/server.js")] },
-];
+// run holds 15 000, within the 20 000 files a process may open here. The others have no limit.
+const SERVERS = {
+  pulsec: { name: "pulsec", cmd: [path.join(BUILD, "examples/echo"), "--max-connections", "19000"] },
+  floor: { name: "floor", cmd: [path.join(BUILD, "bench/floor")] },
+  "socket.io": { name: "socket.io", cmd: [process.execPath, path.join(ROOT, "bench/baseline-socketio/server.js")] },
+};
+// Which API the fixture's handlers use, said in the report.
+const FIXTURE_API = "pulsec's echo fixture answers `echo` with `ps_on` handlers, which get the payload as a `json_t`.";
+// Columns of the results, in order; ratios are pulsec ÷ each of the others.
+const COLUMNS = ["pulsec", "floor", "socket.io"];
 
-// What each scenario runs. The same arguments go to both servers.
+// What each scenario runs. The same arguments go to every server.
 const Q = args.quick;
 const PLAN = {
   conns: Q ? 100 : 1000, // rr and events
-  inflight: 8, // per connection: enough to keep either server busy at 1000 connections
-  duration: Q ? 2 : 10,
-  warmup: Q ? 1 : 3,
+  inflight: 8, // per connection: enough to keep any of the servers busy at 1000 connections
+  duration: Q ? 2 : 8,
+  warmup: Q ? 1 : 2,
   lightConns: 10,
   idleConns: Q ? 1000 : 15000,
   idleHold: Q ? 1 : 5,
   idleSettle: 2,
+  activeHold: Q ? 2 : 4,
   connectors: 50,
 };
-const TARGETS = { rrRatio: 10, p99Us: 2000, idleBytes: 4096 };
 
 const log = (...a) => console.error(...a);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -100,8 +110,8 @@ function busySeconds() {
 // `make bench` stays under 10 minutes. Waiting for quiet and repeating a noisy run only happen
 // while the runs still planned (planLeft) fit.
 const T0 = Date.now();
-const BUDGET_S = Q ? 150 : 480;
-const PROFILE_S = 100;
+const BUDGET_S = Q ? 200 : 600;
+const PROFILE_S = 150;
 let planLeft = 0;
 const elapsed = () => (Date.now() - T0) / 1000;
 const spare = () => BUDGET_S - elapsed() - planLeft - PROFILE_S;
@@ -158,6 +168,7 @@ function environment() {
     jansson: pkg("libjansson-dev"),
     yajl: pkg("libyajl-dev"),
     wslay: pkg("libwslay-dev"),
+    openssl: pkg("libssl-dev"),
     httpParser: pkg("libhttp-parser-dev"),
     valgrind: sh("valgrind", ["--version"]),
     loadavg: readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" "),
@@ -242,7 +253,8 @@ async function measure(server, scenario, argv, est, always = false) {
   return r;
 }
 
-// One scenario on one fresh server: wait for quiet, start, drive, stop.
+// One scenario on one fresh server: wait for quiet, start, drive, stop. A scenario module may
+// pass `extra` loadgen arguments of its own (another view, a payload size).
 async function measureOnce(server, scenario, argv, est) {
   const before = await waitQuiet(est);
   const srv = await startServer(server);
@@ -254,6 +266,7 @@ async function measureOnce(server, scenario, argv, est) {
     r.background_cpu = r.machine_cpu !== undefined ? Math.max(0, r.machine_cpu - own) : null;
     r.quiet_before = before;
     r.args = [scenario, ...argv].join(" ");
+    r.server = server.name;
     return r;
   } finally {
     await stopServer(srv);
@@ -332,16 +345,18 @@ function component(row) {
   if (obj.startsWith("libwslay")) return "wslay (WebSocket frames)";
   if (obj.startsWith("libuv")) return "libuv";
   if (obj === "echo") return "pulsec + echo fixture";
+  if (obj === "floor") return "floor server";
+  if (obj.startsWith("libcrypto")) return "OpenSSL (handshakes)";
   if (obj.startsWith("ld-linux")) return "dynamic loader (start-up)";
   return "other";
 }
 
-async function profileCpu() {
+async function profileCpu(server) {
   mkdirSync(WORK, { recursive: true });
-  const out = path.join(WORK, "callgrind.out");
+  const out = path.join(WORK, `callgrind.${server.name}.out`);
   const conns = 100, inflight = 4, duration = Q ? 3 : 10;
   await waitQuiet();
-  const srv = await startServer(SERVERS[0], ["valgrind", "--tool=callgrind", `--callgrind-out-file=${out}`, `--log-file=${out}.log`]);
+  const srv = await startServer(server, ["valgrind", "--tool=callgrind", `--callgrind-out-file=${out}`, `--log-file=${out}.log`]);
   let r;
   try {
     r = await loadgen(["rr", "--port", srv.port, "-c", conns, "-k", inflight, "-d", duration, "-w", 0], 300);
@@ -356,17 +371,24 @@ async function profileCpu() {
   for (const row of self.rows) byComponent.set(component(row), (byComponent.get(component(row)) ?? 0) + row.ir);
   const inclusiveOf = (name) => incl.rows.filter((x) => x.fn === name).reduce((m, x) => Math.max(m, x.ir), 0);
   const ops = [
-    ["ps__json_parse", "parse the incoming packet into jansson values (yajl)"],
+    ["ps__ws_on_read", "WebSocket receive path (includes all handling below it)"],
+    ["ps__json_parse", "parse JSON into jansson values (yajl)"],
+    ["ps__json_scan", "validate a packet's JSON and read the envelope's fields (no tree)"],
     ["json_dump_callback", "serialise the outgoing envelope"],
     ["json_delete", "free JSON trees"],
     ["json_pack", "build envelopes with json_pack"],
-    ["wslay_event_recv", "WebSocket receive path (includes all handling below it)"],
-    ["ps__utf8_valid", "UTF-8 validation of text frames"],
+    ["wslay_event_recv", "wslay's receive path (includes all handling below it)"],
+    ["ps__utf8_valid", "UTF-8 validation"],
+    ["malloc", "malloc (self + callees)"],
+    ["free", "free (self + callees)"],
     ["ps__sio_encode", "Socket.IO encode (incl. JSON serialisation)"],
     ["ps__sio_decode", "Socket.IO decode (incl. JSON parse)"],
-    ["ps_reply_ok", "reply: build + encode + queue the response"],
+    ["ps_reply_ok", "reply: build + encode + queue the response (json_t API)"],
+    ["ps_reply_raw", "reply: encode + queue the response (raw API)"],
+    ["uv__io_poll", "the whole loop (every callback of the run)"],
   ].map(([fn, what]) => ({ fn, what, ir: inclusiveOf(fn) })).filter((o) => o.ir > 0);
   return {
+    server: server.name,
     conns, inflight, duration, roundTrips: r.completed, perSec: r.per_sec,
     total: self.total,
     perRoundTrip: r.completed ? Math.round(self.total / r.completed) : null,
@@ -377,7 +399,7 @@ async function profileCpu() {
   };
 }
 
-// System calls per round trip of the pulsec server, counted by perf's syscall tracepoints (these
+// System calls per round trip of a server, counted by perf's syscall tracepoints (these
 // work where hardware counters do not): once in the batched closed loop, once paced at `rate`.
 const SYSCALLS = ["read", "write", "writev", "epoll_ctl", "epoll_wait", "epoll_pwait"];
 function perfTracepointsOk() {
@@ -389,10 +411,10 @@ function perfTracepointsOk() {
   }
 }
 
-async function countSyscalls(argv) {
-  const out = path.join(WORK, "syscalls.csv");
+async function countSyscalls(server, argv) {
+  const out = path.join(WORK, `syscalls.${server.name}.csv`);
   await waitQuiet();
-  const srv = await startServer(SERVERS[0]);
+  const srv = await startServer(server);
   const window = 4;
   try {
     const counting = new Promise((resolve) => {
@@ -410,7 +432,7 @@ async function countSyscalls(argv) {
       if (f.length > 2 && /^\d+$/.test(f[0])) counts[f[2].replace("syscalls:sys_enter_", "")] = Number(f[0]);
     }
     const ops = r.per_sec * window;
-    return { args: argv.join(" "), perSec: r.per_sec, perOp: Object.fromEntries(Object.entries(counts).map(([k, v]) => [k, v / ops])) };
+    return { server: server.name, args: argv.join(" "), perSec: r.per_sec, perOp: Object.fromEntries(Object.entries(counts).map(([k, v]) => [k, v / ops])) };
   } finally {
     await stopServer(srv);
   }
@@ -467,7 +489,7 @@ async function profileMemory() {
   const out = path.join(WORK, "massif.out");
   const conns = Q ? 500 : 2000;
   await waitQuiet();
-  const srv = await startServer(SERVERS[0], ["valgrind", "--tool=massif", "--threshold=0.5", `--massif-out-file=${out}`, `--log-file=${out}.log`]);
+  const srv = await startServer(SERVERS.pulsec, ["valgrind", "--tool=massif", "--threshold=0.5", `--massif-out-file=${out}`, `--log-file=${out}.log`]);
   let r;
   try {
     r = await loadgen(["idle", "--port", srv.port, "-c", conns, "-d", 2, "-w", 1, "--server-pid", srv.pid], 300);
@@ -479,40 +501,62 @@ async function profileMemory() {
 
 // ---- report -----------------------------------------------------------------------------
 
-const fmt = (n, d = 0) => (n === null || n === undefined || Number.isNaN(n) ? "–" : Number(n).toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }));
-const ms = (us) => (us === undefined ? "–" : `${(us / 1000).toFixed(us < 10000 ? 2 : 1)} ms`);
-const kb = (b) => `${fmt(b / 1024, 1)} KiB`;
-const ratio = (a, b) => (a && b ? `${(a / b).toFixed(2)}×` : "–");
+const fmt = (n, d = 0) => (n === null || n === undefined || Number.isNaN(n) || !Number.isFinite(n) ? "–" : Number(n).toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }));
+const ms = (us) => (us === undefined || us === null ? "–" : `${(us / 1000).toFixed(us < 10000 ? 2 : 1)} ms`);
+const kb = (b) => (b === null || b === undefined ? "–" : `${fmt(b / 1024, 1)} KiB`);
+const ratio = (a, b) => {
+  if (a === null || a === undefined || !b) return "–";
+  const v = a / b;
+  return `${v >= 10 ? v.toFixed(1) : v >= 0.1 ? v.toFixed(2) : v.toPrecision(2)}×`;
+};
 const runLabel = (r) =>
   `${r.server} ${r.scenario}` +
   (r.rate ? ` paced at ${fmt(r.rate)}/s` : r.inflight ? ` ${fmt(r.conns)}×${r.inflight}` : "");
-const cpuUsPerOp = (r) => (r.server_proc?.cpu && r.per_sec ? (r.server_proc.cpu * 1e6) / r.per_sec : null);
+const cpuUsPerOp = (r) => (r?.server_proc?.cpu && r.per_sec ? (r.server_proc.cpu * 1e6) / r.per_sec : null);
+const userUsPerOp = (r) => (r?.server_proc?.cpu && r.per_sec ? (r.server_proc.cpu_user * 1e6) / r.per_sec : null);
+const sysUsPerOp = (r) => (r?.server_proc?.cpu && r.per_sec ? ((r.server_proc.cpu - r.server_proc.cpu_user) * 1e6) / r.per_sec : null);
 const cpuCell = (r) =>
   r.server_proc?.cpu
-    ? `${fmt(cpuUsPerOp(r), 1)} µs per op (server CPU ${fmt(r.server_proc.cpu * 100)}%: user ${fmt(r.server_proc.cpu_user * 100)}%, system ${fmt((r.server_proc.cpu - r.server_proc.cpu_user) * 100)}%)`
+    ? `${fmt(cpuUsPerOp(r), 2)} µs per op (user ${fmt(userUsPerOp(r), 2)} + system ${fmt(sysUsPerOp(r), 2)}; server CPU ${fmt(r.server_proc.cpu * 100)}%)`
     : "–";
-
 function latencyCell(r) {
   const l = r.latency_us;
   return l ? `p50 ${ms(l.p50)} · p99 ${ms(l.p99)} · p99.9 ${ms(l.p999)}` : "–";
 }
-
 function errorsCell(r) {
   return r.errors ? `**${r.errors} errors** (${Object.entries(r.error_detail).map(([k, v]) => `${k} ${v}`).join(", ")})` : "";
 }
 
-function report(env, res, targets, cpuProf, memProf) {
+// One row of the results table: `runs` maps server names to results, `cell` renders one, and
+// `metric` gives the number whose ratio pulsec ÷ other goes in the ratio columns.
+function row(label, runs, cell, metric) {
+  const cells = {}, ratios = {};
+  for (const name of COLUMNS) cells[name] = runs?.[name] ? cell(runs[name]) : "–";
+  for (const name of COLUMNS.slice(1)) ratios[name] = runs?.pulsec && runs?.[name] ? ratio(metric(runs.pulsec), metric(runs[name])) : "–";
+  return { label, cells, ratios };
+}
+const cpuRow = (runs) => row("↳ server CPU per operation (user + system, the server's own accounting)", runs, cpuCell, cpuUsPerOp);
+
+// What scenario modules get: the plan, the servers, and the helpers of this file.
+const CTX = { PLAN, Q, ROOT, BUILD, LOADGEN, WORK, SERVERS, COLUMNS, fmt, ms, kb, ratio, row, cpuRow, cpuCell, latencyCell, cpuUsPerOp, userUsPerOp, sysUsPerOp };
+
+function report(env, res, modules, targets, prof) {
   const L = [];
   const p = (s = "") => L.push(s);
-  const { rrPeak, rrHalf, rrQuarter, rrLight, events, idle, connect } = res;
   const status = (t) => (t.met ? "**met**" : "**missed**");
+  const all = Object.values(res).flatMap((x) => Object.values(x));
 
   p("# pulsec benchmarks");
   p();
   p(`Generated by \`make bench\` (bench/run.mjs) on ${env.date}. Every number below was measured in that run on this`);
   p(`machine; nothing is edited by hand. ${Q ? "**Quick mode: short runs with fewer connections; not the reference figures.**" : ""}`);
   p();
-  p("## Targets (issue 6)");
+  p("Three servers answer the same load side by side: **pulsec** (the echo fixture, `examples/echo`), the **floor**");
+  p("(`bench/floor`: epoll, one read, a scan of the frame for the request id, one write; no JSON library and no allocation per");
+  p("message, the least work that answers the load generator correctly) and the **Socket.IO** baseline (Node). The headline");
+  p("figure is server CPU per operation: at 1,000 connections the load generator, not the server, caps throughput.");
+  p();
+  p("## Targets (issue 15)");
   p();
   p("| target | measured | status |");
   p("|---|---|---|");
@@ -520,31 +564,16 @@ function report(env, res, targets, cpuProf, memProf) {
   p();
   p("## Results");
   p();
-  p(`Both servers run the same \`/echo\` view and channel protocol (DESIGN §3); each run starts a fresh server process`);
-  p(`pinned to core ${SERVER_CORE}, with the load generator pinned to core ${LOADGEN_CORE}. "ratio" is pulsec ÷ socket.io`);
-  p(`(for latency, memory and CPU per operation lower is better, so there the ratio is socket.io ÷ pulsec).`);
+  p(`Each run starts a fresh server process pinned to core ${SERVER_CORE}, with the load generator pinned to core ${LOADGEN_CORE}.`);
+  p("The ratio columns divide pulsec's figure by the other server's for the measure of that row: throughput (higher is better),");
+  p("p99 latency, CPU per operation or memory per connection (lower is better).");
+  p(FIXTURE_API);
   p();
-  p("| scenario | pulsec | socket.io | ratio |");
-  p("|---|---|---|---|");
-  const row = (label, a, b, cell, better) => p(`| ${label} | ${cell(a)} | ${cell(b)} | ${better(a, b)} |`);
-  const perSec = (r) => `${fmt(r.per_sec)} ${r.unit}`;
-  row(`**rr**: ${fmt(PLAN.conns)} connections × ${PLAN.inflight} requests in flight`, rrPeak[0], rrPeak[1], perSec, (a, b) => ratio(a.per_sec, b.per_sec));
-  row("↳ latency at that load", rrPeak[0], rrPeak[1], latencyCell, () => "");
-  const cpuRow = (pair) => row("↳ server CPU", pair[0], pair[1], cpuCell, (a, b) => ratio(cpuUsPerOp(b), cpuUsPerOp(a)));
-  cpuRow(rrPeak);
-  row(`**rr paced** at ${fmt(rrHalf[0].rate)} round trips/s (half of pulsec's peak), ${fmt(PLAN.conns)} connections`, rrHalf[0], rrHalf[1], (r) => `${fmt(r.per_sec)}/s achieved; ${latencyCell(r)}`, (a, b) => (a.latency_us && b.latency_us ? `p99 ${ratio(b.latency_us.p99, a.latency_us.p99)}` : "–"));
-  cpuRow(rrHalf);
-  row(`**rr paced** at ${fmt(rrQuarter[0].rate)} round trips/s (a quarter of pulsec's peak)`, rrQuarter[0], rrQuarter[1], (r) => `${fmt(r.per_sec)}/s achieved; ${latencyCell(r)}`, (a, b) => (a.latency_us && b.latency_us ? `p99 ${ratio(b.latency_us.p99, a.latency_us.p99)}` : "–"));
-  cpuRow(rrQuarter);
-  row(`**rr light**: ${PLAN.lightConns} connections × 1 in flight`, rrLight[0], rrLight[1], (r) => `${perSec(r)}; ${latencyCell(r)}`, (a, b) => ratio(a.per_sec, b.per_sec));
-  cpuRow(rrLight);
-  row(`**events**: ${fmt(PLAN.conns)} connections × ${PLAN.inflight} echo events in flight`, events[0], events[1], (r) => `${perSec(r)}; ${latencyCell(r)}`, (a, b) => ratio(a.per_sec, b.per_sec));
-  cpuRow(events);
-  row(`**idle**: ${fmt(PLAN.idleConns)} attached connections, server RSS per connection`, idle[0], idle[1], (r) => `${kb(r.server_proc.bytes_per_conn)} (${fmt(r.server_proc.rss_before_kb / 1024, 1)} → ${fmt(r.server_proc.rss_held_kb / 1024, 1)} MiB, ${fmt(r.connected)} attached in ${fmt(r.ramp_s, 1)} s)`, (a, b) => ratio(b.server_proc.bytes_per_conn, a.server_proc.bytes_per_conn));
-  row(`**connect**: ${PLAN.connectors} parallel connectors, handshake + CONNECT + attach + close`, connect[0], connect[1], (r) => `${perSec(r)}; p50 ${ms(r.latency_us.p50)} · p99 ${ms(r.latency_us.p99)}`, (a, b) => ratio(a.per_sec, b.per_sec));
-  cpuRow(connect);
+  p(`| scenario | ${COLUMNS.join(" | ")} | ${COLUMNS.slice(1).map((c) => `pulsec ÷ ${c}`).join(" | ")} |`);
+  p(`|---|${COLUMNS.map(() => "---|").join("")}${COLUMNS.slice(1).map(() => "---|").join("")}`);
+  for (const m of modules)
+    for (const r of m.rows(CTX, res)) p(`| ${r.label} | ${COLUMNS.map((c) => r.cells[c] ?? "–").join(" | ")} | ${COLUMNS.slice(1).map((c) => r.ratios[c] ?? "–").join(" | ")} |`);
   p();
-  const all = Object.values(res).flat();
   const errs = all.filter((r) => r.errors);
   p(errs.length ? `Errors: ${errs.map((r) => `${runLabel(r)}: ${errorsCell(r)}`).join("; ")}.` : "Every run completed with zero errors (failed connections, error replies, unmatched or lost responses).");
   p();
@@ -553,84 +582,23 @@ function report(env, res, targets, cpuProf, memProf) {
     (noisy.length ? `; above 0.3 cores in ${noisy.map(runLabel).join(", ")}, so those figures are pessimistic.` : "."));
   const busyLg = all.filter((r) => r.loadgen_cpu > 0.9);
   p(busyLg.length
-    ? `The load generator used over 90% of its core in ${busyLg.map(runLabel).join(", ")}: there it may be the limit, so throughput is a lower bound and latency an upper bound for that server (per message or connection the loadgen makes the same kind of system calls as the server).`
+    ? `The load generator used over 90% of its core in ${busyLg.map(runLabel).join(", ")}: there it is the limit, so throughput is a lower bound and latency an upper bound for that server; CPU per operation is unaffected.`
     : `The load generator never used more than ${fmt(Math.max(...all.map((r) => r.loadgen_cpu)) * 100)}% of its core, so it was not the limit.`);
   p();
 
-  if (cpuProf || memProf) {
-    p("## Where the time and memory go");
-    p();
-    for (const line of analysis(res, targets, cpuProf, memProf)) p(line);
-    p();
-  }
-  if (cpuProf) {
-    p(`\`perf stat -e instructions\` ${perfOk() ? "works" : "is not supported on this virtual machine (no hardware counters)"}, so the CPU profile is`);
-    p(`valgrind's callgrind on the release build of the echo server, driven by \`loadgen rr -c ${cpuProf.conns} -k ${cpuProf.inflight}\``);
-    p(`for ${cpuProf.duration} s (${fmt(cpuProf.roundTrips)} round trips under valgrind). The server executed ${fmt(cpuProf.total)} instructions in`);
-    p(`user space: **about ${fmt(cpuProf.perRoundTrip)} instructions per round trip** (an upper bound: start-up and the`);
-    p(`${cpuProf.conns} handshakes are included). Kernel time (one read and one write system call per batch) is not in this count;`);
-    p(`the server's user/system split in the rr row above shows its share.`);
-    p();
-    p("Instructions by component (self cost, sums to 100%):");
-    p();
-    p("| component | share |");
-    p("|---|---|");
-    for (const [name, ir] of cpuProf.components.filter(([, ir]) => ir / cpuProf.total >= 0.005)) p(`| ${name} | ${fmt((ir / cpuProf.total) * 100, 1)}% |`);
-    p();
-    p("Inclusive cost of the operations on the path of one request (they nest, so they do not add up):");
-    p();
-    p("| function | what | share of all instructions | instructions per round trip |");
-    p("|---|---|---|---|");
-    for (const o of cpuProf.ops) p(`| \`${o.fn}\` | ${o.what} | ${fmt((o.ir / cpuProf.total) * 100, 1)}% | ${fmt(o.ir / cpuProf.roundTrips)} |`);
-    p();
-    p("Top functions by self cost (jansson's internal functions have no symbols in Debian's build: they show as addresses,");
-    p("with the nearest named function above them in the call graph):");
-    p();
-    p("| function | object | share |");
-    p("|---|---|---|");
-    for (const t of cpuProf.top.slice(0, 12))
-      p(`| \`${t.fn}\`${t.under ? ` (inside \`${t.under}\`)` : ""} | ${t.obj} | ${fmt((t.ir / cpuProf.total) * 100, 1)}% |`);
-    p();
-    p(`Raw profile: \`${cpuProf.file}\` (\`callgrind_annotate --inclusive=yes ${cpuProf.file}\`).`);
-    p();
-    if (cpuProf.syscalls) {
-      const [closed, paced] = cpuProf.syscalls;
-      p("System calls of the pulsec server per round trip, counted with perf's syscall tracepoints over 4 s of each load");
-      p("(these work on this VM; the hardware counters do not):");
-      p();
-      p("| load | read | write | epoll_ctl | epoll_wait | context switches |");
-      p("|---|---|---|---|---|---|");
-      for (const [label, x] of [[`closed loop, \`${closed.args}\` (${fmt(closed.perSec)}/s)`, closed], [`paced, \`${paced.args}\` (${fmt(paced.perSec)}/s)`, paced]]) {
-        const o = x.perOp;
-        p(`| ${label} | ${fmt(o.read, 2)} | ${fmt((o.write ?? 0) + (o.writev ?? 0), 2)} | ${fmt(o.epoll_ctl, 2)} | ${fmt((o.epoll_wait ?? 0) + (o.epoll_pwait ?? 0), 3)} | ${fmt(o["context-switches"], 3)} |`);
-      }
-      p();
-      if (paced.perOp.epoll_ctl > 0.5)
-        p("The `epoll_ctl` per write is libuv's: after every completed `uv_write` it re-arms the socket's epoll registration " +
-          "(`uv__io_stop` queues the watcher, the next poll issues `EPOLL_CTL_MOD` even though the events did not change). " +
-          "Writing with `uv_try_write` first, and `uv_write` only for what remains, avoids it.");
-      p();
-    }
-  }
-  if (memProf) {
-    const per = (b) => b / memProf.conns;
-    p(`Memory: valgrind's massif on the release echo server holding ${fmt(memProf.conns)} idle attached connections. At the peak`);
-    p(`snapshot the heap held ${fmt(memProf.heap / 2 ** 20, 1)} MiB of requested bytes plus ${fmt(memProf.extra / 2 ** 20, 1)} MiB of malloc overhead:`);
-    p(`**${fmt(per(memProf.heap + memProf.extra))} bytes per connection**, ${fmt(per(memProf.heap))} requested. By allocation site (bytes per connection):`);
-    p();
-    p("| bytes / connection | share of heap | allocation site (allocator ← caller ← caller) |");
-    p("|---|---|---|");
-    for (const s of memProf.sites.slice(0, 10)) p(`| ${fmt(per(s.bytes))} | ${fmt((s.bytes / memProf.heap) * 100, 1)}% | ${s.chain.map((c) => `\`${c}\``).join(" ← ")} |`);
-    p();
-    p(`Raw profile: \`${memProf.file}\` (\`ms_print ${memProf.file}\`).`);
-    p();
-  }
+  p("## Where the time and memory go");
+  p();
+  for (const m of modules) for (const line of m.analysis?.(CTX, res, prof) ?? []) p(line);
+  for (const line of analysis(res, prof)) p(line);
+  p();
+  if (prof.cpu.length) profileSection(p, res, prof);
+  if (prof.mem) memorySection(p, prof.mem);
 
   p("## Machine and versions");
   p();
   p(`- CPU: ${env.cpu}, ${env.cores} cores; ${env.memGiB} GiB memory; kernel ${env.kernel}; open files limit ${env.nofile}`);
-  p(`- pulsec ${env.pulsec}, CMake Release build (\`-O3\`), ${env.cc}`);
-  p(`- libuv ${env.libuv}, jansson ${env.jansson}, yajl ${env.yajl}, wslay ${env.wslay}, http-parser ${env.httpParser} (Debian packages)`);
+  p(`- pulsec ${env.pulsec}, CMake Release build (\`-O3\`), ${env.cc}; the floor built the same way`);
+  p(`- libuv ${env.libuv}, jansson ${env.jansson}, yajl ${env.yajl}, wslay ${env.wslay}, http-parser ${env.httpParser}, OpenSSL ${env.openssl} (Debian packages)`);
   p(`- baseline: Node ${env.node}, socket.io ${env.socketio} (engine.io ${env.engineio}, ws ${env.ws}), installed by \`npm ci\` from bench/baseline-socketio/package-lock.json (no optional native add-ons)`);
   p(`- ${env.valgrind || "valgrind not installed"}`);
   p(`- date: ${env.date}; load average when the run started: ${env.loadavg}`);
@@ -646,34 +614,24 @@ function report(env, res, targets, cpuProf, memProf) {
   p("  Latency is recorded per round trip in a log-linear histogram (1 µs resolution, < 0.8% bucket error); percentiles are");
   p("  the bucket's upper bound. In paced runs latency is counted from the moment a request was due, so a server that falls");
   p("  behind is charged for the queue it builds (no coordinated omission).");
-  p(`- **rr**: each connection keeps k \`echo\` requests in flight on its channel (closed loop); the rr row with ${fmt(PLAN.conns)} connections is pulsec's peak load`);
-  p("  (run twice per server, the better kept). Any other run that other load on the machine disturbed (> 0.3 cores) is repeated");
-  p("  once when time allows, keeping the better (higher throughput, or lower p99 when paced): other load only slows a server down.");
-  p("  **rr paced**: requests at a fixed total rate (spread every 100 µs by a timerfd) over the same connections.");
-  p("- **events**: the client emits `echo` events; the server's handler emits each back; a window of k per connection.");
-  p("- **idle**: the server's VmRSS (/proc/PID/status) on the fresh server before the ramp and after holding every connection");
-  p(`  attached for ${PLAN.idleSettle} + ${PLAN.idleHold} s; the difference divided by the connections. pulsec frees a`);
-  p("  WebSocket's wslay context (8.5 KiB of buffers) once it has been quiet between messages for `ws_idle_release_ms`");
-  p("  (1 s by default) and returns the pages with `malloc_trim`, which the settle time covers: this is the memory of quiet");
-  p("  connections. A connection with traffic in the last second or two holds a context, 8.5 KiB more.");
-  p("- **connect**: each connector loops: TCP connect, upgrade, open, CONNECT, attach, attach_ack, then a WebSocket close");
-  p("  (the server closes TCP, so TIME_WAIT stays on its side). The rate counts attach_acks.");
-  p("- Server CPU comes from /proc/PID/stat over the measured window (all threads, so Node's GC and libuv threads count too).");
+  p("- Server CPU per operation: user + system time of the server process from /proc/PID/stat over the measured window");
+  p("  (all threads, so Node's GC and libuv threads count too), divided by the operations completed in it.");
+  p("- Any run that other load on the machine disturbed (> 0.3 cores) is repeated once when time allows, keeping the better");
+  p("  (higher throughput, or lower p99 when paced): other load only slows a server down.");
+  for (const m of modules) for (const line of m.method?.(CTX) ?? []) p(line);
   p();
   p("## How to reproduce");
   p();
   p("```sh");
-  p(`${env.nice ? `BENCH_NICE=${env.nice} ` : ""}make bench                      # release build, npm ci of the baseline, every run, this file (< 10 minutes)`);
+  p(`${env.nice ? `BENCH_NICE=${env.nice} ` : ""}make bench                      # release build, npm ci of the baseline, every run, this file`);
   p("node bench/run.mjs --quick      # the same with short runs, to try changes to the script");
-  p("# one run by hand:");
+  p("# one run by hand (floor: build-release/bench/floor; socket.io: node bench/baseline-socketio/server.js):");
   p("taskset -c 0 build-release/examples/echo --port 9000 &");
-  p(`taskset -c 1 build-release/bench/loadgen rr --port 9000 -c ${PLAN.conns} -k ${PLAN.inflight} -d ${PLAN.duration} -w ${PLAN.warmup}`);
-  p("taskset -c 0 node bench/baseline-socketio/server.js --port 9001 &");
-  p(`taskset -c 1 build-release/bench/loadgen rr --port 9001 -c ${PLAN.conns} -k ${PLAN.inflight} -d ${PLAN.duration} -w ${PLAN.warmup}`);
+  p(`taskset -c 1 build-release/bench/loadgen rr --port 9000 -c ${PLAN.conns} -k ${PLAN.inflight} -d ${PLAN.duration} -w ${PLAN.warmup} --server-pid $!`);
   p("```");
   p();
   p("`build-release/bench/loadgen --help` lists every option. `make bench-smoke` (part of `make test`) runs each scenario");
-  p("for a moment against the echo server and fails on any error.");
+  p("for a moment against the echo server and the floor and fails on any error.");
   p();
   p("## Raw results");
   p();
@@ -685,147 +643,166 @@ function report(env, res, targets, cpuProf, memProf) {
   return L.join("\n") + "\n";
 }
 
-// The reading of the numbers for each missed target, computed from this run's results.
-function analysis(res, targets, cpuProf, memProf) {
+// The measured reading of pulsec's CPU against the floor's and of what is left to the targets.
+function analysis(res, prof) {
   const out = [];
-  const [pulsec, sio] = res.rrPeak;
-  const sys = (r) => ((r.server_proc.cpu - r.server_proc.cpu_user) * 1e6) / r.per_sec;
-  const user = (r) => (r.server_proc.cpu_user * 1e6) / r.per_sec;
-  if (!targets[0].met) {
-    const goal = sio.per_sec * TARGETS.rrRatio;
-    out.push(
-      `- **rr ≥ ${TARGETS.rrRatio}× baseline (missed).** ${TARGETS.rrRatio}× socket.io's ${fmt(sio.per_sec)} round trips/s is ${fmt(goal)}/s, a budget of ` +
-        `${fmt(1e6 / goal, 2)} µs of one core per round trip. At its peak pulsec spends ${fmt(user(pulsec), 1)} µs in user space and ` +
-        `${fmt(sys(pulsec), 1)} µs in the kernel per round trip (socket.io: ${fmt(user(sio), 1)} + ${fmt(sys(sio), 1)} µs). ` +
-        (sys(pulsec) > 1e6 / goal
-          ? `The kernel's share alone (loopback TCP reads and writes) exceeds the budget, so the target cannot be met on this machine by user-space work; `
-          : `The kernel's share (loopback TCP reads and writes) takes ${fmt((sys(pulsec) * goal) / 1e4)}% of the budget and leaves ` +
-            `${fmt(1e6 / goal - sys(pulsec), 2)} µs for user space, ${fmt(user(pulsec) / (1e6 / goal - sys(pulsec)), 0)}× less than pulsec spends there now. `) +
-        (cpuProf
-          ? `${sys(pulsec) > 1e6 / goal ? "in" : "In"} user space ${fmt((cpuProf.components.filter(([n]) => n.startsWith("jansson") || n.startsWith("yajl")).reduce((t, [, ir]) => t + ir, 0) / cpuProf.total) * 100)}% ` +
-            `of the instructions are JSON work, jansson's and yajl's ` +
-            `(parse ${fmt(cpuProf.ops.find((o) => o.fn === "ps__json_parse")?.ir / cpuProf.roundTrips)} and serialise ` +
-            `${fmt(cpuProf.ops.find((o) => o.fn === "json_dump_callback")?.ir / cpuProf.roundTrips)} instructions per round trip) and ` +
-            `${fmt((cpuProf.components.find(([n]) => n.startsWith("malloc"))?.[1] / cpuProf.total) * 100)}% malloc/free: every packet is parsed into ` +
-            `a jansson tree and every reply built as one and serialised, about ${fmt(cpuProf.perRoundTrip)} instructions per round trip in all.`
-          : ""),
-    );
+  const pk = res.rrPeak;
+  if (!pk) return out;
+  const [P, F, S] = [pk.pulsec, pk.floor, pk["socket.io"]];
+  const cpuP = prof.cpu.find((c) => c.server === "pulsec"), cpuF = prof.cpu.find((c) => c.server === "floor");
+  out.push(
+    `- **rr at ${fmt(P.conns)} × ${P.inflight}, per round trip:** pulsec ${fmt(userUsPerOp(P), 2)} µs user + ${fmt(sysUsPerOp(P), 2)} µs system; ` +
+      `the floor ${fmt(userUsPerOp(F), 2)} + ${fmt(sysUsPerOp(F), 2)} µs; socket.io ${fmt(userUsPerOp(S), 2)} + ${fmt(sysUsPerOp(S), 2)} µs. ` +
+      `The floor's system time is the kernel's cost of this load (loopback reads and writes, epoll) when a server does the least: ` +
+      `pulsec's system time is ${ratio(sysUsPerOp(P), sysUsPerOp(F))} the floor's and its user time ${ratio(userUsPerOp(P), userUsPerOp(F))}.` +
+      (cpuP && cpuF
+        ? ` Under callgrind (below), pulsec executes ${fmt(cpuP.perRoundTrip)} user-space instructions per round trip and the floor ${fmt(cpuF.perRoundTrip)}.`
+        : ""),
+  );
+  const sc = prof.syscalls;
+  if (sc?.length) {
+    const byServer = (name, kind) => sc.find((x) => x.server === name && x.kind === kind);
+    const pc = byServer("pulsec", "closed"), fc = byServer("floor", "closed");
+    if (pc && fc) {
+      const tot = (o) => (o.read ?? 0) + (o.write ?? 0) + (o.writev ?? 0) + (o.epoll_ctl ?? 0) + (o.epoll_wait ?? 0) + (o.epoll_pwait ?? 0);
+      out.push(
+        `- **System calls per round trip** (closed loop, perf tracepoints): pulsec ${fmt(tot(pc.perOp), 3)}, the floor ${fmt(tot(fc.perOp), 3)} ` +
+          `(table below). Where the counts are alike the kernel time per call differs by what each call carries and by the ` +
+          `wake-ups a slower server causes in a loadgen that sleeps between batches.`,
+      );
+    }
   }
-  if (!targets[1].met) {
-    const [half] = res.rrHalf;
-    const [quarter] = res.rrQuarter;
-    const busy = half.server_proc.cpu > 0.75;
+  const h = res.rrHalf;
+  if (h) {
+    const hp = h.pulsec, hf = h.floor;
     out.push(
-      `- **p99 at half of peak (missed).** Paced requests arrive one at a time per connection, so the server wakes, reads ` +
-        `and writes once per request instead of once per batch: at ${fmt(half.per_sec)}/s it spent ${fmt(user(half), 1)} µs user + ` +
-        `${fmt(sys(half), 1)} µs kernel per round trip (${fmt(half.server_proc.cpu * 100)}% of its core), against ${fmt(user(pulsec), 1)} + ` +
-        `${fmt(sys(pulsec), 1)} µs in the batched closed loop. ` +
-        (busy
-          ? `"Half of the closed-loop peak" is therefore close to the server's capacity for paced traffic, and the queue that ` +
-            `builds sets the tail (p50 ${ms(half.latency_us.p50)}, p99 ${ms(half.latency_us.p99)}). `
-          : `The server was not saturated, so the tail (p50 ${ms(half.latency_us.p50)}, p99 ${ms(half.latency_us.p99)}) is time spent ` +
-            `waiting for a core: other work on the machine took ${fmt(half.background_cpu, 2)} cores during this run. `) +
-        (half.loadgen_cpu > 0.9 ? `The loadgen itself was at ${fmt(half.loadgen_cpu * 100)}% of its core in this run, so part of that tail is its own. ` : "") +
-        `At a quarter of the peak: p99 ${ms(quarter.latency_us.p99)} at ${fmt(quarter.server_proc.cpu * 100)}% CPU` +
-        (quarter.background_cpu > 0.3 ? ` (with ${fmt(quarter.background_cpu, 2)} cores of other load)` : "") +
-        `. Cutting the per-message cost (above) is what moves this.`,
-    );
-  }
-  if (!targets[2].met && memProf) {
-    const per = (b) => b / memProf.conns;
-    const wslay = memProf.sites.filter((x) => x.chain.some((c) => c.includes("wslay_event_context") || c.includes("wslay_frame_context")));
-    const wsBytes = wslay.reduce((t, x) => t + x.bytes, 0);
-    out.push(
-      `- **≤ 4 KiB per idle connection (missed).** The heap holds ${fmt(per(memProf.heap + memProf.extra))} bytes per idle connection ` +
-        `(massif, table below), close to the ${fmt(res.idle[0].server_proc.bytes_per_conn)} bytes of RSS measured: ` +
-        `${fmt(per(wsBytes))} bytes (${fmt((wsBytes / memProf.heap) * 100)}%) are wslay's per-connection contexts, allocated at the 101: the event ` +
-        `context embeds a 4 KiB output buffer (\`obuf[4096]\`) and the frame context a 4 KiB input buffer, whether or not the connection is busy. The rest is pulsec's own ` +
-        `objects (connection, Engine.IO session and its timer, WebSocket state, Socket.IO socket, session with its handshake JSON, view, channel).`,
+      `- **Paced at ${fmt(hp.rate)}/s** (half of pulsec's peak), requests arrive one at a time per connection, so a server wakes, ` +
+        `reads and writes per request instead of per batch: pulsec spent ${fmt(userUsPerOp(hp), 2)} + ${fmt(sysUsPerOp(hp), 2)} µs ` +
+        `(${fmt(hp.server_proc.cpu * 100)}% of its core; p99 ${ms(hp.latency_us.p99)}), the floor ${fmt(userUsPerOp(hf), 2)} + ${fmt(sysUsPerOp(hf), 2)} µs ` +
+        `(${fmt(hf.server_proc.cpu * 100)}%; p99 ${ms(hf.latency_us.p99)}).` +
+        (hp.server_proc.cpu > 0.85 ? " A server near 100% of its core at that rate builds a queue, and the queue sets the tail." : "") +
+        (hp.loadgen_cpu > 0.9 ? ` The loadgen was at ${fmt(hp.loadgen_cpu * 100)}% of its core in pulsec's run, so part of that tail is its own.` : ""),
     );
   }
   return out;
 }
 
-// ---- main -------------------------------------------------------------------------------
-
-// Each step runs one scenario on both servers in turn; `est` is the expected seconds per run.
-function plan(P) {
-  const rr = ["-c", P.conns, "-d", P.duration, "-w", P.warmup];
-  const paced = (res, fraction) => ["-r", Math.round(res.rrPeak[0].per_sec * fraction), "-k", 64, ...rr];
-  const loaded = P.warmup + P.duration + 4;
-  return [
-    // The peak decides two targets and the paced rates: always the better of two runs.
-    { key: "rrPeak", scenario: "rr", argv: () => ["-k", P.inflight, ...rr], est: loaded, runs: 2 },
-    { key: "rrHalf", scenario: "rr", argv: (res) => paced(res, 1 / 2), est: loaded },
-    { key: "rrQuarter", scenario: "rr", argv: (res) => paced(res, 1 / 4), est: loaded },
-    { key: "rrLight", scenario: "rr", argv: () => ["-c", P.lightConns, "-k", 1, "-d", Math.min(5, P.duration), "-w", 1], est: 9 },
-    { key: "events", scenario: "events", argv: () => ["-k", P.inflight, ...rr], est: loaded },
-    { key: "idle", scenario: "idle", argv: () => ["-c", P.idleConns, "-d", P.idleHold, "-w", P.idleSettle, "--connect-concurrency", 256], est: P.idleHold + P.idleSettle + 12 },
-    { key: "connect", scenario: "connect", argv: () => ["-c", P.connectors, "-d", P.duration, "-w", 2], est: P.duration + 6 },
-  ];
+function profileSection(p, res, prof) {
+  p(`\`perf stat -e instructions\` ${perfOk() ? "works" : "is not supported on this virtual machine (no hardware counters)"}, so the CPU profiles are`);
+  p(`valgrind's callgrind on the release builds of pulsec's echo server and of the floor, each driven by the same`);
+  p(`\`loadgen rr -c ${prof.cpu[0].conns} -k ${prof.cpu[0].inflight}\` for ${prof.cpu[0].duration} s. Instructions are user space only, start-up and handshakes`);
+  p("included (so per round trip they are an upper bound); callgrind counts the same for the same binary and input whatever");
+  p("else the machine does. Kernel time is in the CPU rows above and in the system call counts below.");
+  p();
+  p("| server | round trips under valgrind | instructions | per round trip |");
+  p("|---|---|---|---|");
+  for (const c of prof.cpu) p(`| ${c.server} | ${fmt(c.roundTrips)} | ${fmt(c.total)} | **${fmt(c.perRoundTrip)}** |`);
+  p();
+  for (const c of prof.cpu) {
+    p(`**${c.server}**, instructions by component (self cost, sums to 100%):`);
+    p();
+    p("| component | share | per round trip |");
+    p("|---|---|---|");
+    for (const [name, ir] of c.components.filter(([, ir]) => ir / c.total >= 0.005)) p(`| ${name} | ${fmt((ir / c.total) * 100, 1)}% | ${fmt(ir / c.roundTrips)} |`);
+    p();
+    if (c.server !== "pulsec") continue;
+    p("Inclusive cost of the operations on the path of one request (they nest, so they do not add up):");
+    p();
+    p("| function | what | share of all instructions | instructions per round trip |");
+    p("|---|---|---|---|");
+    for (const o of c.ops) p(`| \`${o.fn}\` | ${o.what} | ${fmt((o.ir / c.total) * 100, 1)}% | ${fmt(o.ir / c.roundTrips)} |`);
+    p();
+    p("Top functions by self cost (jansson's internal functions have no symbols in Debian's build: they show as addresses,");
+    p("with the nearest named function above them in the call graph):");
+    p();
+    p("| function | object | share | per round trip |");
+    p("|---|---|---|---|");
+    for (const t of c.top.slice(0, 15))
+      p(`| \`${t.fn}\`${t.under ? ` (inside \`${t.under}\`)` : ""} | ${t.obj} | ${fmt((t.ir / c.total) * 100, 1)}% | ${fmt(t.ir / c.roundTrips)} |`);
+    p();
+  }
+  p(`Raw profiles: ${prof.cpu.map((c) => `\`${c.file}\``).join(", ")} (\`callgrind_annotate --inclusive=yes FILE\`).`);
+  p();
+  if (prof.syscalls?.length) {
+    p("System calls per round trip, counted with perf's syscall tracepoints over 4 s of each load (these work on this VM; the");
+    p("hardware counters do not):");
+    p();
+    p("| server | load | read | write | epoll_ctl | epoll_wait | context switches |");
+    p("|---|---|---|---|---|---|---|");
+    for (const x of prof.syscalls) {
+      const o = x.perOp;
+      p(`| ${x.server} | ${x.kind === "closed" ? "closed loop" : "paced"}, \`${x.args}\` (${fmt(x.perSec)}/s) | ${fmt(o.read, 3)} | ${fmt((o.write ?? 0) + (o.writev ?? 0), 3)} | ${fmt(o.epoll_ctl, 3)} | ${fmt((o.epoll_wait ?? 0) + (o.epoll_pwait ?? 0), 3)} | ${fmt(o["context-switches"], 3)} |`);
+    }
+    p();
+  }
 }
 
+function memorySection(p, memProf) {
+  const per = (b) => b / memProf.conns;
+  p(`Memory: valgrind's massif on the release echo server holding ${fmt(memProf.conns)} idle attached connections. At the peak`);
+  p(`snapshot the heap held ${fmt(memProf.heap / 2 ** 20, 1)} MiB of requested bytes plus ${fmt(memProf.extra / 2 ** 20, 1)} MiB of malloc overhead:`);
+  p(`**${fmt(per(memProf.heap + memProf.extra))} bytes per connection**, ${fmt(per(memProf.heap))} requested. By allocation site (bytes per connection):`);
+  p();
+  p("| bytes / connection | share of heap | allocation site (allocator ← caller ← caller) |");
+  p("|---|---|---|");
+  for (const s of memProf.sites.slice(0, 12)) p(`| ${fmt(per(s.bytes))} | ${fmt((s.bytes / memProf.heap) * 100, 1)}% | ${s.chain.map((c) => `\`${c}\``).join(" ← ")} |`);
+  p();
+  p(`Raw profile: \`${memProf.file}\` (\`ms_print ${memProf.file}\`).`);
+  p();
+}
+
+// ---- main -------------------------------------------------------------------------------
+
 async function main() {
-  for (const f of [LOADGEN, SERVERS[0].cmd[0], SERVERS[1].cmd[1]])
-    if (!existsSync(f)) throw new Error(`missing ${f}: run make bench`);
+  const only = args.only?.split(",");
+  const modules = (await import("./scenarios/index.mjs")).default.filter((m) => !only || only.includes(m.name));
+  for (const s of Object.values(SERVERS)) if (!existsSync(s.cmd[s.cmd[0] === process.execPath ? 1 : 0])) throw new Error(`missing ${s.cmd.join(" ")}: run make bench`);
+  if (!existsSync(LOADGEN)) throw new Error(`missing ${LOADGEN}: run make bench`);
   const env = environment();
-  const P = PLAN;
-  const steps = plan(P);
-  planLeft = steps.reduce((t, s) => t + s.est * (s.runs ?? 1) * SERVERS.length, 0);
+  const steps = modules.flatMap((m) => m.steps(CTX));
+  const serversOf = (step) => step.servers ?? COLUMNS.map((c) => SERVERS[c]);
+  planLeft = steps.reduce((t, s) => t + s.est * (s.runs ?? 1) * serversOf(s).length, 0);
   const res = {};
   for (const step of steps) {
     const argv = step.argv(res);
-    res[step.key] = [];
-    for (const server of SERVERS) {
+    res[step.key] = {};
+    for (const server of serversOf(step)) {
       planLeft -= step.est * (step.runs ?? 1);
       log(`${step.scenario} ${argv.join(" ")} -> ${server.name}`);
-      res[step.key].push(await measure(server, step.scenario, argv, step.est, step.runs === 2));
+      res[step.key][server.name] = step.run
+        ? await step.run(CTX, server, argv, res)
+        : await measure(server, step.scenario, argv, step.est, step.runs === 2);
     }
   }
-
-  const rrRatio = res.rrPeak[0].per_sec / res.rrPeak[1].per_sec;
-  const p99 = res.rrHalf[0].latency_us.p99;
-  const idleBytes = res.idle[0].server_proc.bytes_per_conn;
-  const targets = [
-    {
-      what: `rr round trips/s at ${fmt(P.conns)} connections ≥ ${TARGETS.rrRatio}× the Socket.IO baseline`,
-      value: `${rrRatio.toFixed(2)}× (${fmt(res.rrPeak[0].per_sec)} vs ${fmt(res.rrPeak[1].per_sec)} round trips/s)`,
-      met: rrRatio >= TARGETS.rrRatio,
-    },
-    {
-      what: `p99 latency at half of pulsec's peak load ≤ ${TARGETS.p99Us / 1000} ms`,
-      value: `${ms(p99)} at ${fmt(res.rrHalf[0].per_sec)} round trips/s (peak ${fmt(res.rrPeak[0].per_sec)})`,
-      met: p99 <= TARGETS.p99Us && res.rrHalf[0].errors === 0,
-    },
-    {
-      what: `server RSS per idle connection at ${fmt(P.idleConns)} connections ≤ 4 KiB`,
-      value: `${fmt(idleBytes)} bytes (${kb(idleBytes)}), ${fmt(res.idle[0].connected)} connections attached`,
-      met: idleBytes <= TARGETS.idleBytes && res.idle[0].connected === P.idleConns,
-    },
-  ];
+  const targets = modules.flatMap((m) => m.targets?.(CTX, res) ?? []);
   for (const t of targets) log(`target: ${t.what}: ${t.value} -> ${t.met ? "met" : "MISSED"}`);
 
-  let cpuProf = null, memProf = null;
-  if (valgrindOk()) {
-    if (!targets[0].met || !targets[1].met) {
-      log("profiling pulsec's CPU (callgrind)");
-      cpuProf = await profileCpu();
-      if (perfTracepointsOk()) {
-        log("counting pulsec's system calls per round trip (perf tracepoints)");
-        cpuProf.syscalls = [
-          await countSyscalls(["-c", P.conns, "-k", P.inflight]),
-          await countSyscalls(["-c", P.conns, "-k", 64, "-r", Math.round(res.rrPeak[0].per_sec / 2)]),
-        ];
-      }
+  // Profiles are part of every run: "where the time goes" is measured, not guessed.
+  const prof = { cpu: [], syscalls: [], mem: null };
+  const profile = modules.some((m) => m.name === "core");
+  if (!profile) {
+    log("no profiles: the core scenarios did not run");
+  } else if (valgrindOk()) {
+    for (const name of ["pulsec", "floor"]) {
+      log(`profiling ${name}'s CPU (callgrind)`);
+      prof.cpu.push(await profileCpu(SERVERS[name]));
     }
-    if (!targets[2].met) {
+    const idle = res.idle?.pulsec;
+    if (idle && idle.server_proc.bytes_per_conn > 2048) {
       log("profiling pulsec's memory (massif)");
-      memProf = await profileMemory();
+      prof.mem = await profileMemory();
     }
-  } else if (targets.some((t) => !t.met)) {
+  } else {
     log("valgrind is not installed: no profile (make bench installs it)");
   }
-  writeFileSync(OUT, report(env, res, targets, cpuProf, memProf));
+  if (profile && perfTracepointsOk() && res.rrPeak) {
+    log("counting system calls per round trip (perf tracepoints)");
+    for (const name of ["pulsec", "floor"]) {
+      prof.syscalls.push({ kind: "closed", ...(await countSyscalls(SERVERS[name], ["-c", PLAN.conns, "-k", PLAN.inflight])) });
+      prof.syscalls.push({ kind: "paced", ...(await countSyscalls(SERVERS[name], ["-c", PLAN.conns, "-k", 64, "-r", Math.round(res.rrPeak.pulsec.per_sec / 2)])) });
+    }
+  }
+  writeFileSync(OUT, report(env, res, modules, targets, prof));
   log(`wrote ${path.relative(process.cwd(), OUT)} in ${((Date.now() - T0) / 1000).toFixed(0)} s`);
 }
 

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # bench/smoke.sh BUILD_DIR: `make bench-smoke`, part of `make test`. Runs every loadgen scenario
-# for about a second with a handful of connections against BUILD_DIR/examples/echo, and fails
-# when one reports an error or no throughput (loadgen --strict), so the benchmark cannot rot.
+# for about a second with a handful of connections against BUILD_DIR/examples/echo and against
+# the floor server (BUILD_DIR/bench/floor), and fails when one reports an error or no throughput
+# (loadgen --strict), so the benchmark cannot rot.
 # Prints one line per scenario and a closing "N passed, N failed".
 set -u
 
 build=${1:-build}
 echo_bin="$build/examples/echo"
+floor_bin="$build/bench/floor"
 loadgen="$build/bench/loadgen"
-for f in "$echo_bin" "$loadgen"; do
+for f in "$echo_bin" "$floor_bin" "$loadgen"; do
   [ -x "$f" ] || { echo "bench-smoke: missing $f (build first)"; exit 2; }
 done
 
@@ -20,23 +22,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$echo_bin" --port 0 >"$tmp/server.out" 2>&1 &
-server_pid=$!
-port=
-for _ in $(seq 100); do
-  port=$(sed -n 's|^listening on http://[^:]*:\([0-9]*\)$|\1|p' "$tmp/server.out")
-  [ -n "$port" ] && break
-  sleep 0.05
-done
-if [ -z "$port" ]; then
-  echo "bench-smoke: echo server did not start:"
-  cat "$tmp/server.out"
-  echo "0 passed, 1 failed"
-  exit 1
-fi
-
 passed=0
 failed=0
+start() {
+  "$@" --port 0 >"$tmp/server.out" 2>&1 &
+  server_pid=$!
+  port=
+  for _ in $(seq 100); do
+    port=$(sed -n 's|^listening on http://[^:]*:\([0-9]*\)$|\1|p' "$tmp/server.out")
+    [ -n "$port" ] && break
+    sleep 0.05
+  done
+  if [ -z "$port" ]; then
+    echo "bench-smoke: $1 did not start:"
+    cat "$tmp/server.out"
+    failed=$((failed + 1))
+    return 1
+  fi
+}
+stop() {
+  kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  server_pid=
+}
+
 run() {
   local name=$1
   shift
@@ -51,11 +59,16 @@ run() {
   fi
 }
 
-run "rr"        rr      -c 4  -k 2   -d 1 -w 0.2
-run "rr paced"  rr      -c 4  -r 400 -d 1 -w 0.2
-run "events"    events  -c 4  -k 2   -d 1 -w 0.2
-run "idle"      idle    -c 50        -d 0.5 -w 0.2
-run "connect"   connect -c 4         -d 1 -w 0.2
+for server in "$echo_bin" "$floor_bin"; do
+  start "$server" || continue
+  label=$(basename "$server")
+  run "$label rr"        rr      -c 4  -k 2   -d 1 -w 0.2
+  run "$label rr paced"  rr      -c 4  -r 400 -d 1 -w 0.2
+  run "$label events"    events  -c 4  -k 2   -d 1 -w 0.2
+  run "$label idle"      idle    -c 50        -d 0.5 -w 0.2
+  run "$label connect"   connect -c 4         -d 1 -w 0.2
+  stop
+done
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

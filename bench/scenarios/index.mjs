@@ -1,0 +1,6 @@
+// The scenario modules of `make bench`, in the order they run and appear in BENCHMARKS.md.
+// To add a scenario: write bench/scenarios/<name>.mjs (see core.mjs and bench/README.md for the
+// interface) and add one import and one entry here.
+import core from "./core.mjs";
+
+export default [core];
