@@ -253,38 +253,57 @@ void ps__random_sid(char out[PS__SID_LEN + 1])
 
 /* ---- text ------------------------------------------------------------------------------ */
 
-/* RFC 3629: no overlongs, no surrogates, nothing above U+10FFFF. */
+/* One multi-byte sequence at s[0] (s[0] >= 0x80) of RFC 3629: no overlongs, no surrogates,
+ * nothing above U+10FFFF. Returns its length, or 0 when invalid or cut off by `left`. */
+static size_t utf8_seq(const uint8_t *s, size_t left)
+{
+    uint8_t c = s[0];
+    size_t n;
+    uint32_t cp, min;
+    if ((c & 0xE0) == 0xC0) {
+        n = 1, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+        n = 2, cp = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+        n = 3, cp = c & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (left <= n)
+        return 0;
+    for (size_t k = 1; k <= n; k++) {
+        uint8_t cc = s[k];
+        if ((cc & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (cc & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n + 1;
+}
+
+/* Eight bytes at a time while they are ASCII, which channel messages mostly are: about a
+ * tenth of the byte-by-byte loop's instructions (BENCHMARKS.md). */
 bool ps__utf8_valid(const uint8_t *s, size_t len)
 {
     size_t i = 0;
     while (i < len) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
+        if (len - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!(w & 0x8080808080808080ull)) {
+                i += 8;
+                continue;
+            }
+        }
+        if (s[i] < 0x80) {
             i++;
             continue;
         }
-        size_t n;
-        uint32_t cp, min;
-        if ((c & 0xE0) == 0xC0) {
-            n = 1, cp = c & 0x1F, min = 0x80;
-        } else if ((c & 0xF0) == 0xE0) {
-            n = 2, cp = c & 0x0F, min = 0x800;
-        } else if ((c & 0xF8) == 0xF0) {
-            n = 3, cp = c & 0x07, min = 0x10000;
-        } else {
+        size_t n = utf8_seq(s + i, len - i);
+        if (!n)
             return false;
-        }
-        if (len - i <= n)
-            return false;
-        for (size_t k = 1; k <= n; k++) {
-            uint8_t cc = s[i + k];
-            if ((cc & 0xC0) != 0x80)
-                return false;
-            cp = (cp << 6) | (cc & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += n + 1;
+        i += n;
     }
     return true;
 }
@@ -670,6 +689,356 @@ json_t *ps__json_parse(const char *s, size_t len)
         return NULL;
     }
     return b.root;
+}
+
+/* ---- JSON scanning ------------------------------------------------------------------- */
+
+/*
+ * The hot path reads a packet's envelope without building it: ps__json_scan checks the whole
+ * text against exactly what ps__json_parse accepts (fuzz_json compares the two on every input)
+ * and records where the root's children, and the children of one of them, begin and end.
+ * Bytes that a string may hold as they are; anything else takes the slow branch.
+ */
+static const uint8_t str_plain[256] = {
+    [0x20 ... 0x21] = 1, [0x23 ... 0x5b] = 1, [0x5d ... 0x7f] = 1};
+
+/* A number's text is valid JSON grammar already; this is ps__json_parse's range rule: an
+ * integer beyond int64 becomes a real, and a real that overflows is refused. */
+static bool number_in_range(const char *s, size_t len)
+{
+    size_t digits = len - (s[0] == '-');
+    if (digits <= 18 && !memchr(s, '.', len) && !memchr(s, 'e', len) && !memchr(s, 'E', len))
+        return true;
+    char small[64];
+    char *text = len < sizeof small ? small : ps__malloc(len + 1);
+    memcpy(text, s, len);
+    text[len] = '\0';
+    bool ok = true;
+    if (!strpbrk(text, ".eE")) {
+        errno = 0;
+        (void)strtoll(text, NULL, 10);
+        if (errno != ERANGE)
+            goto out;
+    }
+    uv_once(&c_numeric_once, c_numeric_init);
+    errno = 0;
+    double d = strtod_l(text, NULL, c_numeric);
+    ok = !(errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL));
+out:
+    if (text != small)
+        ps__free(text);
+    return ok;
+}
+
+/* The string whose opening quote is at *pp; on success *pp is past its closing quote. A key
+ * may not hold U+0000 (ps__json_parse refuses such keys). */
+static bool scan_string(const uint8_t **pp, const uint8_t *end, bool key)
+{
+    const uint8_t *p = *pp + 1;
+    for (;;) {
+        while (p < end && str_plain[*p])
+            p++;
+        if (p >= end)
+            return false;
+        uint8_t c = *p;
+        if (c == '"') {
+            *pp = p + 1;
+            return true;
+        }
+        if (c == '\\') {
+            if (end - p < 2)
+                return false;
+            uint8_t e = p[1];
+            if (e != 'u') {
+                if (!(e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||
+                      e == 'r' || e == 't'))
+                    return false;
+                p += 2;
+                continue;
+            }
+            if (end - p < 6)
+                return false;
+            unsigned u = 0;
+            for (int i = 0; i < 4; i++) {
+                int d = hexval((char)p[2 + i]);
+                if (d < 0)
+                    return false;
+                u = u << 4 | (unsigned)d;
+            }
+            p += 6;
+            if ((u == 0 && key) || (u >= 0xDC00 && u <= 0xDFFF))
+                return false;
+            if (u >= 0xD800 && u <= 0xDBFF) {
+                if (end - p < 6 || p[0] != '\\' || p[1] != 'u')
+                    return false;
+                unsigned low = 0;
+                for (int i = 0; i < 4; i++) {
+                    int d = hexval((char)p[2 + i]);
+                    if (d < 0)
+                        return false;
+                    low = low << 4 | (unsigned)d;
+                }
+                if (low < 0xDC00 || low > 0xDFFF)
+                    return false;
+                p += 6;
+            }
+            continue;
+        }
+        if (c < 0x20)
+            return false;
+        size_t n = utf8_seq(p, (size_t)(end - p));
+        if (!n)
+            return false;
+        p += n;
+    }
+}
+
+static bool scan_number(const uint8_t **pp, const uint8_t *end)
+{
+    const uint8_t *p = *pp, *start = p;
+    if (p < end && *p == '-')
+        p++;
+    if (p >= end)
+        return false;
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    } else {
+        return false;
+    }
+    if (p < end && *p == '.') {
+        const uint8_t *f = ++p;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        if (p == f)
+            return false;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        const uint8_t *x = p;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        if (p == x)
+            return false;
+    }
+    if (!number_in_range((const char *)start, (size_t)(p - start)))
+        return false;
+    *pp = p;
+    return true;
+}
+
+static bool scan_literal(const uint8_t **pp, const uint8_t *end, const char *lit, size_t n)
+{
+    if ((size_t)(end - *pp) < n || memcmp(*pp, lit, n) != 0)
+        return false;
+    *pp += n;
+    return true;
+}
+
+#define SKIP_WS(p, end)                                                                            \
+    while ((p) < (end) && (*(p) == ' ' || *(p) == '\t' || *(p) == '\n' || *(p) == '\r'))           \
+    (p)++
+
+static void span_put(ps__json_span *spans, size_t *n, size_t cap, const uint8_t *a,
+                     const uint8_t *b)
+{
+    if (*n < cap)
+        spans[*n] = (ps__json_span){(const char *)a, (size_t)(b - a)};
+    (*n)++;
+}
+
+int ps__json_scan(const char *text, size_t len, ps__json_index *ix)
+{
+    const uint8_t *p = (const uint8_t *)text, *end = p + len;
+    uint8_t stack[PS__JSON_MAX_DEPTH]; /* '[' or '{' of each open container */
+    size_t depth = 0, child = 0;       /* child: index of the root's current child */
+    const uint8_t *start1 = NULL, *start2 = NULL;
+    int sub_of = ix ? ix->sub_of : -1;
+    if (ix) {
+        ix->root = ix->sub = 0;
+        ix->ntop = ix->nsub = 0;
+    }
+    SKIP_WS(p, end);
+value:
+    if (ix) {
+        if (depth == 1)
+            start1 = p;
+        else if (depth == 2 && (int)child == sub_of)
+            start2 = p;
+    }
+    if (p >= end)
+        return -1;
+    switch (*p) {
+    case '{':
+    case '[':
+        if (depth == PS__JSON_MAX_DEPTH)
+            return -1;
+        if (ix && depth == 0)
+            ix->root = (char)*p;
+        else if (ix && depth == 1 && (int)child == sub_of)
+            ix->sub = (char)*p;
+        stack[depth++] = *p++;
+        SKIP_WS(p, end);
+        if (p < end && *p == (stack[depth - 1] == '[' ? ']' : '}')) {
+            p++;
+            depth--;
+            goto after;
+        }
+        if (stack[depth - 1] == '{')
+            goto key;
+        goto value;
+    case '"':
+        if (!scan_string(&p, end, false))
+            return -1;
+        break;
+    case 't':
+        if (!scan_literal(&p, end, "true", 4))
+            return -1;
+        break;
+    case 'f':
+        if (!scan_literal(&p, end, "false", 5))
+            return -1;
+        break;
+    case 'n':
+        if (!scan_literal(&p, end, "null", 4))
+            return -1;
+        break;
+    default:
+        if (!scan_number(&p, end))
+            return -1;
+    }
+after:
+    if (ix) {
+        if (depth == 1) {
+            span_put(ix->top, &ix->ntop, PS__ARRAY_SIZE(ix->top), start1, p);
+        } else if (depth == 2 && (int)child == sub_of) {
+            span_put(ix->subs, &ix->nsub, PS__ARRAY_SIZE(ix->subs), start2, p);
+        }
+    }
+    if (depth == 0) {
+        SKIP_WS(p, end);
+        return p == end ? 0 : -1;
+    }
+    SKIP_WS(p, end);
+    if (p >= end)
+        return -1;
+    uint8_t open = stack[depth - 1];
+    if (*p == ',') {
+        p++;
+        if (depth == 1 && open == '[')
+            child++;
+        SKIP_WS(p, end);
+        if (open == '[')
+            goto value;
+        if (depth == 1)
+            child++;
+        goto key;
+    }
+    if (*p != (open == '[' ? ']' : '}'))
+        return -1;
+    p++;
+    depth--;
+    goto after;
+key:
+    if (ix) {
+        if (depth == 1)
+            start1 = p;
+        else if (depth == 2 && (int)child == sub_of)
+            start2 = p;
+    }
+    if (p >= end || *p != '"' || !scan_string(&p, end, true))
+        return -1;
+    if (ix) {
+        if (depth == 1)
+            span_put(ix->top, &ix->ntop, PS__ARRAY_SIZE(ix->top), start1, p);
+        else if (depth == 2 && (int)child == sub_of)
+            span_put(ix->subs, &ix->nsub, PS__ARRAY_SIZE(ix->subs), start2, p);
+    }
+    SKIP_WS(p, end);
+    if (p >= end || *p != ':')
+        return -1;
+    p++;
+    SKIP_WS(p, end);
+    goto value;
+}
+
+size_t ps__json_unescape(const char *s, size_t len, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c != '\\') {
+            out[o++] = c;
+            continue;
+        }
+        char e = s[++i];
+        switch (e) {
+        case 'b': out[o++] = '\b'; break;
+        case 'f': out[o++] = '\f'; break;
+        case 'n': out[o++] = '\n'; break;
+        case 'r': out[o++] = '\r'; break;
+        case 't': out[o++] = '\t'; break;
+        case 'u': {
+            uint32_t u = hex4(s + i + 1);
+            i += 4;
+            if (u >= 0xD800 && u <= 0xDBFF) {
+                uint32_t low = hex4(s + i + 3);
+                i += 6;
+                u = 0x10000 + ((u - 0xD800) << 10) + (low - 0xDC00);
+            }
+            if (u < 0x80) {
+                out[o++] = (char)u;
+            } else if (u < 0x800) {
+                out[o++] = (char)(0xC0 | u >> 6);
+                out[o++] = (char)(0x80 | (u & 0x3F));
+            } else if (u < 0x10000) {
+                out[o++] = (char)(0xE0 | u >> 12);
+                out[o++] = (char)(0x80 | ((u >> 6) & 0x3F));
+                out[o++] = (char)(0x80 | (u & 0x3F));
+            } else {
+                out[o++] = (char)(0xF0 | u >> 18);
+                out[o++] = (char)(0x80 | ((u >> 12) & 0x3F));
+                out[o++] = (char)(0x80 | ((u >> 6) & 0x3F));
+                out[o++] = (char)(0x80 | (u & 0x3F));
+            }
+            break;
+        }
+        default: out[o++] = e; /* " \\ / */
+        }
+    }
+    return o;
+}
+
+bool ps__json_span_is(ps__json_span v, const char *lit, size_t n)
+{
+    return v.len == n + 2 && v.p[0] == '"' && memcmp(v.p + 1, lit, n) == 0;
+}
+
+ps__json_span ps__json_member(const ps__json_span *members, size_t n, const char *key, size_t klen)
+{
+    /* The last of duplicate keys wins, as in ps__json_parse. A key with escapes is compared
+     * unescaped; a plain one as it is. */
+    for (size_t i = n & ~(size_t)1; i > 0; i -= 2) {
+        ps__json_span k = members[i - 2];
+        if (k.len == klen + 2 && memcmp(k.p + 1, key, klen) == 0 && !memchr(key, '\\', klen))
+            return members[i - 1];
+        /* An escape makes the text longer than the key it spells, at most six times. */
+        if (k.len > klen + 2 && k.len - 2 <= 6 * klen && memchr(k.p + 1, '\\', k.len - 2)) {
+            char small[256];
+            char *buf = k.len - 2 <= sizeof small ? small : ps__malloc(k.len - 2);
+            size_t ul = ps__json_unescape(k.p + 1, k.len - 2, buf);
+            bool same = ul == klen && memcmp(buf, key, klen) == 0;
+            if (buf != small)
+                ps__free(buf);
+            if (same)
+                return members[i - 1];
+        }
+    }
+    return (ps__json_span){NULL, 0};
 }
 
 /* ---- errors ---------------------------------------------------------------------------- */

@@ -126,6 +126,36 @@ void ps__json_append(ps__buf *b, const json_t *v);
 /* Parses one JSON text (any value at the top) as jansson's json_loadb(JSON_DECODE_ANY |
  * JSON_ALLOW_NUL) would, only faster; beyond int64, integers become reals. NULL if invalid. */
 json_t *ps__json_parse(const char *s, size_t len);
+/*
+ * Scanning without a tree. A span is the text of one JSON value (a string's quotes included).
+ * ps__json_scan accepts exactly the texts ps__json_parse accepts and, with an index, records
+ * the spans of the root's children (for an object: key, value, key, value...) and of the
+ * children of the root's child number `sub_of` (-1: none). Counts go on past the arrays'
+ * capacity, so a count above it means "more than were recorded". Returns 0 or -1.
+ */
+typedef struct ps__json_span {
+    const char *p;
+    size_t len;
+} ps__json_span;
+#define PS__JSON_INDEX_TOP 8
+#define PS__JSON_INDEX_SUB 32
+typedef struct ps__json_index {
+    int sub_of;  /* in */
+    char root;   /* '[' or '{' when the root is a container, else 0 */
+    char sub;    /* the same for child sub_of */
+    size_t ntop; /* spans of the root's children (keys count) */
+    size_t nsub;
+    ps__json_span top[PS__JSON_INDEX_TOP];
+    ps__json_span subs[PS__JSON_INDEX_SUB];
+} ps__json_index;
+int ps__json_scan(const char *s, size_t len, ps__json_index *ix);
+/* Unescapes the inside of a scanned string (no quotes) into out (at least len bytes). */
+size_t ps__json_unescape(const char *s, size_t len, char *out);
+/* Whether a scanned value is the string literal `lit` written without escapes. */
+bool ps__json_span_is(ps__json_span v, const char *lit, size_t n);
+/* The value of `key` among an object's recorded members (last duplicate wins); p NULL if
+ * absent. */
+ps__json_span ps__json_member(const ps__json_span *members, size_t n, const char *key, size_t klen);
 /* Compact JSON, keys in insertion order (what the Socket.IO JS encoder produces). */
 #define PS__JSON_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY)
 

@@ -7,6 +7,10 @@
  * what they accept is the same value: same types, same strings byte for byte, same keys, same
  * numbers (an integer beyond int64 is a real in both; jansson then makes every number of the
  * text a real, so an integer and a real of equal value match).
+ *
+ * And ps__json_scan, the tree-less scanner of the hot path, against ps__json_parse: it accepts
+ * exactly what the parser accepts, and every span it records parses, on its own, to the value
+ * the tree holds at that place (for objects: the unescaped key names the member).
  */
 #include "harness.h"
 
@@ -46,6 +50,61 @@ static void check_same(const json_t *a, const json_t *b, int depth)
     }
 }
 
+static json_t *span_value(ps__json_span v)
+{
+    json_t *j = ps__json_parse(v.p, v.len);
+    FZ_CHECK(j != NULL);
+    return j;
+}
+
+/* The spans of container `c` (recorded n of them, at most cap) against its tree. */
+static void check_spans(const json_t *c, char type, const ps__json_span *spans, size_t n,
+                        size_t cap)
+{
+    FZ_CHECK(type == (json_is_array(c) ? '[' : json_is_object(c) ? '{' : 0));
+    if (json_is_array(c)) {
+        FZ_CHECK(n == json_array_size(c));
+        for (size_t i = 0; i < n && i < cap; i++) {
+            json_t *v = span_value(spans[i]);
+            check_same(v, json_array_get(c, i), 0);
+            json_decref(v);
+        }
+    } else if (json_is_object(c)) {
+        FZ_CHECK(n % 2 == 0 && n / 2 >= json_object_size(c)); /* duplicates count in n */
+        if (n > cap)
+            return;
+        for (size_t i = 0; i < n; i += 2) {
+            json_t *k = span_value(spans[i]);
+            FZ_CHECK(json_is_string(k));
+            /* The last duplicate is the tree's value, and what ps__json_member finds. */
+            ps__json_span last =
+                ps__json_member(spans, n, json_string_value(k), json_string_length(k));
+            FZ_CHECK(last.p != NULL);
+            json_t *v = span_value(last);
+            check_same(v, json_object_get(c, json_string_value(k)), 0);
+            json_decref(v);
+            json_decref(k);
+        }
+    } else {
+        FZ_CHECK(n == 0);
+    }
+}
+
+static void check_scan(const char *s, size_t size, const json_t *tree)
+{
+    FZ_CHECK((ps__json_scan(s, size, NULL) == 0) == (tree != NULL));
+    for (int sub_of = -1; sub_of < 3; sub_of++) {
+        ps__json_index ix = {.sub_of = sub_of};
+        FZ_CHECK((ps__json_scan(s, size, &ix) == 0) == (tree != NULL));
+        if (!tree)
+            continue;
+        check_spans(tree, ix.root, ix.top, ix.ntop, PS__JSON_INDEX_TOP);
+        const json_t *child = json_is_array(tree) ? json_array_get(tree, (size_t)sub_of) : NULL;
+        if (sub_of >= 0 && child && ix.ntop <= PS__JSON_INDEX_TOP)
+            check_spans(child, ix.sub, ix.subs, ix.nsub, PS__JSON_INDEX_SUB);
+    }
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     ps__log_set_level(-1);
@@ -65,6 +124,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* No JSON text holds a raw NUL. jansson takes one after a top-level number ("1\0") as
          * the end of the text: that one difference is jansson's bug. */
         FZ_CHECK(!ours);
+        check_scan(s, size, ours);
         json_decref(ref);
         return 0;
     }
@@ -75,6 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (ref)
         check_same(ours, ref, 0);
+    check_scan(s, size, ours);
     json_decref(ref);
     json_decref(ours);
     return 0;
