@@ -1,49 +1,51 @@
 /*
- * websocket: wslay's event API driven by libuv reads. Bytes read from the socket are offered to
- * wslay through recv_callback; frames produced during a read (wslay's control frames, and the
- * data frames ps__ws_send writes itself) are gathered in `out` and written in one piece after
- * each round ("proceed", as h2o does it). The ps__ws lives until its TCP connection's close
- * callback, so upper layers may close it from inside on_message.
+ * websocket: RFC 6455 framing of our own over libuv reads (wslay's receive path copied every
+ * frame twice and allocated per message, and its context cost 8.5 KiB per connection). Frames
+ * are parsed and unmasked in place in the read buffer, and a message that arrives in one frame
+ * is handed up from there; only a frame cut off by the end of a read, or a fragmented message,
+ * is buffered, and only until it is complete. Frames produced during a read (pongs, closes and
+ * the data frames ps__ws_send writes) are gathered in `out` and written in one piece after it
+ * ("proceed", as h2o does it). The ps__ws lives until its TCP connection's close callback, so
+ * upper layers may close it from inside on_message.
  */
 #include "websocket.h"
 
 #include <openssl/evp.h>
 #include <stdio.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
-#include <wslay/wslay.h>
 
 struct ps__ws {
     ps__conn *conn;
-    wslay_event_context_ptr ctx;
     const ps__ws_cbs *cbs;
     void *data;
-    const char *in; /* unread input of the current read */
-    size_t in_len;
-    ps__buf out;   /* frames produced by wslay, written after each round */
+    ps__buf in;    /* a frame cut off by the end of a read, until the rest arrives */
+    ps__buf frag;  /* the fragments of a data message so far */
+    ps__buf out;   /* frames produced during a read, written after it */
     ps__buf early; /* bytes that arrived with the handshake, until ps__ws_start */
     ps__timer *close_timer;
     uint32_t close_timeout_ms;
-    size_t max_message; /* bound on a (reassembled) data message */
-    uint64_t msg_len;   /* announced length of the data message being received */
-    uint8_t hdr[14];    /* the frame header being scanned */
-    size_t hdr_len;
-    uint64_t payload_left; /* payload bytes of the current frame not yet seen */
-    int close_code;        /* what on_close reports */
-    bool in_proceed;       /* inside wslay_event_recv: sends are flushed at the end */
-    bool failed;           /* a message was refused: deliver nothing more */
-    bool unframeable;      /* a frame header was refused (size, length): read nothing more */
-    int pending_close;     /* a close decided inside wslay_event_recv, queued after it */
-    char pending_reason[124];
-    bool closing;    /* close handshake started or connection ending */
-    bool in_message; /* a fragmented data message has begun and not ended */
+    size_t max_message;  /* bound on a (reassembled) data message */
+    size_t frag_checked; /* bytes of a text message's fragments found valid UTF-8 */
+    int close_code;      /* what on_close reports */
+    uint8_t frag_opcode; /* text or binary while a fragmented message is open, else 0 */
+    bool in_proceed;     /* inside a read: frames go to `out`, written at its end */
+    bool failed;         /* a message was refused: deliver nothing more */
+    bool reading;        /* frames are still read (not after a close or an error) */
+    bool close_sent;
+    bool closing; /* close handshake started or connection ending */
+    bool holding; /* counted in pool->nholding (in or frag allocated) */
     ps__ws_pool *pool;
-    ps__list pool_link;   /* in pool->holding while ctx is held */
-    uint64_t last_active; /* loop time of the last frame in or out */
 };
 
 static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+enum {
+    OP_CONT = 0x0,
+    OP_TEXT = 0x1,
+    OP_BINARY = 0x2,
+    OP_CLOSE = 0x8,
+    OP_PING = 0x9,
+    OP_PONG = 0xa,
+};
 
 void ps__ws_accept_key(const char *key, char out[29])
 {
@@ -58,282 +60,328 @@ void ps__ws_accept_key(const char *key, char out[29])
     ps__base64_encode(digest, dlen, out);
 }
 
-/* ---- wslay callbacks ------------------------------------------------------------------- */
-
-static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
-{
-    ps__ws *ws = user;
-    if (ws->in_len == 0) {
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-        return -1;
-    }
-    size_t n = len < ws->in_len ? len : ws->in_len;
-    memcpy(buf, ws->in, n);
-    ws->in += n;
-    ws->in_len -= n;
-    return (ssize_t)n;
-}
-
-static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
-                       void *user)
-{
-    ps__ws *ws = user;
-    ps__buf_append(&ws->out, data, len);
-    return (ssize_t)len;
-}
-
-static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
-                      void *user)
-{
-    ps__ws *ws = user;
-    if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
-        ws->close_code = arg->status_code ? arg->status_code : 1005;
-        ws->closing = true;
-        return;
-    }
-    if (ws->failed || ws->closing)
-        return;
-    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
-        bool binary = arg->opcode == WSLAY_BINARY_FRAME;
-        if (!binary && !ps__utf8_valid(arg->msg, arg->msg_length)) {
-            ws->failed = true;
-            ps__ws_close(ws, PS__WS_INVALID_DATA, "invalid UTF-8");
-            return;
-        }
-        ws->cbs->on_message(ws, binary, (const char *)arg->msg, arg->msg_length);
-    }
-}
-
-/*
- * RFC 6455 §5.5.1: a close body is empty or starts with a 2-byte code. wslay takes a 1-byte body
- * for "no code" and would echo an empty close; queue 1002 first, so that wslay's echo is then
- * refused as a second close.
- */
-static void ws_on_frame_start(wslay_event_context_ptr ctx,
-                              const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
-{
-    ps__ws *ws = user;
-    if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1 && !ws->closing) {
-        ws->failed = true;
-        ws->close_code = PS__WS_PROTOCOL_ERROR;
-        wslay_event_queue_close(ctx, PS__WS_PROTOCOL_ERROR, NULL, 0);
-    }
-}
-
-static const struct wslay_event_callbacks wslay_cbs = {
-    .recv_callback = ws_recv,
-    .send_callback = ws_send,
-    .on_frame_recv_start_callback = ws_on_frame_start,
-    .on_msg_recv_callback = ws_on_msg,
-};
-
-/* ---- contexts on demand ---------------------------------------------------------------- */
-
-static void pool_sweep(ps__timer *t, void *data);
-
-/* Every wslay call goes through here: a WebSocket that gave its context back gets a new one. */
-static wslay_event_context_ptr ws_ctx(ps__ws *ws)
-{
-    if (ws->pool)
-        ws->last_active = uv_now(ws->pool->loop);
-    if (ws->ctx)
-        return ws->ctx;
-    wslay_event_context_server_init(&ws->ctx, &wslay_cbs, ws);
-    wslay_event_config_set_max_recv_msg_length(ws->ctx, ws->max_message);
-    ps__ws_pool *p = ws->pool;
-    if (p) {
-        ps__list_insert_tail(&p->holding, &ws->pool_link);
-        if (p->nholding++ == 0 && p->idle_ms) {
-            p->sweep = ps__timer_new(p->loop, pool_sweep, p);
-            ps__timer_start(p->sweep, p->idle_ms);
-        }
-    }
-    return ws->ctx;
-}
-
-static void ws_ctx_release(ps__ws *ws)
-{
-    wslay_event_context_free(ws->ctx);
-    ws->ctx = NULL;
-    ps__ws_pool *p = ws->pool;
-    if (!p)
-        return;
-    ps__list_remove(&ws->pool_link);
-    if (--p->nholding == 0 && p->sweep) {
-        ps__timer_free(p->sweep);
-        p->sweep = NULL;
-    }
-}
-
-/*
- * Whether a holder's context may go: a fresh one must behave as the old one would, so no frame
- * or fragmented message half read, nothing queued to send, no close under way.
- */
-static bool ws_ctx_releasable(const ps__ws *ws)
-{
-    return !ws->closing && !ws->failed && !ws->in_proceed && !ws->in_message && ws->hdr_len == 0 &&
-           ws->payload_left == 0 && !wslay_event_want_write(ws->ctx);
-}
-
-static void pool_sweep(ps__timer *t, void *data)
-{
-    ps__ws_pool *p = data;
-    uint64_t now = uv_now(p->loop);
-    ps__list *pos, *tmp;
-    ps__list_foreach_safe(pos, tmp, &p->holding)
-    {
-        ps__ws *ws = PS__CONTAINER_OF(pos, ps__ws, pool_link);
-        if (now - ws->last_active >= p->idle_ms && ws_ctx_releasable(ws)) {
-            ws_ctx_release(ws); /* frees the timer with the last one */
-            p->since_trim++;
-        }
-    }
-#ifdef __GLIBC__
-    /* The contexts were freed between small live objects: without a trim, glibc keeps their
-     * pages and the process does not shrink. malloc_trim returns free pages from anywhere in
-     * the heap; it walks the heap, so it runs only after a batch worth a few hundred KiB. */
-    if (p->since_trim >= 64) {
-        p->since_trim = 0;
-        malloc_trim(0);
-    }
-#endif
-    if (p->sweep)
-        ps__timer_start(p->sweep, p->idle_ms);
-}
-
 void ps__ws_pool_init(ps__ws_pool *p, uv_loop_t *loop, uint32_t idle_ms)
 {
     memset(p, 0, sizeof *p);
     p->loop = loop;
     p->idle_ms = idle_ms;
-    ps__list_init(&p->holding);
 }
 
-/* ---- driving --------------------------------------------------------------------------- */
+/* Keeps pool->nholding (ps_server_stats.ws_buffers) equal to the WebSockets holding input. */
+static void hold_update(ps__ws *ws)
+{
+    bool holding = ws->in.cap > 0 || ws->frag.cap > 0;
+    if (holding == ws->holding || !ws->pool)
+        return;
+    ws->holding = holding;
+    if (holding)
+        ws->pool->nholding++;
+    else
+        ws->pool->nholding--;
+}
+
+/* ---- frames out ------------------------------------------------------------------------ */
+
+/* The header of an unfragmented, unmasked frame (RFC 6455 §5.2); returns its length. */
+static size_t frame_header(uint8_t h[10], uint8_t opcode, size_t len)
+{
+    h[0] = 0x80 | opcode;
+    if (len < 126) {
+        h[1] = (uint8_t)len;
+        return 2;
+    }
+    size_t nbytes = len <= 0xffff ? 2 : 8;
+    h[1] = nbytes == 2 ? 126 : 127;
+    for (size_t i = 0; i < nbytes; i++)
+        h[1 + nbytes - i] = (uint8_t)((uint64_t)len >> (8 * i));
+    return 2 + nbytes;
+}
+
+static void queue_frame(ps__ws *ws, uint8_t opcode, const void *a, size_t alen, const void *b,
+                        size_t blen)
+{
+    uint8_t h[10];
+    size_t hlen = frame_header(h, opcode, alen + blen);
+    ps__buf_reserve(&ws->out, hlen + alen + blen);
+    ps__buf_append(&ws->out, h, hlen);
+    if (alen)
+        ps__buf_append(&ws->out, a, alen);
+    if (blen)
+        ps__buf_append(&ws->out, b, blen);
+}
+
+/* Our close frame (once): `code` 0 sends an empty one, as the reply to an empty close. */
+static void queue_close(ps__ws *ws, int code, const char *reason, size_t rlen)
+{
+    if (ws->close_sent)
+        return;
+    ws->close_sent = true;
+    ws->closing = true;
+    if (!ws->close_code)
+        ws->close_code = code ? code : 1005;
+    if (!code) {
+        queue_frame(ws, OP_CLOSE, NULL, 0, NULL, 0);
+        return;
+    }
+    uint8_t c[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+    queue_frame(ws, OP_CLOSE, c, 2, reason, rlen > 123 ? 123 : rlen);
+}
 
 static void ws_flush(ps__ws *ws)
 {
-    if (ws->conn->closing || !ws->ctx)
+    if (ws->conn->closing)
         return;
-    if (wslay_event_want_write(ws->ctx))
-        wslay_event_send(ws->ctx);
     if (ws->out.len > 0) {
         ps__conn_write(ws->conn, ws->out.base, ws->out.len);
-        ps__buf_reset(&ws->out);
-        /* Keep the buffer from pinning a huge allocation after one large message. */
-        if (ws->out.cap > 256 * 1024)
-            ps__buf_free(&ws->out);
+        /* Transient: an idle connection keeps no buffer. */
+        ps__buf_free(&ws->out);
     }
-    if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx))
+    /* Both closes exchanged, or ours sent after an error: the TCP connection ends. */
+    if (ws->close_sent && !ws->reading)
         ps__conn_close(ws->conn);
 }
 
-/* Bytes in a frame header, from its first two bytes. */
-static size_t header_size(const uint8_t *h)
-{
-    size_t n = 2 + ((h[1] & 0x80) ? 4 : 0);
-    uint8_t len7 = h[1] & 0x7f;
-    return n + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0);
-}
+/* ---- frames in ------------------------------------------------------------------------- */
 
-/* What scan_frames found in the frame headers of a read. */
-enum { SCAN_OK, SCAN_TOO_BIG, SCAN_BAD_LENGTH };
+/* Refuses the peer's input: our close with `code`, and nothing more is read. */
+static void fail(ps__ws *ws, int code, const char *reason)
+{
+    ws->failed = true;
+    ws->reading = false;
+    if (!ws->close_code)
+        ws->close_code = code;
+    queue_close(ws, code, reason, reason ? strlen(reason) : 0);
+}
 
 /*
- * wslay checks the message size only once payload bytes arrive, so a header announcing a huge
- * frame would hold the connection until the heartbeat ends it. This scanner follows frame
- * boundaries in the input and refuses a data message on its announced length. A 64-bit
- * length with its most significant bit set is malformed whatever the bound (RFC 6455 §5.2),
- * so it is refused first, as a protocol error.
+ * Whether s[0..len) is valid UTF-8 up to a sequence that the end cuts off, which must itself be
+ * a valid beginning (so that a text message split into fragments is refused as soon as it
+ * cannot become valid, as wslay did). *whole gets the length of the complete sequences.
  */
-static int scan_frames(ps__ws *ws, const uint8_t *p, size_t len)
+static bool utf8_prefix_valid(const uint8_t *s, size_t len, size_t *whole)
 {
-    while (len > 0) {
-        if (ws->payload_left > 0) {
-            size_t n = len < ws->payload_left ? len : (size_t)ws->payload_left;
-            ws->payload_left -= n;
-            p += n;
-            len -= n;
-            continue;
-        }
-        ws->hdr[ws->hdr_len++] = *p++;
-        len--;
-        if (ws->hdr_len < 2 || ws->hdr_len < header_size(ws->hdr))
-            continue;
-        uint8_t len7 = ws->hdr[1] & 0x7f;
-        uint64_t plen = len7;
-        if (len7 >= 126) {
-            size_t nbytes = len7 == 126 ? 2 : 8;
-            if (nbytes == 8 && (ws->hdr[2] & 0x80))
-                return SCAN_BAD_LENGTH;
-            plen = 0;
-            for (size_t i = 0; i < nbytes; i++)
-                plen = (plen << 8) | ws->hdr[2 + i];
-        }
-        uint8_t opcode = ws->hdr[0] & 0x0f;
-        ws->hdr_len = 0;
-        ws->payload_left = plen;
-        if (opcode < WSLAY_CONNECTION_CLOSE) {
-            ws->in_message = !(ws->hdr[0] & 0x80);
-            if (opcode != WSLAY_CONTINUATION_FRAME)
-                ws->msg_len = 0;
-            if (plen > ws->max_message || ws->msg_len + plen > ws->max_message)
-                return SCAN_TOO_BIG;
-            ws->msg_len += plen;
+    size_t tail = 0; /* continuation bytes at the end */
+    while (tail < 3 && tail < len && (s[len - 1 - tail] & 0xC0) == 0x80)
+        tail++;
+    if (tail < len && s[len - 1 - tail] >= 0xC0) {
+        size_t lead = len - 1 - tail;
+        uint8_t c = s[lead];
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+        if (tail + 1 < need) {
+            /* Cut off: the bytes so far must allow a valid completion. */
+            uint8_t b = tail ? s[lead + 1] : 0;
+            bool ok = c >= 0xC2 && c <= 0xF4 &&
+                      (tail == 0 || ((c != 0xE0 || b >= 0xA0) && (c != 0xED || b <= 0x9F) &&
+                                     (c != 0xF0 || b >= 0x90) && (c != 0xF4 || b <= 0x8F)));
+            if (!ok || !ps__utf8_valid(s, lead))
+                return false;
+            *whole = lead;
+            return true;
         }
     }
-    return SCAN_OK;
+    *whole = len;
+    return ps__utf8_valid(s, len);
 }
 
+static bool close_code_valid(unsigned code)
+{
+    return (code >= 1000 && code <= 1011 && code != 1004 && code != 1005 && code != 1006) ||
+           (code >= 3000 && code <= 4999);
+}
+
+static void on_close_frame(ps__ws *ws, const uint8_t *p, size_t n)
+{
+    if (n == 1) {
+        /* RFC 6455 §5.5.1: a close body is empty or starts with a 2-byte code. */
+        fail(ws, PS__WS_PROTOCOL_ERROR, NULL);
+        return;
+    }
+    /* The reason's UTF-8 first, then the code, as wslay decided (it checked the reason as
+     * its bytes arrived). */
+    if (n > 2 && !ps__utf8_valid(p + 2, n - 2)) {
+        fail(ws, PS__WS_INVALID_DATA, NULL);
+        return;
+    }
+    unsigned code = n >= 2 ? (unsigned)p[0] << 8 | p[1] : 0;
+    if (n >= 2 && !close_code_valid(code)) {
+        fail(ws, PS__WS_PROTOCOL_ERROR, NULL);
+        return;
+    }
+    /* The peer's close: ours echoes its code and reason (RFC 6455 §5.5.1), unless ours went
+     * first; the connection reports the code received. */
+    ws->close_code = code ? (int)code : 1005;
+    ws->reading = false;
+    ws->closing = true;
+    queue_close(ws, (int)code, (const char *)p + 2, n > 2 ? n - 2 : 0);
+}
+
+static void deliver(ps__ws *ws, bool binary, const uint8_t *p, size_t n)
+{
+    if (ws->failed || ws->closing)
+        return;
+    ws->cbs->on_message(ws, binary, (const char *)p, n);
+}
+
+/* A data frame's payload (unmasked); `fin` ends the message. */
+static void on_data_frame(ps__ws *ws, uint8_t opcode, bool fin, const uint8_t *p, size_t n)
+{
+    if (fin && opcode != OP_CONT) {
+        /* The common case, a message in one frame, straight from the read buffer. */
+        if (opcode == OP_TEXT && !ps__utf8_valid(p, n)) {
+            fail(ws, PS__WS_INVALID_DATA, NULL);
+            return;
+        }
+        deliver(ws, opcode == OP_BINARY, p, n);
+        return;
+    }
+    if (opcode != OP_CONT) {
+        ws->frag_opcode = opcode;
+        ws->frag_checked = 0;
+    }
+    if (ps__buf_tryreserve(&ws->frag, n) != 0) {
+        fail(ws, PS__WS_TOO_BIG, "message too big");
+        return;
+    }
+    ps__buf_append(&ws->frag, p, n);
+    if (ws->frag_opcode == OP_TEXT) {
+        size_t whole = 0;
+        const uint8_t *t = (const uint8_t *)ws->frag.base + ws->frag_checked;
+        size_t len = ws->frag.len - ws->frag_checked;
+        if (fin ? !ps__utf8_valid(t, len) : !utf8_prefix_valid(t, len, &whole)) {
+            fail(ws, PS__WS_INVALID_DATA, NULL);
+            return;
+        }
+        ws->frag_checked += whole;
+    }
+    if (!fin)
+        return;
+    bool binary = ws->frag_opcode == OP_BINARY;
+    ws->frag_opcode = 0;
+    ps__buf msg = ws->frag;
+    ps__buf_init(&ws->frag);
+    deliver(ws, binary, (const uint8_t *)(msg.base ? msg.base : ""), msg.len);
+    ps__buf_free(&msg);
+}
+
+/*
+ * One frame at p (avail bytes): returns its length once whole and handled, 0 when more bytes
+ * are needed, or -1 after refusing it. Every check wslay made is here: RSV bits, unknown
+ * opcodes, unmasked client frames, fragmented or long control frames, non-minimal lengths, a
+ * 64-bit length with its top bit set (refused before any size check, issue 16), continuations
+ * without a message and new data frames inside one (1002); messages over max_message (1009,
+ * on the header, before the payload arrives); UTF-8 of text and of close reasons (1007); close
+ * codes (1002).
+ */
+static ssize_t on_frame(ps__ws *ws, uint8_t *p, size_t avail)
+{
+    if (avail < 2)
+        return 0;
+    uint8_t b0 = p[0], b1 = p[1];
+    bool fin = b0 & 0x80;
+    uint8_t opcode = b0 & 0x0f;
+    uint8_t len7 = b1 & 0x7f;
+    bool control = opcode & 0x08;
+    if (control && (len7 > 125 || !fin)) {
+        fail(ws, PS__WS_PROTOCOL_ERROR, NULL);
+        return -1;
+    }
+    size_t ext = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
+    if (avail < 2 + ext)
+        return 0;
+    uint64_t plen = ext ? 0 : len7;
+    for (size_t i = 0; i < ext; i++)
+        plen = plen << 8 | p[2 + i];
+    if (ext == 8 && (plen >> 63)) {
+        fail(ws, PS__WS_PROTOCOL_ERROR, "invalid frame length");
+        return -1;
+    }
+    /* The size first, on the header alone: a huge announced frame is never waited for. */
+    size_t so_far = opcode == OP_CONT ? ws->frag.len : 0;
+    if (!control && (plen > ws->max_message || so_far + plen > ws->max_message)) {
+        fail(ws, PS__WS_TOO_BIG, "message too big");
+        return -1;
+    }
+    bool minimal = ext == 0 || (ext == 2 ? plen >= 126 : plen > 0xffff);
+    bool known = opcode == OP_CONT || opcode == OP_TEXT || opcode == OP_BINARY ||
+                 opcode == OP_CLOSE || opcode == OP_PING || opcode == OP_PONG;
+    bool in_order = control || (opcode == OP_CONT) == (ws->frag_opcode != 0);
+    if (!minimal || (b0 & 0x70) || !(b1 & 0x80) || !known || !in_order) {
+        fail(ws, PS__WS_PROTOCOL_ERROR, NULL);
+        return -1;
+    }
+    size_t hlen = 2 + ext + 4;
+    if (avail < hlen || avail - hlen < plen)
+        return 0;
+    uint8_t *mask = p + 2 + ext, *d = p + hlen;
+    size_t n = (size_t)plen, i = 0;
+    uint32_t m32;
+    memcpy(&m32, mask, 4);
+    uint64_t m64 = (uint64_t)m32 << 32 | m32;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, d + i, 8);
+        w ^= m64;
+        memcpy(d + i, &w, 8);
+    }
+    for (; i < n; i++)
+        d[i] ^= mask[i & 3];
+    switch (opcode) {
+    case OP_PING:
+        if (!ws->close_sent)
+            queue_frame(ws, OP_PONG, d, n, NULL, 0);
+        break;
+    case OP_PONG: break;
+    case OP_CLOSE: on_close_frame(ws, d, n); break;
+    default: on_data_frame(ws, opcode, fin, d, n);
+    }
+    return (ssize_t)(hlen + n);
+}
+
+/* Runs the frames of p[0..len); returns the bytes consumed (a cut-off frame stays). */
+static size_t on_frames(ps__ws *ws, uint8_t *p, size_t len)
+{
+    size_t off = 0;
+    while (ws->reading && !ws->conn->closing && off < len) {
+        ssize_t n = on_frame(ws, p + off, len - off);
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    return off;
+}
+
+static void ws_on_close_timeout(ps__timer *t, void *data)
+{
+    /* No close reply in time: the peer may not even be reading, so a graceful shutdown could
+     * wait forever behind unsent bytes. */
+    ps__ws *ws = data;
+    ps__conn_abort(ws->conn);
+}
+
+/* The read buffer is the connection's own until this returns: frames are unmasked in place. */
 static void ws_on_read(ps__conn *c, const char *data, size_t len)
 {
     ps__ws *ws = c->data;
-    if (ws->unframeable)
-        return; /* nothing after a refused header can be framed: wait for the close */
-    wslay_event_context_ptr ctx = ws_ctx(ws);
-    int scan = scan_frames(ws, (const uint8_t *)data, len);
-    if (scan != SCAN_OK) {
-        ws->unframeable = ws->failed = true;
-        wslay_event_shutdown_read(ctx);
-        if (scan == SCAN_BAD_LENGTH)
-            ps__ws_close(ws, PS__WS_PROTOCOL_ERROR, "invalid frame length");
-        else
-            ps__ws_close(ws, PS__WS_TOO_BIG, "message too big");
-        return;
-    }
-    ws->in = data;
-    ws->in_len = len;
+    if (!ws->reading)
+        return; /* after a close or an error: nothing more is read */
     ws->in_proceed = true;
-    int rc = wslay_event_recv(ctx);
-    ws->in_proceed = false;
-    ws->in = NULL;
-    ws->in_len = 0;
-    if (rc == WSLAY_ERR_CALLBACK_FAILURE) {
-        /* A malformed frame header (fragmented or oversized control frame, non-minimal
-         * length): wslay queued a close frame without a status code, as the last frame it will
-         * produce. Send what precedes it, and the close with 1002 in its place. */
-        wslay_event_send(ws->ctx);
-        static const char empty_close[] = {(char)0x88, 0x00};
-        static const char close_1002[] = {(char)0x88, 0x02, 0x03, (char)0xea};
-        if (ws->out.len >= 2 && memcmp(ws->out.base + ws->out.len - 2, empty_close, 2) == 0) {
-            ws->out.len -= 2;
-            ps__buf_append(&ws->out, close_1002, sizeof close_1002);
-        }
-        if (!ws->close_code)
-            ws->close_code = PS__WS_PROTOCOL_ERROR;
-        ws->closing = true;
-    } else if (rc != 0 && rc != WSLAY_ERR_WOULDBLOCK) {
-        /* wslay queued the close frame (1002 or 1009) itself; record what we send. */
-        uint16_t sent = wslay_event_get_status_code_sent(ws->ctx);
-        if (sent && !ws->close_code)
-            ws->close_code = sent;
-        ws->closing = true;
-    } else if (ws->pending_close) {
-        wslay_event_send(ws->ctx); /* the answers first */
-        wslay_event_queue_close(ws->ctx, (uint16_t)ws->pending_close,
-                                (const uint8_t *)ws->pending_reason, strlen(ws->pending_reason));
+    if (ws->in.len == 0) {
+        size_t used = on_frames(ws, (uint8_t *)data, len);
+        if (ws->reading && used < len)
+            ps__buf_append(&ws->in, data + used, len - used);
+    } else if (ps__buf_tryreserve(&ws->in, len) != 0) {
+        fail(ws, PS__WS_TOO_BIG, "message too big");
+    } else {
+        ps__buf_append(&ws->in, data, len);
+        size_t used = on_frames(ws, (uint8_t *)ws->in.base, ws->in.len);
+        ps__buf_consume(&ws->in, used);
     }
-    ws->pending_close = 0;
+    if (ws->in.len == 0 || !ws->reading)
+        ps__buf_free(&ws->in);
+    if (!ws->reading)
+        ps__buf_free(&ws->frag);
+    hold_update(ws);
+    ws->in_proceed = false;
     ws_flush(ws);
     if (ws->closing && !c->closing && !ws->close_timer && ws->close_timeout_ms) {
         /* Our close frame is out: the peer gets a bounded time to answer it. */
@@ -357,22 +405,15 @@ static void ws_on_conn_close(ps__conn *c)
         ws->close_code = PS__WS_ABNORMAL;
     ws->cbs->on_close(ws, ws->close_code);
     ps__timer_free(ws->close_timer);
-    if (ws->ctx)
-        ws_ctx_release(ws);
+    ps__buf_free(&ws->in);
+    ps__buf_free(&ws->frag);
+    hold_update(ws);
     ps__buf_free(&ws->out);
     ps__buf_free(&ws->early);
     ps__free(ws);
 }
 
 static const ps__conn_cbs ws_conn_cbs = {ws_on_read, ws_on_eof, ws_on_conn_close};
-
-static void ws_on_close_timeout(ps__timer *t, void *data)
-{
-    /* No close reply in time: the peer may not even be reading, so a graceful shutdown could
-     * wait forever behind unsent bytes. */
-    ps__ws *ws = data;
-    ps__conn_abort(ws->conn);
-}
 
 /* ---- public ---------------------------------------------------------------------------- */
 
@@ -420,10 +461,7 @@ ps__ws *ps__ws_upgrade(ps__http_req *req, const ps__ws_opts *opts, const ps__ws_
     ws->close_timeout_ms = opts->close_timeout_ms;
     ws->max_message = opts->max_message;
     ws->pool = opts->pool;
-    /* Taken now, though the first frame could take it: allocated before the session's objects,
-     * the context leaves, once released, a hole whose pages malloc_trim can return. Taken at
-     * the first frame instead, an idle connection kept 6.2 KB of RSS instead of 3.7 KB. */
-    ws_ctx(ws);
+    ws->reading = true;
     c->cbs = &ws_conn_cbs;
     c->data = ws;
 
@@ -455,70 +493,49 @@ void ps__ws_start(ps__ws *ws)
     ps__buf_free(&early);
 }
 
-/* The header of an unfragmented, unmasked frame (RFC 6455 §5.2); returns its length. */
-static size_t frame_header(uint8_t h[10], uint8_t opcode, size_t len)
-{
-    h[0] = 0x80 | opcode;
-    if (len < 126) {
-        h[1] = (uint8_t)len;
-        return 2;
-    }
-    size_t nbytes = len <= 0xffff ? 2 : 8;
-    h[1] = nbytes == 2 ? 126 : 127;
-    for (size_t i = 0; i < nbytes; i++)
-        h[1 + nbytes - i] = (uint8_t)((uint64_t)len >> (8 * i));
-    return 2 + nbytes;
-}
-
 /*
- * Data frames are framed here rather than queued in wslay: wslay would copy each message into
- * an allocation of its own and then into `out`, and it would need a context, which an idle
- * WebSocket gave back. Order is kept: outside a read wslay has nothing queued (every round
- * ends with a flush), and inside one the frames go to `out` in turn with wslay's.
+ * Data frames are written as they are sent: inside a read they join `out` in order behind
+ * whatever that read produced (a pong for an earlier ping goes first, as it was caused first);
+ * outside one they go straight to the socket. The message is the concatenation of `parts`, so
+ * that layers above can frame theirs around a payload without copying it first.
  */
-int ps__ws_send(ps__ws *ws, bool binary, const char *data, size_t len)
+int ps__ws_sendv(ps__ws *ws, bool binary, const uv_buf_t *parts, size_t nparts)
 {
     if (ws->closing || ws->failed || ws->conn->closing)
         return UV_EPIPE;
+    size_t len = 0;
+    for (size_t i = 0; i < nparts; i++)
+        len += parts[i].len;
     uint8_t h[10];
-    size_t hlen = frame_header(h, binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME, len);
+    size_t hlen = frame_header(h, binary ? OP_BINARY : OP_TEXT, len);
     if (ws->in_proceed) {
-        /* A pong wslay owes for a ping earlier in this read goes first, as it was caused
-         * first. wslay keeps separate send and receive state, so this may run inside its
-         * receive loop; a close it queued (ws->failed) never gets here. */
-        if (wslay_event_want_write(ws->ctx))
-            wslay_event_send(ws->ctx);
+        ps__buf_reserve(&ws->out, hlen + len);
         ps__buf_append(&ws->out, h, hlen);
-        ps__buf_append(&ws->out, data, len);
+        for (size_t i = 0; i < nparts; i++)
+            ps__buf_append(&ws->out, parts[i].base, parts[i].len);
         return 0;
     }
-    uv_buf_t bufs[2] = {uv_buf_init((char *)h, (unsigned)hlen),
-                        uv_buf_init((char *)data, (unsigned)len)};
-    return ps__conn_writev(ws->conn, bufs, 2);
+    uv_buf_t bufs[1 + PS__WS_MAX_PARTS];
+    bufs[0] = uv_buf_init((char *)h, (unsigned)hlen);
+    for (size_t i = 0; i < nparts; i++)
+        bufs[1 + i] = parts[i];
+    return ps__conn_writev(ws->conn, bufs, 1 + nparts);
 }
 
+int ps__ws_send(ps__ws *ws, bool binary, const char *data, size_t len)
+{
+    uv_buf_t part = uv_buf_init((char *)data, (unsigned)len);
+    return ps__ws_sendv(ws, binary, &part, 1);
+}
+
+/* Inside a read, the close joins `out` behind the answers to the messages before it, and the
+ * messages after it are not delivered (ws->closing). */
 void ps__ws_close(ps__ws *ws, int code, const char *reason)
 {
     if (ws->conn->closing)
         return;
-    if (code && ws->in_proceed && !ws->closing) {
-        /* wslay sends control frames before data frames and nothing after its close: queued
-         * now, the close would swallow the answers to messages earlier in this same read. */
-        ws->pending_close = code;
-        snprintf(ws->pending_reason, sizeof ws->pending_reason, "%s", reason ? reason : "");
-        if (!ws->close_code)
-            ws->close_code = code;
-        code = 0;
-    }
-    if (code) {
-        wslay_event_context_ptr ctx = ws_ctx(ws);
-        if (!ws->closing || !wslay_event_get_close_sent(ctx)) {
-            if (!ws->close_code)
-                ws->close_code = code;
-            wslay_event_queue_close(ctx, (uint16_t)code, (const uint8_t *)reason,
-                                    reason ? strlen(reason) : 0);
-        }
-    }
+    if (code)
+        queue_close(ws, code, reason, reason ? strlen(reason) : 0);
     ws->closing = true;
     if (!ws->close_timer && ws->close_timeout_ms) {
         ws->close_timer = ps__timer_new(ws->conn->tcp.loop, ws_on_close_timeout, ws);

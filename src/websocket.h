@@ -1,8 +1,8 @@
 /*
- * websocket: RFC 6455 over a connection taken from http, framed by wslay. Validates the
- * handshake, reassembles fragmented messages, checks UTF-8 of text messages (wslay does not:
- * close 1007), bounds message size (1009), requires masked client frames and well-formed
- * lengths (1002), answers pings, and runs the close handshake. Delivers whole messages upward.
+ * websocket: RFC 6455 over a connection taken from http, with framing of its own. Validates
+ * the handshake and every frame (1002), reassembles fragmented messages, checks UTF-8 of text
+ * messages and close reasons (1007), bounds message size (1009), answers pings, and runs the
+ * close handshake. Delivers whole messages upward.
  */
 #ifndef PS_WEBSOCKET_H
 #define PS_WEBSOCKET_H
@@ -33,19 +33,14 @@ typedef struct ps__ws_cbs {
 } ps__ws_cbs;
 
 /*
- * The WebSockets of one server that hold a wslay context. A context costs about 8.5 KiB (two
- * 4 KiB buffers) whether or not its connection is busy, three quarters of an idle connection's
- * memory. A WebSocket that has been quiet for idle_ms, between messages, gives its context
- * back and takes a fresh one with the next frame it receives (about 0.3 us); frames it sends
- * need none (ps__ws_send frames them itself).
+ * The WebSockets of one server, for the count of those holding input buffers: a WebSocket
+ * holds one only while a frame cut off by the end of a read or a fragmented message is
+ * incomplete, so an idle or quiet connection holds none (ps_server_stats.ws_buffers).
  */
 typedef struct ps__ws_pool {
     uv_loop_t *loop;
-    uint32_t idle_ms; /* 0: contexts are kept for the connection's life */
-    ps__list holding; /* WebSockets holding a context, idle_ms may be over */
-    size_t nholding;
-    ps__timer *sweep;  /* exists while `holding` is not empty (and idle_ms is not 0) */
-    size_t since_trim; /* contexts released since the heap was last trimmed */
+    uint32_t idle_ms; /* kept for the option's sake: buffers go as soon as they are not needed */
+    size_t nholding;  /* WebSockets holding an input buffer now */
 } ps__ws_pool;
 
 void ps__ws_pool_init(ps__ws_pool *p, uv_loop_t *loop, uint32_t idle_ms);
@@ -71,6 +66,9 @@ void ps__ws_accept_key(const char *key, char out[29]);
 void ps__ws_start(ps__ws *ws);
 
 int ps__ws_send(ps__ws *ws, bool binary, const char *data, size_t len);
+/* Sends one message made of up to PS__WS_MAX_PARTS parts, in order, without joining them. */
+#define PS__WS_MAX_PARTS 4
+int ps__ws_sendv(ps__ws *ws, bool binary, const uv_buf_t *parts, size_t nparts);
 /* Starts the close handshake; the TCP connection ends after the peer's reply or the timeout. */
 void ps__ws_close(ps__ws *ws, int code, const char *reason);
 /* Ends the connection now without a close handshake. */
