@@ -532,8 +532,29 @@ typedef void (*ps_handler)(ps_channel *ch, const char *event, json_t *payload, p
 PS_EXTERN ps_listener *ps_on(ps_channel *ch, const char *event, ps_handler h, void *user);
 PS_EXTERN void ps_off(ps_listener *l);
 
+/*
+ * The raw-payload API, beside ps_on: a handler that gets the payload as JSON text instead of a
+ * json_t, for handlers that pass it on, store it or answer with it, and so need no tree. The
+ * text is what the client sent, already checked like every packet (valid UTF-8, JSON grammar,
+ * limits): `payload` points at `len` bytes of one JSON value (not NUL-terminated; "null" when
+ * the message had none), borrowed until the handler returns. Binary values arrive as
+ * {"$binary": base64} objects, as for ps_on. When no listener of the event and no message
+ * middleware needs a json_t, the server builds none for the message. `reply` as for ps_on.
+ * ps_off removes either kind. Returns NULL as ps_on does.
+ */
+typedef void (*ps_raw_handler)(ps_channel *ch, const char *event, const char *payload, size_t len,
+                               ps_reply *reply, void *user);
+PS_EXTERN ps_listener *ps_on_raw(ps_channel *ch, const char *event, ps_raw_handler h, void *user);
+
 /* Sends a fire-and-forget event. `payload` borrowed (NULL = null). 0, PS_ECLOSED, PS_EINVAL. */
 PS_EXTERN int ps_emit(ps_channel *ch, const char *event, json_t *payload);
+/*
+ * Sends an event whose payload is given as JSON text (`len` bytes of one JSON value, borrowed,
+ * for example a payload a ps_on_raw handler received). The text is checked (PS_EINVAL when it
+ * is not valid JSON or UTF-8) and sent as it is: {"$binary": ...} objects in it go out as plain
+ * objects, not as attachments. 0, PS_ECLOSED, PS_EINVAL.
+ */
+PS_EXTERN int ps_emit_raw(ps_channel *ch, const char *event, const char *json, size_t len);
 
 /*
  * Sends a request to the client. `cb` is called exactly once, never from inside ps_request:
@@ -568,6 +589,12 @@ PS_EXTERN ps_reply *ps_reply_keep(ps_reply *reply);
  */
 PS_EXTERN int ps_reply_ok(ps_reply *reply, json_t *payload);
 PS_EXTERN int ps_reply_error(ps_reply *reply, const char *error);
+/*
+ * Answers with a payload given as JSON text, as ps_emit_raw sends it (checked, sent as it is).
+ * Returns what ps_reply_ok returns, or PS_EINVAL when the text is not valid JSON: then nothing
+ * is sent, the request is still owed and a kept handle is not freed (answer it again).
+ */
+PS_EXTERN int ps_reply_raw(ps_reply *reply, const char *json, size_t len);
 
 /* ---- topics ---------------------------------------------------------------------------- */
 

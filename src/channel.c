@@ -16,17 +16,23 @@ struct ps_listener {
     ps__list link; /* in ch->listeners until the channel is freed */
     ps_channel *ch;
     char *event;
-    ps_handler fn;
+    ps_handler fn;      /* one of fn and raw */
+    ps_raw_handler raw; /* gets the payload's JSON text */
     void *user;
     bool removed;
 };
 
+/*
+ * A request being answered. It lives on the dispatcher's stack (no allocation per request)
+ * until a handler keeps the reply: then it moves to the heap, with a copy of the id.
+ */
 typedef struct reply_state {
-    ps__list link;  /* in ch->replies while the channel is open */
-    ps_channel *ch; /* NULL once the channel closed */
-    char *request_id;
-    int refs; /* the dispatch's handle and every kept handle */
+    ps__list link;    /* in ch->replies while the channel is open */
+    ps_channel *ch;   /* NULL once the channel closed */
+    char *request_id; /* borrowed from the message on the stack, owned on the heap */
+    int refs;         /* the dispatch's handle and every kept handle */
     bool answered;
+    bool on_heap;
 } reply_state;
 
 struct ps_reply {
@@ -120,6 +126,49 @@ int ps__envelope_decode(json_t *msg, ps__envelope *out, const char **err)
     return 0;
 }
 
+/*
+ * A message's payload as the handlers want it: the tree for ps_on's, the JSON text for
+ * ps_on_raw's. Whichever the message did not arrive as is made on first use, at most once.
+ */
+typedef struct msg_payload {
+    json_t *tree;     /* borrowed, or made here (own_tree) */
+    const char *text; /* borrowed, or text_buf's */
+    size_t len;
+    bool own_tree;
+    ps__buf text_buf;
+} msg_payload;
+
+static json_t *payload_tree(msg_payload *pl)
+{
+    if (!pl->tree) {
+        /* The text was scanned already: parsing it cannot fail. */
+        pl->tree = pl->len ? ps__json_parse(pl->text, pl->len) : NULL;
+        if (!pl->tree)
+            pl->tree = json_null();
+        pl->own_tree = true;
+    }
+    return pl->tree;
+}
+
+static const char *payload_text(msg_payload *pl, size_t *len)
+{
+    if (!pl->text) {
+        ps__buf_init(&pl->text_buf);
+        ps__json_append(&pl->text_buf, pl->tree);
+        pl->text = ps__buf_cstr(&pl->text_buf);
+        pl->len = pl->text_buf.len;
+    }
+    *len = pl->len;
+    return pl->text;
+}
+
+static void payload_done(msg_payload *pl)
+{
+    if (pl->own_tree)
+        json_decref(pl->tree);
+    ps__buf_free(&pl->text_buf);
+}
+
 /* ---- sending --------------------------------------------------------------------------- */
 
 static json_t *envelope(const char *channel)
@@ -139,24 +188,48 @@ static int send_envelope(ps_session *s, json_t *env)
  * serialise it at once cost more than the rest of the channel layer (BENCHMARKS.md). Payloads
  * holding binary values still go through json_t, which turns them into attachments.
  */
-static void text_begin(ps__buf *b, const char *channel)
+static ps__channels *layer_of(ps_session *s)
 {
+    return PS__CONTAINER_OF(ps__views_of_session(s), ps__channels, views);
+}
+
+/* The envelope is written into the layer's one buffer, reused message after message: sending
+ * never calls back into this layer, so one buffer serves every session of the server. */
+static ps__buf *text_begin(ps_session *s, const char *channel)
+{
+    ps__buf *b = &layer_of(s)->out;
+    ps__buf_reset(b);
     ps__buf_reserve(b, 256);
     ps__buf_appends(b, "{\"type\":\"channel_message\",\"channel\":");
     ps__json_escape(b, channel);
+    return b;
 }
 
 static int text_send(ps_session *s, ps__buf *b)
 {
     ps__buf_appendc(b, '}');
     int rc = ps__session_send_message_text(s, b->base, b->len);
-    ps__buf_free(b);
+    /* One huge message must not pin its allocation for the server's life. */
+    if (b->cap > 64 * 1024)
+        ps__buf_free(b);
     return rc;
 }
 
-static int send_event(ps_channel *ch, const char *event, json_t *payload, const char *request_id)
+/* Appends a payload given as a tree (NULL = null) or, when text is set, as JSON text. */
+static void append_payload(ps__buf *b, json_t *payload, const char *text, size_t len)
 {
-    if (payload && ps__json_has_binary(payload)) {
+    if (text)
+        ps__buf_append(b, text, len);
+    else if (payload)
+        ps__json_append(b, payload);
+    else
+        ps__buf_appends(b, "null");
+}
+
+static int send_event(ps_channel *ch, const char *event, json_t *payload, const char *text,
+                      size_t len, const char *request_id)
+{
+    if (!text && payload && ps__json_has_binary(payload)) {
         json_t *env = envelope(ch->id);
         json_object_set_new(env, "event", json_string(event));
         json_object_set(env, "payload", payload);
@@ -164,50 +237,39 @@ static int send_event(ps_channel *ch, const char *event, json_t *payload, const 
             json_object_set_new(env, "requestId", json_string(request_id));
         return send_envelope(ch->session, env);
     }
-    ps__buf b;
-    ps__buf_init(&b);
-    text_begin(&b, ch->id);
-    ps__buf_appends(&b, ",\"event\":");
-    ps__json_escape(&b, event);
-    ps__buf_appends(&b, ",\"payload\":");
-    if (payload)
-        ps__json_append(&b, payload);
-    else
-        ps__buf_appends(&b, "null");
+    ps__buf *b = text_begin(ch->session, ch->id);
+    ps__buf_appends(b, ",\"event\":");
+    ps__json_escape(b, event);
+    ps__buf_appends(b, ",\"payload\":");
+    append_payload(b, payload, text, len);
     if (request_id) {
-        ps__buf_appends(&b, ",\"requestId\":");
-        ps__json_escape(&b, request_id);
+        ps__buf_appends(b, ",\"requestId\":");
+        ps__json_escape(b, request_id);
     }
-    return text_send(ch->session, &b);
+    return text_send(ch->session, b);
 }
 
 static int send_response(ps_session *s, const char *channel, const char *request_id,
-                         json_t *payload, const char *error)
+                         json_t *payload, const char *text, size_t len, const char *error)
 {
-    if (!error && payload && ps__json_has_binary(payload)) {
+    if (!error && !text && payload && ps__json_has_binary(payload)) {
         json_t *env = envelope(channel);
         json_object_set_new(env, "responseTo", json_string(request_id));
         json_object_set(env, "payload", payload);
         return send_envelope(s, env);
     }
-    ps__buf b;
-    ps__buf_init(&b);
-    text_begin(&b, channel);
-    ps__buf_appends(&b, ",\"responseTo\":");
-    ps__json_escape(&b, request_id);
+    ps__buf *b = text_begin(s, channel);
+    ps__buf_appends(b, ",\"responseTo\":");
+    ps__json_escape(b, request_id);
     if (error) {
-        ps__buf_appends(&b, ",\"error\":");
+        ps__buf_appends(b, ",\"error\":");
         /* A WebSocket text frame must be UTF-8, or the client drops the whole connection. */
-        ps__json_escape(&b,
-                        ps__utf8_valid((const uint8_t *)error, strlen(error)) ? error : "error");
+        ps__json_escape(b, ps__utf8_valid((const uint8_t *)error, strlen(error)) ? error : "error");
     } else {
-        ps__buf_appends(&b, ",\"payload\":");
-        if (payload)
-            ps__json_append(&b, payload);
-        else
-            ps__buf_appends(&b, "null");
+        ps__buf_appends(b, ",\"payload\":");
+        append_payload(b, payload, text, len);
     }
-    return text_send(s, &b);
+    return text_send(s, b);
 }
 
 /* ---- replies (the client's requests) --------------------------------------------------- */
@@ -219,32 +281,52 @@ static void reply_state_unref(reply_state *st)
     if (st->ch)
         st->ch->nreplies--;
     ps__list_remove(&st->link);
-    ps__free(st->request_id);
-    ps__free(st);
+    if (st->on_heap) {
+        ps__free(st->request_id);
+        ps__free(st);
+    }
 }
 
-static int reply_answer(reply_state *st, json_t *payload, const char *error)
+static int reply_answer(reply_state *st, json_t *payload, const char *text, size_t len,
+                        const char *error)
 {
     if (!st->ch)
         return PS_ECLOSED;
     if (st->answered)
         return PS_EALREADY;
     st->answered = true;
-    return send_response(st->ch->session, st->ch->id, st->request_id, payload, error);
+    return send_response(st->ch->session, st->ch->id, st->request_id, payload, text, len, error);
 }
 
 ps_reply *ps_reply_keep(ps_reply *reply)
 {
+    reply_state *st = reply->st;
+    if (!st->on_heap) {
+        /* The first keep moves the state off the dispatcher's stack. `reply` is then the
+         * dispatch's own handle, shared by every listener, so they all follow it. */
+        reply_state *heap = ps__malloc(sizeof *heap);
+        *heap = *st;
+        heap->on_heap = true;
+        heap->request_id = ps__strdup(st->request_id);
+        ps__list_init(&heap->link);
+        if (st->ch) {
+            ps__list_insert_tail(&st->link, &heap->link); /* just before st: st's place */
+            ps__list_remove(&st->link);
+        }
+        st->refs = 0; /* the dispatcher's reference moved with it */
+        reply->st = st = heap;
+    }
     ps_reply *kept = ps__malloc(sizeof *kept);
-    kept->st = reply->st;
+    kept->st = st;
     kept->kept = true;
-    reply->st->refs++;
+    st->refs++;
     return kept;
 }
 
-static int reply_finish(ps_reply *reply, json_t *payload, const char *error)
+static int reply_finish(ps_reply *reply, json_t *payload, const char *text, size_t len,
+                        const char *error)
 {
-    int rc = reply_answer(reply->st, payload, error);
+    int rc = reply_answer(reply->st, payload, text, len, error);
     if (reply->kept) {
         reply_state_unref(reply->st);
         ps__free(reply);
@@ -254,12 +336,19 @@ static int reply_finish(ps_reply *reply, json_t *payload, const char *error)
 
 int ps_reply_ok(ps_reply *reply, json_t *payload)
 {
-    return reply_finish(reply, payload, NULL);
+    return reply_finish(reply, payload, NULL, 0, NULL);
+}
+
+int ps_reply_raw(ps_reply *reply, const char *json, size_t len)
+{
+    if (!reply || !json || ps__json_scan(json, len, NULL) != 0)
+        return PS_EINVAL;
+    return reply_finish(reply, NULL, json, len, NULL);
 }
 
 int ps_reply_error(ps_reply *reply, const char *error)
 {
-    return reply_finish(reply, NULL, error ? error : "error");
+    return reply_finish(reply, NULL, NULL, 0, error ? error : "error");
 }
 
 /* ---- requests (ours) ------------------------------------------------------------------- */
@@ -303,7 +392,7 @@ int ps_request(ps_channel *ch, const char *event, json_t *payload, uint32_t time
         pr->timer = ps__timer_new(ps__session_loop(ch->session), request_on_timeout, pr);
         ps__timer_start(pr->timer, timeout_ms);
     }
-    send_event(ch, event, payload, pr->id);
+    send_event(ch, event, payload, NULL, 0, pr->id);
     return 0;
 }
 
@@ -348,7 +437,7 @@ static void channel_close(ps_channel *ch, bool tell_client)
     if (ch->ext && ch->layer->on_channel_close)
         ch->layer->on_channel_close(ch, ch->layer->ext_user);
     if (tell_client)
-        send_event(ch, "__close__", NULL, NULL);
+        send_event(ch, "__close__", NULL, NULL, 0, NULL);
     while (!ps__list_empty(&ch->pending))
         request_complete(PS__CONTAINER_OF(ch->pending.next, pending_req, link), PS_ECLOSED, NULL,
                          NULL);
@@ -415,17 +504,29 @@ int ps_channel_close(ps_channel *ch)
     return 0;
 }
 
-ps_listener *ps_on(ps_channel *ch, const char *event, ps_handler h, void *user)
+static ps_listener *add_listener(ps_channel *ch, const char *event, ps_handler fn,
+                                 ps_raw_handler raw, void *user)
 {
-    if (!ch || ch->closed || !event || !*event || !h)
+    if (!ch || ch->closed || !event || !*event || !(fn || raw))
         return NULL;
     ps_listener *l = ps__calloc(1, sizeof *l);
     l->ch = ch;
     l->event = ps__strdup(event);
-    l->fn = h;
+    l->fn = fn;
+    l->raw = raw;
     l->user = user;
     ps__list_insert_tail(&ch->listeners, &l->link);
     return l;
+}
+
+ps_listener *ps_on(ps_channel *ch, const char *event, ps_handler h, void *user)
+{
+    return add_listener(ch, event, h, NULL, user);
+}
+
+ps_listener *ps_on_raw(ps_channel *ch, const char *event, ps_raw_handler h, void *user)
+{
+    return add_listener(ch, event, NULL, h, user);
 }
 
 void ps_off(ps_listener *l)
@@ -442,7 +543,19 @@ int ps_emit(ps_channel *ch, const char *event, json_t *payload)
         return PS_ECLOSED;
     if (!event || !*event || !ps__utf8_valid((const uint8_t *)event, strlen(event)))
         return PS_EINVAL;
-    return send_event(ch, event, payload, NULL) == 0 ? 0 : PS_ECLOSED;
+    return send_event(ch, event, payload, NULL, 0, NULL) == 0 ? 0 : PS_ECLOSED;
+}
+
+int ps_emit_raw(ps_channel *ch, const char *event, const char *json, size_t len)
+{
+    if (!ch)
+        return PS_EINVAL;
+    if (ch->closed)
+        return PS_ECLOSED;
+    if (!event || !*event || !ps__utf8_valid((const uint8_t *)event, strlen(event)) || !json ||
+        ps__json_scan(json, len, NULL) != 0)
+        return PS_EINVAL;
+    return send_event(ch, event, NULL, json, len, NULL) == 0 ? 0 : PS_ECLOSED;
 }
 
 void *ps__channel_ext_data(const ps_channel *ch)
@@ -492,34 +605,100 @@ static ps_channel *find_open(ps_session *s, const char *id)
     return NULL;
 }
 
-static void dispatch(ps_channel *ch, const char *event, json_t *payload, const char *request_id)
+static void dispatch(ps_channel *ch, const char *event, msg_payload *pl, const char *request_id)
 {
-    reply_state *st = NULL;
+    reply_state local = {.ch = ch, .request_id = (char *)request_id, .refs = 1};
     ps_reply handle = {0};
     if (request_id) {
-        st = ps__calloc(1, sizeof *st);
-        st->ch = ch;
-        st->request_id = ps__strdup(request_id);
-        st->refs = 1;
-        ps__list_insert_tail(&ch->replies, &st->link);
+        ps__list_insert_tail(&ch->replies, &local.link);
         ch->nreplies++;
-        handle.st = st;
+        handle.st = &local;
     }
     /* Listeners added during dispatch wait for the next event, as in an EventEmitter. */
     ps__list *last = ch->listeners.prev;
     for (ps__list *pos = ch->listeners.next; pos != &ch->listeners && !ch->closed;
          pos = pos->next) {
         ps_listener *l = PS__CONTAINER_OF(pos, ps_listener, link);
-        if (!l->removed && (strcmp(l->event, event) == 0 || strcmp(l->event, "*") == 0))
-            l->fn(ch, event, payload, st ? &handle : NULL, l->user);
+        if (!l->removed && (strcmp(l->event, event) == 0 || strcmp(l->event, "*") == 0)) {
+            ps_reply *r = request_id ? &handle : NULL;
+            if (l->raw) {
+                size_t len;
+                const char *text = payload_text(pl, &len);
+                l->raw(ch, event, text, len, r, l->user);
+            } else {
+                l->fn(ch, event, payload_tree(pl), r, l->user);
+            }
+        }
         if (pos == last)
             break;
     }
-    if (st) {
+    if (request_id) {
+        reply_state *st = handle.st; /* on the heap if a handler kept the reply */
         if (!st->answered && st->refs == 1)
-            reply_answer(st, NULL, NULL);
+            reply_answer(st, NULL, NULL, 0, NULL);
         reply_state_unref(st);
     }
+}
+
+/* What ps__envelope_decode gives, with the payload as a tree or as text (pl). */
+static void handle_envelope(ps__channels *cs, ps_session *s, const ps__envelope *env,
+                            msg_payload *pl)
+{
+    ps_channel *ch = find_open(s, env->channel);
+    if (env->response_to) {
+        if (ch) {
+            ps__list *pos;
+            ps__list_foreach(pos, &ch->pending)
+            {
+                pending_req *pr = PS__CONTAINER_OF(pos, pending_req, link);
+                if (strcmp(pr->id, env->response_to) == 0) {
+                    request_complete(pr, env->error ? PS_EREMOTE : PS_OK,
+                                     env->error ? NULL : payload_tree(pl), env->error);
+                    return;
+                }
+            }
+        }
+        cs->dropped++;
+        return;
+    }
+    if (!ch) {
+        /* Unknown, closed or another session's: indistinguishable on purpose. */
+        cs->dropped++;
+        if (env->request_id)
+            send_response(s, env->channel, env->request_id, NULL, NULL, 0, "Channel closed");
+        return;
+    }
+    if (strcmp(env->event, "__close__") == 0) {
+        channel_close(ch, true); /* DESIGN §4.1: the client hears __close__ however it closed */
+        return;
+    }
+    if (env->request_id && cs->max_pending && ch->nreplies >= cs->max_pending) {
+        cs->dropped++;
+        send_response(s, env->channel, env->request_id, NULL, NULL, 0, "Too many pending requests");
+        return;
+    }
+    ps_view *view = ch->view;
+    ps__view_ref(view);
+    int rc = 0;
+    ps_message m = {
+        .channel = ch,
+        .event = env->event,
+        .is_request = env->request_id != NULL,
+    };
+    if (cs->nmessage_mw)
+        m.payload = payload_tree(pl);
+    for (size_t i = 0; i < cs->nmessage_mw && rc == 0 && !ch->closed; i++)
+        rc = cs->message_mw[i].fn(s, &m, cs->message_mw[i].user);
+    if (rc != 0 || ch->closed) {
+        if (env->request_id)
+            send_response(s, env->channel, env->request_id, NULL, NULL, 0,
+                          ch->closed     ? "Channel closed"
+                          : m.deny_error ? m.deny_error
+                                         : "denied");
+    } else {
+        dispatch(ch, env->event, pl, env->request_id);
+    }
+    ps__view_unref(view);
 }
 
 static void on_channel_message(ps_session *s, json_t *msg, void *user)
@@ -535,64 +714,91 @@ static void on_channel_message(ps_session *s, json_t *msg, void *user)
         if (channel && rid && !opt_string(msg, "responseTo", &bad)) {
             char text[128];
             snprintf(text, sizeof text, "Invalid message: %s", err);
-            send_response(s, channel, rid, NULL, text);
+            send_response(s, channel, rid, NULL, NULL, 0, text);
         }
         return;
     }
-    ps_channel *ch = find_open(s, env.channel);
-    if (env.response_to) {
-        if (ch) {
-            ps__list *pos;
-            ps__list_foreach(pos, &ch->pending)
-            {
-                pending_req *pr = PS__CONTAINER_OF(pos, pending_req, link);
-                if (strcmp(pr->id, env.response_to) == 0) {
-                    request_complete(pr, env.error ? PS_EREMOTE : PS_OK,
-                                     env.error ? NULL : env.payload, env.error);
-                    return;
-                }
-            }
-        }
-        cs->dropped++;
+    msg_payload pl = {.tree = env.payload};
+    handle_envelope(cs, s, &env, &pl);
+    payload_done(&pl);
+}
+
+/*
+ * An optional client string among scanned members, as opt_string reads it from a tree: 1 with
+ * *out NULL when absent or null, 1 with *out set (copied into buf) when valid, 0 when bad.
+ */
+static int span_string(const ps__json_span *members, size_t n, const char *key, size_t klen,
+                       char buf[PS__MAX_CLIENT_ID + 1], const char **out)
+{
+    ps__json_span v = ps__json_member(members, n, key, klen);
+    *out = NULL;
+    if (!v.p || (v.len == 4 && memcmp(v.p, "null", 4) == 0))
+        return 1;
+    /* Unescaped, a string is at least a sixth of its text. */
+    if (v.p[0] != '"' || v.len < 3 || v.len - 2 > 6 * PS__MAX_CLIENT_ID)
+        return 0;
+    const char *in = v.p + 1;
+    size_t len = v.len - 2;
+    char tmp[6 * PS__MAX_CLIENT_ID];
+    if (memchr(in, '\\', len)) {
+        len = ps__json_unescape(in, len, tmp);
+        in = tmp;
+    }
+    if (len == 0 || len > PS__MAX_CLIENT_ID || memchr(in, '\0', len))
+        return 0;
+    memcpy(buf, in, len);
+    buf[len] = '\0';
+    *out = buf;
+    return 1;
+}
+
+/*
+ * The hot path: the envelope read from its spans, no tree built for it (nor for the payload,
+ * unless a json_t handler or middleware wants one). What this does not decide as plainly
+ * valid (bad fields, an error text, too many members) is built and goes through
+ * on_channel_message, which decides it as it always did; fuzz_envelope compares the two.
+ */
+int ps__envelope_scan(const ps__json_span *m, size_t n, ps__envelope *env, ps__envelope_bufs *b,
+                      ps__json_span *payload)
+{
+    memset(env, 0, sizeof *env);
+    ps__json_span error = ps__json_member(m, n, PS__STRLIT("error"));
+    bool plain = (!error.p || (error.len == 4 && memcmp(error.p, "null", 4) == 0)) &&
+                 span_string(m, n, PS__STRLIT("channel"), b->channel, &env->channel) &&
+                 env->channel && span_string(m, n, PS__STRLIT("event"), b->event, &env->event) &&
+                 span_string(m, n, PS__STRLIT("requestId"), b->request_id, &env->request_id) &&
+                 span_string(m, n, PS__STRLIT("responseTo"), b->response_to, &env->response_to) &&
+                 (env->response_to ? env->event == NULL : env->event != NULL);
+    if (!plain)
+        return -1;
+    *payload = ps__json_member(m, n, PS__STRLIT("payload"));
+    if (!payload->p)
+        *payload = (ps__json_span){"null", 4};
+    return 0;
+}
+
+/*
+ * The hot path: the envelope read from its spans, no tree built for it (nor for the payload,
+ * unless a json_t handler or middleware wants one). What this does not decide as plainly
+ * valid (bad fields, an error text) is built and goes through on_channel_message, which
+ * decides it as it always did; fuzz_envelope compares the two.
+ */
+static void on_channel_message_raw(ps_session *s, ps__json_span msg, const ps__json_span *m,
+                                   size_t n, void *user)
+{
+    ps__channels *cs = user;
+    ps__envelope env;
+    ps__envelope_bufs bufs;
+    ps__json_span p;
+    if (ps__envelope_scan(m, n, &env, &bufs, &p) != 0) {
+        json_t *tree = ps__json_parse(msg.p, msg.len);
+        on_channel_message(s, tree, user);
+        json_decref(tree);
         return;
     }
-    if (!ch) {
-        /* Unknown, closed or another session's: indistinguishable on purpose. */
-        cs->dropped++;
-        if (env.request_id)
-            send_response(s, env.channel, env.request_id, NULL, "Channel closed");
-        return;
-    }
-    if (strcmp(env.event, "__close__") == 0) {
-        channel_close(ch, true); /* DESIGN §4.1: the client hears __close__ however it closed */
-        return;
-    }
-    if (env.request_id && cs->max_pending && ch->nreplies >= cs->max_pending) {
-        cs->dropped++;
-        send_response(s, env.channel, env.request_id, NULL, "Too many pending requests");
-        return;
-    }
-    ps_view *view = ch->view;
-    ps__view_ref(view);
-    ps_message m = {
-        .channel = ch,
-        .event = env.event,
-        .payload = env.payload,
-        .is_request = env.request_id != NULL,
-    };
-    int rc = 0;
-    for (size_t i = 0; i < cs->nmessage_mw && rc == 0 && !ch->closed; i++)
-        rc = cs->message_mw[i].fn(s, &m, cs->message_mw[i].user);
-    if (rc != 0 || ch->closed) {
-        if (env.request_id)
-            send_response(s, env.channel, env.request_id, NULL,
-                          ch->closed     ? "Channel closed"
-                          : m.deny_error ? m.deny_error
-                                         : "denied");
-    } else {
-        dispatch(ch, env.event, env.payload, env.request_id);
-    }
-    ps__view_unref(view);
+    msg_payload pl = {.text = p.p, .len = p.len};
+    handle_envelope(cs, s, &env, &pl);
+    payload_done(&pl);
 }
 
 /* ---- view and session hooks ------------------------------------------------------------ */
@@ -638,13 +844,21 @@ void ps__channels_init(ps__channels *cs, ps__sessions *sessions)
 {
     memset(cs, 0, sizeof *cs);
     ps__views_init(&cs->views, sessions);
-    ps__view_ext ext = {on_channel_message, on_view_closed, on_view_free, on_session_free, cs};
+    ps__view_ext ext = {
+        .on_channel_message = on_channel_message,
+        .on_view_closed = on_view_closed,
+        .on_view_free = on_view_free,
+        .on_session_free = on_session_free,
+        .user = cs,
+        .on_channel_message_raw = on_channel_message_raw,
+    };
     ps__views_set_ext(&cs->views, &ext);
 }
 
 void ps__channels_free(ps__channels *cs)
 {
     ps__views_free(&cs->views);
+    ps__buf_free(&cs->out);
     ps__free(cs->message_mw);
 }
 

@@ -22,6 +22,7 @@ typedef struct ps__channels {
     /* The layer beside channels (topics): told when a channel with ext data closes. */
     void (*on_channel_close)(ps_channel *ch, void *user);
     void *ext_user;
+    ps__buf out; /* the envelope being sent, reused from message to message */
 } ps__channels;
 
 void ps__channels_init(ps__channels *cs, ps__sessions *sessions);
@@ -52,5 +53,19 @@ typedef struct ps__envelope {
     json_t *payload;         /* borrowed; JSON null when absent */
 } ps__envelope;
 int ps__envelope_decode(json_t *msg, ps__envelope *out, const char **err);
+/*
+ * The same, from the n scanned members of the object (ps__json_index spans, key then value),
+ * without a tree, for the plainly valid envelope: 0 with `out` (its strings copied into `bufs`,
+ * error NULL) and the payload's span ("null" when absent), or -1 when ps__envelope_decode must
+ * decide: a field missing or of the wrong kind, or an error text.
+ */
+typedef struct ps__envelope_bufs {
+    char channel[PS__MAX_CLIENT_ID + 1];
+    char event[PS__MAX_CLIENT_ID + 1];
+    char request_id[PS__MAX_CLIENT_ID + 1];
+    char response_to[PS__MAX_CLIENT_ID + 1];
+} ps__envelope_bufs;
+int ps__envelope_scan(const ps__json_span *members, size_t n, ps__envelope *out,
+                      ps__envelope_bufs *bufs, ps__json_span *payload);
 
 #endif

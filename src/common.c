@@ -861,6 +861,7 @@ int ps__json_scan(const char *text, size_t len, ps__json_index *ix)
     if (ix) {
         ix->root = ix->sub = 0;
         ix->ntop = ix->nsub = 0;
+        ix->text = (ps__json_span){text, len};
     }
     SKIP_WS(p, end);
 value:

@@ -140,10 +140,11 @@ typedef struct ps__json_span {
 #define PS__JSON_INDEX_TOP 8
 #define PS__JSON_INDEX_SUB 32
 typedef struct ps__json_index {
-    int sub_of;  /* in */
-    char root;   /* '[' or '{' when the root is a container, else 0 */
-    char sub;    /* the same for child sub_of */
-    size_t ntop; /* spans of the root's children (keys count) */
+    int sub_of;         /* in */
+    char root;          /* '[' or '{' when the root is a container, else 0 */
+    char sub;           /* the same for child sub_of */
+    ps__json_span text; /* the whole text scanned */
+    size_t ntop;        /* spans of the root's children (keys count) */
     size_t nsub;
     ps__json_span top[PS__JSON_INDEX_TOP];
     ps__json_span subs[PS__JSON_INDEX_SUB];

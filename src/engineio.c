@@ -544,6 +544,24 @@ int ps__eio_send_packet(ps__eio *e, const char *packet, size_t len)
     return check_backlog(e, send_any(e, false, packet, len));
 }
 
+int ps__eio_send_packetv(ps__eio *e, const uv_buf_t *parts, size_t nparts)
+{
+    if (e->closed)
+        return UV_EPIPE;
+    int rc = 0;
+    if (e->transport == T_WEBSOCKET) {
+        rc = ps__ws_sendv(e->ws, false, parts, nparts);
+    } else {
+        ps__buf b;
+        ps__buf_init(&b);
+        for (size_t i = 0; i < nparts; i++)
+            ps__buf_append(&b, parts[i].base, parts[i].len);
+        poll_queue(e, false, b.base ? b.base : "", b.len);
+        ps__buf_free(&b);
+    }
+    return check_backlog(e, rc);
+}
+
 int ps__eio_send_binary(ps__eio *e, const char *data, size_t len)
 {
     if (e->closed)

@@ -86,6 +86,8 @@ void ps__eio_server_shutdown(ps__eio_server *es);
  * binary message. Returns 0 or UV_EPIPE once the session is closing.
  */
 int ps__eio_send_packet(ps__eio *e, const char *packet, size_t len);
+/* The same, the packet being the concatenation of up to PS__WS_MAX_PARTS parts. */
+int ps__eio_send_packetv(ps__eio *e, const uv_buf_t *parts, size_t nparts);
 int ps__eio_send_binary(ps__eio *e, const char *data, size_t len);
 /* Ends the session: WebSocket close with `code`, or `1` to the next poll; `reason` is what
  * on_close reports. */

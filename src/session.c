@@ -280,11 +280,27 @@ static void sess_on_disconnect(ps__sio_socket *sock, const char *reason)
     ps__session_unref(s);
 }
 
+/* The main namespace's "message" events go up unbuilt when the layer above reads them so;
+ * every other event is built and delivered by sess_on_event. */
+static bool sess_on_event_raw(ps__sio_socket *sock, const char *name, const ps__json_index *ix,
+                              int64_t ack_id)
+{
+    ps_session *s = ps__sio_socket_up(sock);
+    ps__sessions *ss = s->layer;
+    if (!ss->ext.on_message_raw || strcmp(name, "message") != 0 || strcmp(s->nsp->name, "/") != 0)
+        return false;
+    ps__session_ref(s);
+    ss->ext.on_message_raw(s, ix, ack_id, ss->ext.user);
+    ps__session_unref(s);
+    return true;
+}
+
 static const ps__sio_cbs sess_sio_cbs = {
     .has_namespace = sess_has_namespace,
     .on_connect = sess_on_connect,
     .on_event = sess_on_event,
     .on_disconnect = sess_on_disconnect,
+    .on_event_raw = sess_on_event_raw,
 };
 
 void ps__session_ref(ps_session *s)

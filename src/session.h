@@ -20,6 +20,10 @@ typedef struct ps__session_ext {
     /* The session is ending: dispose everything it owns. */
     void (*on_session_close)(ps_session *s, void *user);
     void *user;
+    /* Optional: the same "message" event scanned but not built (ps__sio_cbs.on_event_raw's
+     * index: ix->top[0] is the name, ix->top[1...] the arguments, ix->subs the members of the
+     * first). When set, every "message" on the main namespace comes here instead. */
+    void (*on_message_raw)(ps_session *s, const ps__json_index *ix, int64_t ack_id, void *user);
 } ps__session_ext;
 
 typedef struct ps__namespace {

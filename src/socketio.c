@@ -77,7 +77,8 @@ static bool is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
-int ps__sio_decode(const char *s, size_t len, ps__sio_packet *p, const char **err)
+/* The packet's head (type, attachments, namespace, ack id); *at is where its data begins. */
+static int decode_head(const char *s, size_t len, ps__sio_packet *p, size_t *at, const char **err)
 {
     size_t i = 0;
     p->data = NULL;
@@ -141,6 +142,15 @@ int ps__sio_decode(const char *s, size_t len, ps__sio_packet *p, const char **er
         }
         p->id = id;
     }
+    *at = i;
+    return 0;
+}
+
+int ps__sio_decode(const char *s, size_t len, ps__sio_packet *p, const char **err)
+{
+    size_t i;
+    if (decode_head(s, len, p, &i, err) != 0)
+        return -1;
     if (i < len) {
         p->data = ps__json_parse(s + i, len - i);
         if (!p->data) {
@@ -523,23 +533,39 @@ int ps__sio_emit(ps__sio_socket *s, const char *event, json_t *args)
     return rc == 0 || rc == PS_EINVAL ? rc : PS_ECLOSED;
 }
 
+/*
+ * The one place that frames a server EVENT from text: the head ("42", the namespace, the name)
+ * is written on the stack and the arguments go out as they are, with no copy in between.
+ */
 int ps__sio_emit_text(ps__sio_socket *s, const char *event, const char *args, size_t len)
 {
     if (s->state == SOCK_CLOSED)
         return PS_ECLOSED;
-    ps__buf out;
-    ps__buf_init(&out);
-    ps__buf_reserve(&out, len + 64);
-    ps__sio_encode(&out, PS__SIO_EVENT, s->nsp, -1, NULL);
-    ps__buf_appendc(&out, '[');
-    ps__json_escape(&out, event);
-    ps__buf_appendc(&out, ',');
-    ps__buf_append(&out, args, len);
-    ps__buf_appendc(&out, ']');
-    int rc = send_message(s, false, out.base, out.len);
+    char stack[128];
+    ps__buf head = {stack, 0, sizeof stack};
+    /* An escape takes at most six bytes per byte of the name. Early messages (kept until the
+     * CONNECT reply) are stored whole, and a long name is rare: the heap for both. */
+    size_t need = 8 + strlen(s->nsp) + 6 * strlen(event);
+    if (need > sizeof stack || s->state == SOCK_CONNECTING)
+        ps__buf_init(&head);
+    ps__sio_encode(&head, PS__SIO_EVENT, s->nsp, -1, NULL);
+    ps__buf_appendc(&head, '[');
+    ps__json_escape(&head, event);
+    ps__buf_appendc(&head, ',');
+    int rc;
+    if (s->state == SOCK_CONNECTING) {
+        ps__buf_append(&head, args, len);
+        ps__buf_appendc(&head, ']');
+        rc = send_message(s, false, head.base, head.len);
+    } else {
+        uv_buf_t parts[3] = {uv_buf_init(head.base, (unsigned)head.len),
+                             uv_buf_init((char *)args, (unsigned)len), uv_buf_init("]", 1)};
+        rc = ps__eio_send_packetv(s->conn->eio, parts, 3);
+    }
     if (rc == 0)
         s->conn->srv->stats.packets_out++;
-    ps__buf_free(&out);
+    if (head.base != stack)
+        ps__buf_free(&head);
     return rc == 0 ? 0 : PS_ECLOSED;
 }
 
@@ -827,6 +853,41 @@ static void engine_echo(ps__eio *e, bool binary, const char *data, size_t len)
     ps__buf_free(&out);
 }
 
+/*
+ * The hot path: an EVENT whose data is scanned (every byte checked as ps__sio_decode would)
+ * and handed up without a tree. Anything unusual (a long or numeric name, a namespace not
+ * joined, a layer above that declines) returns false before any effect, and the packet takes
+ * the ordinary path, which decides it as it always did.
+ */
+static bool try_event_raw(ps__sio_conn *c, const char *s, size_t len)
+{
+    ps__sio_packet p;
+    size_t at;
+    const char *err = NULL;
+    if (len < 2 || s[0] != '0' + PS__SIO_EVENT || decode_head(s, len, &p, &at, &err) != 0 ||
+        at >= len)
+        return false;
+    ps__json_index ix = {.sub_of = 1};
+    if (ps__json_scan(s + at, len - at, &ix) != 0 || ix.root != '[' || ix.ntop == 0 ||
+        ix.ntop > PS__JSON_INDEX_TOP)
+        return false;
+    ps__json_span name = ix.top[0];
+    char ev[66];
+    if (name.p[0] != '"' || name.len - 2 >= sizeof ev)
+        return false;
+    size_t n = ps__json_unescape(name.p + 1, name.len - 2, ev);
+    ev[n] = '\0';
+    if (strlen(ev) != n || ps__sio_reserved_event(ev))
+        return false;
+    ps__sio_socket *sock = find_socket(c, p.nsp);
+    if (!sock)
+        return false;
+    ps__sio_socket_ref(sock);
+    bool done = c->srv->cbs->on_event_raw(sock, ev, &ix, p.id);
+    ps__sio_socket_unref(sock);
+    return done;
+}
+
 static void sio_on_message(ps__eio *e, bool binary, const char *data, size_t len)
 {
     ps__sio_conn *c = ps__eio_up(e);
@@ -846,6 +907,8 @@ static void sio_on_message(ps__eio *e, bool binary, const char *data, size_t len
         ps__sio_conn_close(c, PS__WS_PROTOCOL_ERROR, "attachments expected");
         return;
     }
+    if (ss->cbs->on_event_raw && try_event_raw(c, data, len))
+        return;
     ps__sio_packet p;
     const char *err = NULL;
     if (ps__sio_decode(data, len, &p, &err) != 0) {

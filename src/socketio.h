@@ -69,6 +69,12 @@ typedef struct ps__sio_cbs {
     void (*on_disconnect)(ps__sio_socket *s, const char *reason);
     /* The connection ended and every socket on it was disconnected. */
     void (*on_conn_close)(ps__sio_conn *c);
+    /* Optional, the hot path: an EVENT whose data was scanned and checked but not built. `ix`
+     * indexes the data array [name, args...] (ix->top) and the members of its first argument
+     * (ix->subs, sub_of 1); ix->text is the whole array. Return true when handled, or false,
+     * before doing anything, to have it built and delivered by on_event instead. */
+    bool (*on_event_raw)(ps__sio_socket *s, const char *name, const ps__json_index *ix,
+                         int64_t ack_id);
 } ps__sio_cbs;
 
 typedef struct ps__sio_stats {

@@ -229,6 +229,28 @@ static void views_on_message(ps_session *s, json_t *packet, int64_t ack_id, void
         vs->dropped++;
 }
 
+/*
+ * The hot path: a channel_message goes to the channel layer as spans, the envelope never built.
+ * Any other shape is built and takes views_on_message, which decides it as before.
+ */
+static void views_on_message_raw(ps_session *s, const ps__json_index *ix, int64_t ack_id,
+                                 void *user)
+{
+    ps__views *vs = user;
+    if (ix->ntop == 2 && ix->sub == '{' && ix->nsub <= PS__JSON_INDEX_SUB &&
+        vs->ext.on_channel_message_raw &&
+        ps__json_span_is(ps__json_member(ix->subs, ix->nsub, PS__STRLIT("type")),
+                         PS__STRLIT("channel_message"))) {
+        if (ack_id >= 0)
+            ps__session_send_ack(s, ack_id, NULL);
+        vs->ext.on_channel_message_raw(s, ix->top[1], ix->subs, ix->nsub, vs->ext.user);
+        return;
+    }
+    json_t *packet = ps__json_parse(ix->text.p, ix->text.len);
+    views_on_message(s, packet, ack_id, user);
+    json_decref(packet);
+}
+
 static void views_on_session_close(ps_session *s, void *user)
 {
     ps__views *vs = user;
@@ -273,7 +295,12 @@ int ps__views_add_route(ps__views *vs, const char *path, const ps_view_type *typ
     /* Routes are registered before serving; the session layer starts routing "message" to us
      * with the first one, which leaves the raw event free for apps without views. */
     if (vs->nroutes == 0) {
-        ps__session_ext ext = {views_on_message, views_on_session_close, vs};
+        ps__session_ext ext = {
+            .on_message = views_on_message,
+            .on_session_close = views_on_session_close,
+            .user = vs,
+            .on_message_raw = views_on_message_raw,
+        };
         ps__sessions_set_ext(vs->sessions, &ext);
     }
     vs->routes = ps__realloc(vs->routes, (vs->nroutes + 1) * sizeof *vs->routes);
@@ -286,6 +313,12 @@ int ps__views_add_route(ps__views *vs, const char *path, const ps_view_type *typ
 ps__views *ps__view_layer(const ps_view *v)
 {
     return v->layer;
+}
+
+/* The views layer registered itself as the sessions' extension with its first route. */
+ps__views *ps__views_of_session(const ps_session *s)
+{
+    return ps__session_layer(s)->ext.user;
 }
 
 void *ps__view_ext_data(const ps_view *v)

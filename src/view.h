@@ -23,6 +23,10 @@ typedef struct ps__view_ext {
     /* The session is gone (all its views freed already): free per-session channel state. */
     void (*on_session_free)(ps_session *s, void *user);
     void *user;
+    /* Optional: a channel_message envelope scanned but not built: `msg` is its text, `members`
+     * its n spans (key, value, ...; see ps__json_index). */
+    void (*on_channel_message_raw)(ps_session *s, ps__json_span msg, const ps__json_span *members,
+                                   size_t n, void *user);
 } ps__view_ext;
 
 typedef struct ps__route {

@@ -33,6 +33,9 @@
  *     (leaving a topic not joined too); an invalid topic or a limit gets an error reply;
  *   - request "publish" {"topic","event","payload","exceptSelf"} publishes event with payload
  *     to T (skipping this channel with exceptSelf) and replies {"ok": true} once published here.
+ * "echo" is answered by a ps_on_raw handler (the payload's JSON text goes back as it came, no
+ * json_t built); --json-api answers it with a ps_on handler and a json_t payload instead, so that
+ * make bench can measure both APIs.
  */
 #include "../common/example.h"
 
@@ -43,6 +46,7 @@
 #include <unistd.h>
 
 static bool socketio_echo;
+static bool json_api;
 
 static int on_connect(ps_session *s, const ps_handshake *hs, void *user)
 {
@@ -363,6 +367,15 @@ static void on_channel_event(ps_channel *ch, const char *event, json_t *payload,
     }
 }
 
+static void on_echo_raw(ps_channel *ch, const char *event, const char *payload, size_t len,
+                        ps_reply *reply, void *user)
+{
+    if (reply)
+        ps_reply_raw(reply, payload, len);
+    else
+        ps_emit_raw(ch, "echo", payload, len);
+}
+
 static int echo_view_init(ps_view *view, json_t *props, void *user)
 {
     echo_view *ev = calloc(1, sizeof *ev);
@@ -370,7 +383,17 @@ static int echo_view_init(ps_view *view, json_t *props, void *user)
     ev->ch = ps_channel_open(view);
     if (!ev->ch)
         return ps_view_reject(view, "Too many channels");
-    ps_on(ev->ch, "*", on_channel_event, ev);
+    if (json_api) {
+        ps_on(ev->ch, "*", on_channel_event, ev);
+    } else {
+        /* Per event rather than "*": a json_t listener for every event would build the tree
+         * that the raw "echo" handler spares. */
+        static const char *const events[] = {"fail",  "defer", "ask",   "close",
+                                             "stats", "join",  "leave", "publish"};
+        ps_on_raw(ev->ch, "echo", on_echo_raw, ev);
+        for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
+            ps_on(ev->ch, events[i], on_channel_event, ev);
+    }
     json_t *p = json_pack("{s:s}", "channelId", ps_channel_id(ev->ch));
     ps_view_set_props(view, p);
     json_decref(p);
@@ -384,38 +407,40 @@ static void echo_view_dispose(ps_view *view, void *user)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: echo [options]\n"
-            "  --host ADDR             bind address (127.0.0.1)\n"
-            "  --port N                port, 0 = any free port (8000)\n"
-            "  --static DIR            serve static files from DIR\n"
-            "  --path PATH             Socket.IO endpoint (/socket.io/)\n"
-            "  --ping-interval MS      Engine.IO ping interval (25000)\n"
-            "  --ping-timeout MS       Engine.IO pong deadline (20000)\n"
-            "  --max-payload BYTES     largest message accepted (1048576)\n"
-            "  --connect-timeout MS    Socket.IO CONNECT deadline (45000)\n"
-            "  --socketio-echo         Socket.IO test-suite behaviour (see source)\n"
-            "  --engine-echo           pure Engine.IO server echoing every message (use with\n"
-            "                          --path /engine.io/)\n"
-            "  --websocket-only        refuse HTTP long-polling\n"
-            "  --max-queued BYTES      unread output per client before it is cut off (4 MiB)\n"
-            "  --max-connections N     open connections; more get 503 (10000)\n"
-            "  --max-views N           views per session (64)\n"
-            "  --max-channels N        open channels per session (256)\n"
-            "  --max-pending N         requests in flight per channel and direction (1024)\n"
-            "  --idle-timeout MS       HTTP request / keep-alive idle bound (30000)\n"
-            "  --shutdown-grace MS     how long a stop waits for close replies (2000)\n"
-            "  --ws-idle-release MS    quiet WebSockets free their framing buffers (1000)\n"
-            "  --max-topics-per-channel N  topics one channel may join (64)\n"
-            "  --max-topics N          distinct topics with members in one process (100000)\n"
-            "  --workers N             worker processes serving the port (1)\n"
-            "  --origin ORIGIN         also allow this browser origin (repeatable; \"*\" = any,\n"
-            "                          without credentials); without it only pages of the\n"
-            "                          server's own origin may connect\n"
-            "  --trusted-proxy ADDR    believe X-Forwarded-For from this address or CIDR block\n"
-            "                          (repeatable)\n"
-            "  --verbose               log connections and errors\n"
-            "  --log-json              log as JSON lines on stderr\n");
+    fprintf(
+        f,
+        "usage: echo [options]\n"
+        "  --host ADDR             bind address (127.0.0.1)\n"
+        "  --port N                port, 0 = any free port (8000)\n"
+        "  --static DIR            serve static files from DIR\n"
+        "  --path PATH             Socket.IO endpoint (/socket.io/)\n"
+        "  --ping-interval MS      Engine.IO ping interval (25000)\n"
+        "  --ping-timeout MS       Engine.IO pong deadline (20000)\n"
+        "  --max-payload BYTES     largest message accepted (1048576)\n"
+        "  --connect-timeout MS    Socket.IO CONNECT deadline (45000)\n"
+        "  --socketio-echo         Socket.IO test-suite behaviour (see source)\n"
+        "  --engine-echo           pure Engine.IO server echoing every message (use with\n"
+        "                          --path /engine.io/)\n"
+        "  --websocket-only        refuse HTTP long-polling\n"
+        "  --max-queued BYTES      unread output per client before it is cut off (4 MiB)\n"
+        "  --max-connections N     open connections; more get 503 (10000)\n"
+        "  --max-views N           views per session (64)\n"
+        "  --max-channels N        open channels per session (256)\n"
+        "  --max-pending N         requests in flight per channel and direction (1024)\n"
+        "  --idle-timeout MS       HTTP request / keep-alive idle bound (30000)\n"
+        "  --shutdown-grace MS     how long a stop waits for close replies (2000)\n"
+        "  --ws-idle-release MS    quiet WebSockets free their framing buffers (1000)\n"
+        "  --max-topics-per-channel N  topics one channel may join (64)\n"
+        "  --max-topics N          distinct topics with members in one process (100000)\n"
+        "  --workers N             worker processes serving the port (1)\n"
+        "  --origin ORIGIN         also allow this browser origin (repeatable; \"*\" = any,\n"
+        "                          without credentials); without it only pages of the\n"
+        "                          server's own origin may connect\n"
+        "  --trusted-proxy ADDR    believe X-Forwarded-For from this address or CIDR block\n"
+        "                          (repeatable)\n"
+        "  --json-api              answer \"echo\" with a json_t handler (ps_on), not ps_on_raw\n"
+        "  --verbose               log connections and errors\n"
+        "  --log-json              log as JSON lines on stderr\n");
 }
 
 int main(int argc, char **argv)
@@ -450,6 +475,7 @@ int main(int argc, char **argv)
         {"max-topics", required_argument, 0, 'X'},
         {"trusted-proxy", required_argument, 0, 'Y'},
         {"workers", required_argument, 0, 'w'},
+        {"json-api", no_argument, 0, 'j'},
         {"verbose", no_argument, 0, 'v'},
         {"log-json", no_argument, 0, 'J'},
         {"help", no_argument, 0, '?'},
@@ -467,6 +493,7 @@ int main(int argc, char **argv)
         case 'm': opts.max_payload = strtoull(optarg, NULL, 10); break;
         case 'c': opts.connect_timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'E': socketio_echo = true; break;
+        case 'j': json_api = true; break;
         case 'G': opts.engineio_echo = true; break;
         case 'W': opts.websocket_only = true; break;
         case 'q': opts.max_queued_bytes = strtoull(optarg, NULL, 10); break;

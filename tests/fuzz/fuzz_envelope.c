@@ -9,6 +9,11 @@
  * is borrowed from the message itself. Every binary value in the document decodes, and its
  * bytes make a binary value that decodes to the same bytes. Every string, written by
  * ps__json_escape, reads back as itself.
+ *
+ * Differential: the hot path's tree-less decoder (ps__envelope_scan over ps__json_scan's spans)
+ * against ps__envelope_decode on the tree. When the scanner decodes an envelope, the tree
+ * decodes the same one: the same strings, no error, and a payload span that parses to the
+ * tree's payload. When it declines, the tree refuses the envelope or it carries an error.
  */
 #include "harness.h"
 #include "channel.h"
@@ -107,6 +112,46 @@ static void walk(json_t *v, int depth)
     }
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static void check_scan(const char *text, size_t len, json_t *msg)
+{
+    /* As the hot path sees it: the second element of the event array ["message", {...}]. */
+    ps__buf packet;
+    ps__buf_init(&packet);
+    ps__buf_appends(&packet, "[0,");
+    ps__buf_append(&packet, text, len);
+    ps__buf_appendc(&packet, ']');
+    ps__json_index ix = {.sub_of = 1};
+    FZ_CHECK(ps__json_scan(packet.base, packet.len, &ix) == 0); /* the parser took it */
+    if (ix.sub != '{' || ix.nsub > PS__JSON_INDEX_SUB) {
+        ps__buf_free(&packet);
+        return; /* the hot path needs an object whose members were all recorded */
+    }
+    ps__envelope fast, tree;
+    ps__envelope_bufs bufs;
+    ps__json_span payload;
+    const char *err = NULL;
+    int frc = ps__envelope_scan(ix.subs, ix.nsub, &fast, &bufs, &payload);
+    int trc = ps__envelope_decode(msg, &tree, &err);
+    if (frc != 0) {
+        FZ_CHECK(trc != 0 || tree.error != NULL);
+        ps__buf_free(&packet);
+        return;
+    }
+    FZ_CHECK(trc == 0 && tree.error == NULL);
+    FZ_CHECK(same_str(fast.channel, tree.channel) && same_str(fast.event, tree.event) &&
+             same_str(fast.request_id, tree.request_id) &&
+             same_str(fast.response_to, tree.response_to));
+    json_t *p = ps__json_parse(payload.p, payload.len);
+    FZ_CHECK(p && json_equal(p, tree.payload));
+    json_decref(p);
+    ps__buf_free(&packet);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     ps__log_set_level(-1);
@@ -119,6 +164,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!msg)
         return 0;
     check_envelope(msg);
+    check_scan((const char *)data, size, msg);
     walk(msg, 0);
     json_decref(msg);
     return 0;

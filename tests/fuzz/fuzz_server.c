@@ -23,7 +23,7 @@
  * attached is disposed exactly once, every request and emit-with-ack completes exactly once
  * (their contexts are freed on completion, so a second completion is a use-after-free), every
  * kept reply and ack is handed back. And what the server sends is well-formed, whatever it was
- * sent: the link wraps ps__eio_send_packet and ps__ws_send (-Wl,--wrap), so every Engine.IO text
+ * sent: the link wraps ps__eio_send_packet(v) and ps__ws_send (-Wl,--wrap), so every Engine.IO text
  * packet is checked to be valid UTF-8 with a known type, every Socket.IO packet to decode with
  * ps__sio_decode, and every channel_message to decode with ps__envelope_decode.
  */
@@ -51,6 +51,8 @@ ssize_t getrandom(void *buf, size_t n, unsigned int flags)
 
 int __real_ps__eio_send_packet(ps__eio *e, const char *packet, size_t len);
 int __wrap_ps__eio_send_packet(ps__eio *e, const char *packet, size_t len);
+int __real_ps__eio_send_packetv(ps__eio *e, const uv_buf_t *parts, size_t nparts);
+int __wrap_ps__eio_send_packetv(ps__eio *e, const uv_buf_t *parts, size_t nparts);
 int __real_ps__ws_send(ps__ws *ws, bool binary, const char *data, size_t len);
 int __wrap_ps__ws_send(ps__ws *ws, bool binary, const char *data, size_t len);
 
@@ -90,6 +92,23 @@ int __wrap_ps__eio_send_packet(ps__eio *e, const char *packet, size_t len)
     if (packet[0] == PS__EIO_MESSAGE)
         check_sio_packet(packet + 1, len - 1);
     return __real_ps__eio_send_packet(e, packet, len);
+}
+
+/* The vectored send, joined and checked as one packet. */
+int __wrap_ps__eio_send_packetv(ps__eio *e, const uv_buf_t *parts, size_t nparts)
+{
+    ps__buf b;
+    ps__buf_init(&b);
+    for (size_t i = 0; i < nparts; i++)
+        ps__buf_append(&b, parts[i].base, parts[i].len);
+    const char *packet = ps__buf_cstr(&b);
+    if (b.len == 0 || packet[0] != PS__EIO_MESSAGE)
+        bad_output("an invalid Engine.IO packet", packet, b.len, NULL);
+    if (!ps__utf8_valid((const uint8_t *)packet, b.len))
+        bad_output("invalid UTF-8", packet, b.len, NULL);
+    check_sio_packet(packet + 1, b.len - 1);
+    ps__buf_free(&b);
+    return __real_ps__eio_send_packetv(e, parts, nparts);
 }
 
 int __wrap_ps__ws_send(ps__ws *ws, bool binary, const char *data, size_t len)

@@ -94,6 +94,7 @@ TEST_DECLARE(server_port_in_use)
 /* test_channel.c */
 TEST_DECLARE(channel_reentrancy)
 TEST_DECLARE(channel_requests_exactly_once)
+TEST_DECLARE(channel_raw_api)
 TEST_DECLARE(session_connect_middleware)
 
 /* test_async_app.c */
@@ -184,6 +185,7 @@ TEST_ENTRY(server_stop_signal)
 TEST_ENTRY(server_port_in_use)
 TEST_ENTRY(channel_reentrancy)
 TEST_ENTRY(channel_requests_exactly_once)
+TEST_ENTRY(channel_raw_api)
 TEST_ENTRY(session_connect_middleware)
 TEST_ENTRY(view_deferred_attach)
 TEST_ENTRY(channel_request_cancel)

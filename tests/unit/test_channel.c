@@ -529,3 +529,190 @@ TEST_IMPL(session_connect_middleware)
     ASSERT_EQ(st.connect_seen, 2);
     return 0;
 }
+
+/* ---- the raw-payload API (ps_on_raw, ps_reply_raw, ps_emit_raw) ------------------------- */
+
+static struct {
+    char text[256];    /* the payload text the raw listener of "both" saw */
+    int tree_calls;    /* the json_t listener of "both" */
+    int tree_is_array; /* and whether its payload was the array sent */
+    int bad_rc, keep_rc;
+    ps_reply *kept;
+} raw;
+
+static void raw_echo(ps_channel *ch, const char *event, const char *payload, size_t len,
+                     ps_reply *reply, void *user)
+{
+    if (reply)
+        ASSERT_EQ(ps_reply_raw(reply, payload, len), 0);
+    else
+        ASSERT_EQ(ps_emit_raw(ch, "echo", payload, len), 0);
+}
+
+static void raw_both(ps_channel *ch, const char *event, const char *payload, size_t len,
+                     ps_reply *reply, void *user)
+{
+    ASSERT(len < sizeof raw.text);
+    memcpy(raw.text, payload, len);
+    raw.text[len] = '\0';
+}
+
+static void tree_both(ps_channel *ch, const char *event, json_t *payload, ps_reply *reply,
+                      void *user)
+{
+    raw.tree_calls++;
+    raw.tree_is_array = json_is_array(payload) && json_array_size(payload) == 2;
+    ps_reply_ok(reply, payload);
+}
+
+static void raw_bad(ps_channel *ch, const char *event, const char *payload, size_t len,
+                    ps_reply *reply, void *user)
+{
+    raw.bad_rc = ps_reply_raw(reply, "{\"unclosed\":", 12); /* not sent, still owed */
+    ASSERT_EQ(ps_emit_raw(ch, "x", "nul", 3), PS_EINVAL);
+    ASSERT_EQ(ps_emit_raw(ch, "x", "\"\xc3\x28\"", 4), PS_EINVAL); /* invalid UTF-8 */
+    ASSERT_EQ(ps_reply_raw(reply, "{\"ok\" : [1, 2.5e3, \"\\u00e9\"]}", 29), 0);
+}
+
+static void raw_keep(ps_channel *ch, const char *event, const char *payload, size_t len,
+                     ps_reply *reply, void *user)
+{
+    raw.kept = ps_reply_keep(reply); /* moves the reply state off the dispatcher's stack */
+}
+
+static void raw_late(ps_channel *ch, const char *event, const char *payload, size_t len,
+                     ps_reply *reply, void *user)
+{
+    raw.keep_rc = ps_reply_raw(raw.kept, "\"late\"", 6);
+    raw.kept = NULL;
+}
+
+static int raw_init(ps_view *view, json_t *props, void *user)
+{
+    ps_channel *ch = ps_channel_open(view);
+    ASSERT_NOT_NULL(ps_on_raw(ch, "echo", raw_echo, NULL));
+    ASSERT_NOT_NULL(ps_on_raw(ch, "both", raw_both, NULL));
+    ASSERT_NOT_NULL(ps_on(ch, "both", tree_both, NULL));
+    ASSERT_NOT_NULL(ps_on_raw(ch, "bad", raw_bad, NULL));
+    ASSERT_NOT_NULL(ps_on_raw(ch, "keep", raw_keep, NULL));
+    ASSERT_NOT_NULL(ps_on_raw(ch, "late", raw_late, NULL));
+    ASSERT(ps_on_raw(ch, "", raw_echo, NULL) == NULL);
+    ASSERT(ps_on_raw(ch, "x", NULL, NULL) == NULL);
+    json_t *p = json_pack("{s:s}", "channelId", ps_channel_id(ch));
+    ps_view_set_props(view, p);
+    json_decref(p);
+    return 0;
+}
+
+static void setup_raw(ts *t)
+{
+    ps_view_type type = {.init = raw_init};
+    ASSERT_EQ(ps_route(t->srv, "/raw", &type), 0);
+}
+
+/* Sends the envelope text as written (spacing, key order and escapes are the client's). */
+static void send_text(tc *c, const char *envelope)
+{
+    ps__buf pkt;
+    ps__buf_init(&pkt);
+    ps__buf_printf(&pkt, "42[\"message\",%s]", envelope);
+    tc_ws_text(c, pkt.base);
+    ps__buf_free(&pkt);
+}
+
+static void client_raw(ts *t)
+{
+    tc *c = tc_sio_connect(t);
+    char *ch = attach(c, "/raw", "r1");
+    char *err;
+    ps__buf b;
+    ps__buf_init(&b);
+
+    /* A request's payload comes back byte for byte, spaces and escapes included. */
+    ps__buf_printf(&b,
+                   "{\"type\":\"channel_message\",\"channel\":\"%s\",\"event\":\"echo\","
+                   "\"requestId\":\"r\",\"payload\": {\"a\" : [1, 2e3], \"s\":\"\\u00e9\\n\"} }",
+                   ch);
+    send_text(c, b.base);
+    char *text = tc_ws_read_text(c);
+    ASSERT(strstr(text, "\"responseTo\":\"r\",\"payload\":{\"a\" : [1, 2e3], "
+                        "\"s\":\"\\u00e9\\n\"}}") != NULL);
+    ps__free(text);
+
+    /* An event comes back as an event; escaped keys and a duplicate (the last wins) are read
+     * as the tree path reads them; no payload is null. */
+    ps__buf_reset(&b);
+    ps__buf_printf(&b,
+                   "{\"type\":\"channel_message\",\"chan\\u006eel\":\"%s\",\"event\":\"nope\","
+                   "\"event\":\"echo\",\"payload\":7}",
+                   ch);
+    send_text(c, b.base);
+    json_t *m = read_msg(c);
+    ASSERT_STR_EQ(str(m, "event"), "echo");
+    ASSERT_EQ(json_integer_value(json_object_get(m, "payload")), 7);
+    json_decref(m);
+    ps__buf_reset(&b);
+    ps__buf_printf(&b,
+                   "{\"type\":\"channel_message\",\"channel\":\"%s\",\"event\":\"echo\","
+                   "\"requestId\":\"n\"}",
+                   ch);
+    send_text(c, b.base);
+    json_t *p = read_response(c, "n", &err);
+    ASSERT(json_is_null(p));
+    json_decref(p);
+
+    /* A raw and a json_t listener on one event: each gets the payload its way. */
+    ps__buf_reset(&b);
+    ps__buf_printf(&b,
+                   "{\"type\":\"channel_message\",\"channel\":\"%s\",\"event\":\"both\","
+                   "\"requestId\":\"b\",\"payload\":[true, null]}",
+                   ch);
+    send_text(c, b.base);
+    p = read_response(c, "b", &err);
+    ASSERT(json_is_array(p));
+    json_decref(p);
+    ASSERT_STR_EQ(raw.text, "[true, null]");
+    ASSERT_EQ(raw.tree_calls, 1);
+    ASSERT_EQ(raw.tree_is_array, 1);
+
+    /* Invalid JSON is refused and the request stays owed; the next answer is sent. */
+    ch_event(c, ch, "bad", "x");
+    p = read_response(c, "x", &err);
+    ASSERT_EQ(raw.bad_rc, PS_EINVAL);
+    ASSERT_EQ(json_array_size(json_object_get(p, "ok")), 3);
+    json_decref(p);
+
+    /* A kept raw reply answered from another handler. */
+    ch_event(c, ch, "keep", "k");
+    ch_event(c, ch, "late", NULL);
+    p = read_response(c, "k", &err);
+    ASSERT_STR_EQ(json_string_value(p), "late");
+    ASSERT_EQ(raw.keep_rc, 0);
+    json_decref(p);
+
+    /* What the hot path leaves to the tree path is still answered as before. */
+    ps__buf_reset(&b);
+    ps__buf_printf(&b,
+                   "{\"type\":\"channel_message\",\"channel\":\"%s\",\"event\":\"echo\","
+                   "\"requestId\":\"e\",\"error\":5}",
+                   ch);
+    send_text(c, b.base);
+    p = read_response(c, "e", &err);
+    ASSERT(p == NULL);
+    ASSERT_STR_EQ(err, "Invalid message: error must be a string");
+    ps__free(err);
+
+    ps__buf_free(&b);
+    ps__free(ch);
+    tc_close(c, false);
+    tc_free(c);
+    ts_stop(t);
+}
+
+TEST_IMPL(channel_raw_api)
+{
+    memset(&raw, 0, sizeof raw);
+    ps_server_opts o = {0};
+    ts_run(&o, setup_raw, client_raw, NULL);
+    return 0;
+}
