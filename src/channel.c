@@ -339,9 +339,16 @@ int ps_reply_ok(ps_reply *reply, json_t *payload)
     return reply_finish(reply, payload, NULL, 0, NULL);
 }
 
+/* Whether json must be checked: not when it is the payload being dispatched, which was. */
+static bool needs_check(ps_channel *ch, const char *json, size_t len)
+{
+    return !ch || json != ch->layer->checked.p || len != ch->layer->checked.len;
+}
+
 int ps_reply_raw(ps_reply *reply, const char *json, size_t len)
 {
-    if (!reply || !json || ps__json_scan(json, len, NULL) != 0)
+    if (!reply || !json ||
+        (needs_check(reply->st->ch, json, len) && ps__json_scan(json, len, NULL) != 0))
         return PS_EINVAL;
     return reply_finish(reply, NULL, json, len, NULL);
 }
@@ -553,7 +560,7 @@ int ps_emit_raw(ps_channel *ch, const char *event, const char *json, size_t len)
     if (ch->closed)
         return PS_ECLOSED;
     if (!event || !*event || !ps__utf8_valid((const uint8_t *)event, strlen(event)) || !json ||
-        ps__json_scan(json, len, NULL) != 0)
+        (needs_check(ch, json, len) && ps__json_scan(json, len, NULL) != 0))
         return PS_EINVAL;
     return send_event(ch, event, NULL, json, len, NULL) == 0 ? 0 : PS_ECLOSED;
 }
@@ -619,12 +626,18 @@ static void dispatch(ps_channel *ch, const char *event, msg_payload *pl, const c
     for (ps__list *pos = ch->listeners.next; pos != &ch->listeners && !ch->closed;
          pos = pos->next) {
         ps_listener *l = PS__CONTAINER_OF(pos, ps_listener, link);
-        if (!l->removed && (strcmp(l->event, event) == 0 || strcmp(l->event, "*") == 0)) {
+        const char *le = l->event;
+        bool match = (le[0] == event[0] && strcmp(le, event) == 0) || (le[0] == '*' && !le[1]);
+        if (!l->removed && match) {
             ps_reply *r = request_id ? &handle : NULL;
             if (l->raw) {
                 size_t len;
                 const char *text = payload_text(pl, &len);
+                /* The handler may answer with this very text: checked already. */
+                ps__json_span saved = ch->layer->checked;
+                ch->layer->checked = (ps__json_span){text, len};
                 l->raw(ch, event, text, len, r, l->user);
+                ch->layer->checked = saved;
             } else {
                 l->fn(ch, event, payload_tree(pl), r, l->user);
             }
@@ -724,13 +737,12 @@ static void on_channel_message(ps_session *s, json_t *msg, void *user)
 }
 
 /*
- * An optional client string among scanned members, as opt_string reads it from a tree: 1 with
- * *out NULL when absent or null, 1 with *out set (copied into buf) when valid, 0 when bad.
+ * An optional client string from its scanned value, as opt_string reads it from a tree: 1 with
+ * *out NULL when absent (v.p NULL) or null, 1 with *out set (copied into buf) when valid, 0
+ * when bad.
  */
-static int span_string(const ps__json_span *members, size_t n, const char *key, size_t klen,
-                       char buf[PS__MAX_CLIENT_ID + 1], const char **out)
+static int span_string(ps__json_span v, char buf[PS__MAX_CLIENT_ID + 1], const char **out)
 {
-    ps__json_span v = ps__json_member(members, n, key, klen);
     *out = NULL;
     if (!v.p || (v.len == 4 && memcmp(v.p, "null", 4) == 0))
         return 1;
@@ -752,45 +764,68 @@ static int span_string(const ps__json_span *members, size_t n, const char *key, 
     return 1;
 }
 
-/*
- * The hot path: the envelope read from its spans, no tree built for it (nor for the payload,
- * unless a json_t handler or middleware wants one). What this does not decide as plainly
- * valid (bad fields, an error text, too many members) is built and goes through
- * on_channel_message, which decides it as it always did; fuzz_envelope compares the two.
- */
-int ps__envelope_scan(const ps__json_span *m, size_t n, ps__envelope *env, ps__envelope_bufs *b,
-                      ps__json_span *payload)
+enum { F_CHANNEL, F_EVENT, F_REQUEST_ID, F_RESPONSE_TO, F_ERROR, F_PAYLOAD, F_COUNT };
+
+/* The envelope's fields among the members, in one pass from the last (the last duplicate
+ * wins); false when a key is written with escapes, which the tree path then reads. */
+static bool envelope_fields(const ps__json_span *m, size_t n, uint64_t esc,
+                            ps__json_span f[F_COUNT])
+{
+    static const struct {
+        const char *name;
+        size_t len;
+    } names[F_COUNT] = {{"channel", 7},     {"event", 5}, {"requestId", 9},
+                        {"responseTo", 10}, {"error", 5}, {"payload", 7}};
+    memset(f, 0, F_COUNT * sizeof *f);
+    for (size_t i = n & ~(size_t)1; i > 0; i -= 2) {
+        if (i - 2 >= 64 || (esc >> (i - 2) & 1))
+            return false;
+        ps__json_span k = m[i - 2];
+        for (int j = 0; j < F_COUNT; j++) {
+            if (k.len == names[j].len + 2 && memcmp(k.p + 1, names[j].name, names[j].len) == 0) {
+                if (!f[j].p)
+                    f[j] = m[i - 1];
+                break;
+            }
+        }
+    }
+    return true;
+}
+
+int ps__envelope_scan(const ps__json_span *m, size_t n, uint64_t esc, ps__envelope *env,
+                      ps__envelope_bufs *b, ps__json_span *payload)
 {
     memset(env, 0, sizeof *env);
-    ps__json_span error = ps__json_member(m, n, PS__STRLIT("error"));
+    ps__json_span f[F_COUNT];
+    if (!envelope_fields(m, n, esc, f))
+        return -1;
+    ps__json_span error = f[F_ERROR];
     bool plain = (!error.p || (error.len == 4 && memcmp(error.p, "null", 4) == 0)) &&
-                 span_string(m, n, PS__STRLIT("channel"), b->channel, &env->channel) &&
-                 env->channel && span_string(m, n, PS__STRLIT("event"), b->event, &env->event) &&
-                 span_string(m, n, PS__STRLIT("requestId"), b->request_id, &env->request_id) &&
-                 span_string(m, n, PS__STRLIT("responseTo"), b->response_to, &env->response_to) &&
+                 span_string(f[F_CHANNEL], b->channel, &env->channel) && env->channel &&
+                 span_string(f[F_EVENT], b->event, &env->event) &&
+                 span_string(f[F_REQUEST_ID], b->request_id, &env->request_id) &&
+                 span_string(f[F_RESPONSE_TO], b->response_to, &env->response_to) &&
                  (env->response_to ? env->event == NULL : env->event != NULL);
     if (!plain)
         return -1;
-    *payload = ps__json_member(m, n, PS__STRLIT("payload"));
-    if (!payload->p)
-        *payload = (ps__json_span){"null", 4};
+    *payload = f[F_PAYLOAD].p ? f[F_PAYLOAD] : (ps__json_span){"null", 4};
     return 0;
 }
 
 /*
  * The hot path: the envelope read from its spans, no tree built for it (nor for the payload,
  * unless a json_t handler or middleware wants one). What this does not decide as plainly
- * valid (bad fields, an error text) is built and goes through on_channel_message, which
- * decides it as it always did; fuzz_envelope compares the two.
+ * valid (bad fields, an error text, a key written with escapes) is built and goes through
+ * on_channel_message, which decides it as it always did; fuzz_envelope compares the two.
  */
 static void on_channel_message_raw(ps_session *s, ps__json_span msg, const ps__json_span *m,
-                                   size_t n, void *user)
+                                   size_t n, uint64_t esc, void *user)
 {
     ps__channels *cs = user;
     ps__envelope env;
     ps__envelope_bufs bufs;
     ps__json_span p;
-    if (ps__envelope_scan(m, n, &env, &bufs, &p) != 0) {
+    if (ps__envelope_scan(m, n, esc, &env, &bufs, &p) != 0) {
         json_t *tree = ps__json_parse(msg.p, msg.len);
         on_channel_message(s, tree, user);
         json_decref(tree);

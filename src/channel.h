@@ -22,7 +22,8 @@ typedef struct ps__channels {
     /* The layer beside channels (topics): told when a channel with ext data closes. */
     void (*on_channel_close)(ps_channel *ch, void *user);
     void *ext_user;
-    ps__buf out; /* the envelope being sent, reused from message to message */
+    ps__buf out;           /* the envelope being sent, reused from message to message */
+    ps__json_span checked; /* the payload text a raw handler runs with (valid JSON) */
 } ps__channels;
 
 void ps__channels_init(ps__channels *cs, ps__sessions *sessions);
@@ -54,10 +55,11 @@ typedef struct ps__envelope {
 } ps__envelope;
 int ps__envelope_decode(json_t *msg, ps__envelope *out, const char **err);
 /*
- * The same, from the n scanned members of the object (ps__json_index spans, key then value),
+ * The same, from the n scanned members of the object (ps__json_index spans, key then value,
+ * and their escape bits `esc`),
  * without a tree, for the plainly valid envelope: 0 with `out` (its strings copied into `bufs`,
  * error NULL) and the payload's span ("null" when absent), or -1 when ps__envelope_decode must
- * decide: a field missing or of the wrong kind, or an error text.
+ * decide: a field missing or of the wrong kind, an error text, or a key written with escapes.
  */
 typedef struct ps__envelope_bufs {
     char channel[PS__MAX_CLIENT_ID + 1];
@@ -65,7 +67,7 @@ typedef struct ps__envelope_bufs {
     char request_id[PS__MAX_CLIENT_ID + 1];
     char response_to[PS__MAX_CLIENT_ID + 1];
 } ps__envelope_bufs;
-int ps__envelope_scan(const ps__json_span *members, size_t n, ps__envelope *out,
+int ps__envelope_scan(const ps__json_span *members, size_t n, uint64_t esc, ps__envelope *out,
                       ps__envelope_bufs *bufs, ps__json_span *payload);
 
 #endif

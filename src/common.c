@@ -416,18 +416,48 @@ long ps__base64_decode(const char *in, size_t n, ps__buf *out)
     return (long)(out->len - start);
 }
 
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+/* Flags the bytes of a word below n (n <= 128), or equal to c: the classic SWAR tests. A
+ * borrow can flag a byte above a flagged one, never below, so the lowest flag is exact. */
+#define HAS_LESS(w, n) (((w)-ONES * (n)) & ~(w)&HIGHS)
+#define HAS_BYTE(w, c) HAS_LESS((w) ^ (ONES * (c)), 1)
+
+/* The length of the run at p of bytes a JSON string holds as they are, eight at a time: no
+ * quote, backslash or control byte; `ascii` stops at bytes >= 0x80 too. */
+static inline size_t plain_run(const uint8_t *p, size_t n, bool ascii)
+{
+    size_t i = 0;
+    for (; n - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        uint64_t m = HAS_LESS(w, 0x20) | HAS_BYTE(w, '"') | HAS_BYTE(w, '\\');
+        if (ascii)
+            m |= w & HIGHS;
+        if (m && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+            return i + ((size_t)__builtin_ctzll(m) >> 3); /* the first byte is the lowest */
+        if (m)
+            break; /* big-endian: the loop below finds it */
+    }
+    while (i < n && p[i] >= 0x20 && p[i] != '"' && p[i] != '\\' && (!ascii || p[i] < 0x80))
+        i++;
+    return i;
+}
+
 void ps__json_escape(ps__buf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
-    ps__buf_appendc(b, '"');
-    const char *run = s;
-    for (const char *p = s;; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        ps__buf_append(b, run, (size_t)(p - run));
-        if (c == 0)
+    size_t len = strlen(s);
+    ps__buf_reserve(b, len + 2);
+    b->base[b->len++] = '"';
+    const uint8_t *p = (const uint8_t *)s, *end = p + len;
+    for (;;) {
+        size_t run = plain_run(p, (size_t)(end - p), false);
+        ps__buf_append(b, p, run);
+        p += run;
+        if (p == end)
             break;
+        unsigned char c = *p++;
         char esc[6] = {'\\', (char)c};
         size_t n = 2;
         switch (c) {
@@ -443,7 +473,6 @@ void ps__json_escape(ps__buf *b, const char *s)
             n = 6;
         }
         ps__buf_append(b, esc, n);
-        run = p + 1;
     }
     ps__buf_appendc(b, '"');
 }
@@ -697,10 +726,9 @@ json_t *ps__json_parse(const char *s, size_t len)
  * The hot path reads a packet's envelope without building it: ps__json_scan checks the whole
  * text against exactly what ps__json_parse accepts (fuzz_json compares the two on every input)
  * and records where the root's children, and the children of one of them, begin and end.
- * Bytes that a string may hold as they are; anything else takes the slow branch.
+ * Runs of bytes that a string may hold as they are go eight at a time (plain_run); anything
+ * else takes the slow branch.
  */
-static const uint8_t str_plain[256] = {
-    [0x20 ... 0x21] = 1, [0x23 ... 0x5b] = 1, [0x5d ... 0x7f] = 1};
 
 /* A number's text is valid JSON grammar already; this is ps__json_parse's range rule: an
  * integer beyond int64 becomes a real, and a real that overflows is refused. */
@@ -732,12 +760,11 @@ out:
 
 /* The string whose opening quote is at *pp; on success *pp is past its closing quote. A key
  * may not hold U+0000 (ps__json_parse refuses such keys). */
-static bool scan_string(const uint8_t **pp, const uint8_t *end, bool key)
+static bool scan_string(const uint8_t **pp, const uint8_t *end, bool key, bool *escaped)
 {
     const uint8_t *p = *pp + 1;
     for (;;) {
-        while (p < end && str_plain[*p])
-            p++;
+        p += plain_run(p, (size_t)(end - p), true);
         if (p >= end)
             return false;
         uint8_t c = *p;
@@ -746,6 +773,7 @@ static bool scan_string(const uint8_t **pp, const uint8_t *end, bool key)
             return true;
         }
         if (c == '\\') {
+            *escaped = true;
             if (end - p < 2)
                 return false;
             uint8_t e = p[1];
@@ -844,10 +872,12 @@ static bool scan_literal(const uint8_t **pp, const uint8_t *end, const char *lit
     (p)++
 
 static void span_put(ps__json_span *spans, size_t *n, size_t cap, const uint8_t *a,
-                     const uint8_t *b)
+                     const uint8_t *b, uint64_t *esc, bool escaped)
 {
     if (*n < cap)
         spans[*n] = (ps__json_span){(const char *)a, (size_t)(b - a)};
+    if (escaped && *n < 64)
+        *esc |= 1ull << *n;
     (*n)++;
 }
 
@@ -858,9 +888,11 @@ int ps__json_scan(const char *text, size_t len, ps__json_index *ix)
     size_t depth = 0, child = 0;       /* child: index of the root's current child */
     const uint8_t *start1 = NULL, *start2 = NULL;
     int sub_of = ix ? ix->sub_of : -1;
+    bool escaped = false; /* the key just scanned held an escape */
     if (ix) {
         ix->root = ix->sub = 0;
         ix->ntop = ix->nsub = 0;
+        ix->top_esc = ix->sub_esc = 0;
         ix->text = (ps__json_span){text, len};
     }
     SKIP_WS(p, end);
@@ -893,7 +925,7 @@ value:
             goto key;
         goto value;
     case '"':
-        if (!scan_string(&p, end, false))
+        if (!scan_string(&p, end, false, &escaped))
             return -1;
         break;
     case 't':
@@ -914,11 +946,11 @@ value:
     }
 after:
     if (ix) {
-        if (depth == 1) {
-            span_put(ix->top, &ix->ntop, PS__ARRAY_SIZE(ix->top), start1, p);
-        } else if (depth == 2 && (int)child == sub_of) {
-            span_put(ix->subs, &ix->nsub, PS__ARRAY_SIZE(ix->subs), start2, p);
-        }
+        /* Escape bits are for keys, which member lookups compare; values need none. */
+        if (depth == 1)
+            span_put(ix->top, &ix->ntop, PS__ARRAY_SIZE(ix->top), start1, p, &ix->top_esc, false);
+        else if (depth == 2 && (int)child == sub_of)
+            span_put(ix->subs, &ix->nsub, PS__ARRAY_SIZE(ix->subs), start2, p, &ix->sub_esc, false);
     }
     if (depth == 0) {
         SKIP_WS(p, end);
@@ -951,13 +983,15 @@ key:
         else if (depth == 2 && (int)child == sub_of)
             start2 = p;
     }
-    if (p >= end || *p != '"' || !scan_string(&p, end, true))
+    escaped = false;
+    if (p >= end || *p != '"' || !scan_string(&p, end, true, &escaped))
         return -1;
     if (ix) {
         if (depth == 1)
-            span_put(ix->top, &ix->ntop, PS__ARRAY_SIZE(ix->top), start1, p);
+            span_put(ix->top, &ix->ntop, PS__ARRAY_SIZE(ix->top), start1, p, &ix->top_esc, escaped);
         else if (depth == 2 && (int)child == sub_of)
-            span_put(ix->subs, &ix->nsub, PS__ARRAY_SIZE(ix->subs), start2, p);
+            span_put(ix->subs, &ix->nsub, PS__ARRAY_SIZE(ix->subs), start2, p, &ix->sub_esc,
+                     escaped);
     }
     SKIP_WS(p, end);
     if (p >= end || *p != ':')
@@ -1019,7 +1053,8 @@ bool ps__json_span_is(ps__json_span v, const char *lit, size_t n)
     return v.len == n + 2 && v.p[0] == '"' && memcmp(v.p + 1, lit, n) == 0;
 }
 
-ps__json_span ps__json_member(const ps__json_span *members, size_t n, const char *key, size_t klen)
+ps__json_span ps__json_member(const ps__json_span *members, size_t n, uint64_t esc, const char *key,
+                              size_t klen)
 {
     /* The last of duplicate keys wins, as in ps__json_parse. A key with escapes is compared
      * unescaped; a plain one as it is. */
@@ -1027,8 +1062,11 @@ ps__json_span ps__json_member(const ps__json_span *members, size_t n, const char
         ps__json_span k = members[i - 2];
         if (k.len == klen + 2 && memcmp(k.p + 1, key, klen) == 0 && !memchr(key, '\\', klen))
             return members[i - 1];
-        /* An escape makes the text longer than the key it spells, at most six times. */
-        if (k.len > klen + 2 && k.len - 2 <= 6 * klen && memchr(k.p + 1, '\\', k.len - 2)) {
+        /* An escape makes the text longer than the key it spells, at most six times. Keys the
+         * scanner saw without one (their bit clear in esc) need no second look. */
+        bool maybe = i - 2 >= 64 || (esc >> (i - 2) & 1);
+        if (maybe && k.len > klen + 2 && k.len - 2 <= 6 * klen &&
+            memchr(k.p + 1, '\\', k.len - 2)) {
             char small[256];
             char *buf = k.len - 2 <= sizeof small ? small : ps__malloc(k.len - 2);
             size_t ul = ps__json_unescape(k.p + 1, k.len - 2, buf);

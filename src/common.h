@@ -144,6 +144,8 @@ typedef struct ps__json_index {
     char root;          /* '[' or '{' when the root is a container, else 0 */
     char sub;           /* the same for child sub_of */
     ps__json_span text; /* the whole text scanned */
+    uint64_t top_esc;   /* bit i: span i of top is a string written with an escape */
+    uint64_t sub_esc;   /* the same for subs */
     size_t ntop;        /* spans of the root's children (keys count) */
     size_t nsub;
     ps__json_span top[PS__JSON_INDEX_TOP];
@@ -155,8 +157,9 @@ size_t ps__json_unescape(const char *s, size_t len, char *out);
 /* Whether a scanned value is the string literal `lit` written without escapes. */
 bool ps__json_span_is(ps__json_span v, const char *lit, size_t n);
 /* The value of `key` among an object's recorded members (last duplicate wins); p NULL if
- * absent. */
-ps__json_span ps__json_member(const ps__json_span *members, size_t n, const char *key, size_t klen);
+ * absent. `esc` is the index's escape bits for these spans (UINT64_MAX when unknown). */
+ps__json_span ps__json_member(const ps__json_span *members, size_t n, uint64_t esc, const char *key,
+                              size_t klen);
 /* Compact JSON, keys in insertion order (what the Socket.IO JS encoder produces). */
 #define PS__JSON_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY)
 

@@ -58,6 +58,8 @@ typedef struct pending_ack {
 
 bool ps__sio_reserved_event(const char *name)
 {
+    if (name[0] != 'c' && name[0] != 'd' && name[0] != 'n' && name[0] != 'r')
+        return false; /* the first letter rules out all six, for most names */
     static const char *reserved[] = {"connect",       "connect_error", "disconnect",
                                      "disconnecting", "newListener",   "removeListener"};
     for (size_t i = 0; i < PS__ARRAY_SIZE(reserved); i++)

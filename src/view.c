@@ -239,11 +239,12 @@ static void views_on_message_raw(ps_session *s, const ps__json_index *ix, int64_
     ps__views *vs = user;
     if (ix->ntop == 2 && ix->sub == '{' && ix->nsub <= PS__JSON_INDEX_SUB &&
         vs->ext.on_channel_message_raw &&
-        ps__json_span_is(ps__json_member(ix->subs, ix->nsub, PS__STRLIT("type")),
+        ps__json_span_is(ps__json_member(ix->subs, ix->nsub, ix->sub_esc, PS__STRLIT("type")),
                          PS__STRLIT("channel_message"))) {
         if (ack_id >= 0)
             ps__session_send_ack(s, ack_id, NULL);
-        vs->ext.on_channel_message_raw(s, ix->top[1], ix->subs, ix->nsub, vs->ext.user);
+        vs->ext.on_channel_message_raw(s, ix->top[1], ix->subs, ix->nsub, ix->sub_esc,
+                                       vs->ext.user);
         return;
     }
     json_t *packet = ps__json_parse(ix->text.p, ix->text.len);

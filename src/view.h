@@ -24,9 +24,9 @@ typedef struct ps__view_ext {
     void (*on_session_free)(ps_session *s, void *user);
     void *user;
     /* Optional: a channel_message envelope scanned but not built: `msg` is its text, `members`
-     * its n spans (key, value, ...; see ps__json_index). */
+     * its n spans (key, value, ...) and their escape bits (see ps__json_index). */
     void (*on_channel_message_raw)(ps_session *s, ps__json_span msg, const ps__json_span *members,
-                                   size_t n, void *user);
+                                   size_t n, uint64_t esc, void *user);
 } ps__view_ext;
 
 typedef struct ps__route {

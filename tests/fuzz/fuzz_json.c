@@ -59,7 +59,7 @@ static json_t *span_value(ps__json_span v)
 
 /* The spans of container `c` (recorded n of them, at most cap) against its tree. */
 static void check_spans(const json_t *c, char type, const ps__json_span *spans, size_t n,
-                        size_t cap)
+                        size_t cap, uint64_t esc)
 {
     FZ_CHECK(type == (json_is_array(c) ? '[' : json_is_object(c) ? '{' : 0));
     if (json_is_array(c)) {
@@ -78,7 +78,7 @@ static void check_spans(const json_t *c, char type, const ps__json_span *spans, 
             FZ_CHECK(json_is_string(k));
             /* The last duplicate is the tree's value, and what ps__json_member finds. */
             ps__json_span last =
-                ps__json_member(spans, n, json_string_value(k), json_string_length(k));
+                ps__json_member(spans, n, esc, json_string_value(k), json_string_length(k));
             FZ_CHECK(last.p != NULL);
             json_t *v = span_value(last);
             check_same(v, json_object_get(c, json_string_value(k)), 0);
@@ -98,10 +98,10 @@ static void check_scan(const char *s, size_t size, const json_t *tree)
         FZ_CHECK((ps__json_scan(s, size, &ix) == 0) == (tree != NULL));
         if (!tree)
             continue;
-        check_spans(tree, ix.root, ix.top, ix.ntop, PS__JSON_INDEX_TOP);
+        check_spans(tree, ix.root, ix.top, ix.ntop, PS__JSON_INDEX_TOP, ix.top_esc);
         const json_t *child = json_is_array(tree) ? json_array_get(tree, (size_t)sub_of) : NULL;
         if (sub_of >= 0 && child && ix.ntop <= PS__JSON_INDEX_TOP)
-            check_spans(child, ix.sub, ix.subs, ix.nsub, PS__JSON_INDEX_SUB);
+            check_spans(child, ix.sub, ix.subs, ix.nsub, PS__JSON_INDEX_SUB, ix.sub_esc);
     }
 }
 
