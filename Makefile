@@ -3,7 +3,7 @@
 # The C build itself is CMake (CMakeLists.txt); this file only sequences it.
 
 APT_PACKAGES := build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libwslay-dev \
-                libjansson-dev libyajl-dev libssl-dev chromium fonts-liberation valgrind clang clang-format libclang-rt-14-dev
+                libjansson-dev libyajl-dev libssl-dev libhiredis-dev redis-server chromium fonts-liberation valgrind clang clang-format libclang-rt-14-dev
 JOBS   ?= 2
 PORT   ?= 8000
 HOST   ?= 127.0.0.1

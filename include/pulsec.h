@@ -192,6 +192,20 @@ typedef struct ps_server_opts {
      * connections). Also runs, with index 0, in a server without workers. */
     void (*worker_start)(ps_server *srv, int worker, void *user);
     void *worker_user;
+
+    /*
+     * Nodes: topics shared with every server (of any machine) on the same Redis, through its
+     * pub/sub. "redis://[[user]:password@]host[:port][/db]" or
+     * "unix:///path/redis.sock[?db=N&password=P]"; NULL = no Redis (topics reach this node's
+     * workers only). Each worker keeps its own two connections. docs/SCALING.md#nodes-redis says
+     * what is guaranteed and what happens while Redis is down or slow. An URL that does not
+     * parse makes ps_server_new fail.
+     */
+    const char *redis_url;
+    const char *redis_prefix;  /* Redis channel names "<prefix>:<topic>"; NULL = "pulsec" */
+    size_t max_redis_queued;   /* bytes sent to Redis and not yet answered; beyond, publishes
+                                  are dropped and counted in remote_lost; 0 = 8 MiB */
+    uint32_t redis_timeout_ms; /* connect, and answer each health PING, within; 0 = 3000 */
 } ps_server_opts;
 
 /*
@@ -289,6 +303,8 @@ typedef struct ps_server_stats {
                                   version, invalid topic, event or JSON */
     uint64_t handed_over;      /* connections handed to the worker owning their session */
     uint64_t taken_over;       /* connections taken from another worker */
+    uint64_t redis_up;         /* 1 while this process is connected to Redis, else 0 */
+    uint64_t redis_reconnects; /* times the Redis connection came back after being up */
 } ps_server_stats;
 PS_EXTERN void ps_server_get_stats(const ps_server *srv, ps_server_stats *out);
 
@@ -630,6 +646,20 @@ PS_EXTERN int ps_publish(ps_server *srv, const char *topic, const char *event, j
 /* The same, skipping the channel `except` (the sender, for "everyone but me"); NULL skips none. */
 PS_EXTERN int ps_publish_except(ps_server *srv, const char *topic, const char *event,
                                 json_t *payload, ps_channel *except);
+
+/*
+ * Sends one command to the Redis of opts.redis_url, on this process's own connection (the one
+ * that publishes), for app data that every node must share (a chat's history, say). `argv` is a
+ * non-empty JSON array of strings (borrowed), e.g. ["LRANGE", "history", "0", "-1"]. cb runs
+ * exactly once, never from inside this call: PS_OK with the reply as JSON (a string, an
+ * integer, an array of those, or null; a Redis status reply such as "OK" is a string), or
+ * PS_EREMOTE with Redis's error text as a JSON string, or PS_ECLOSED (reply NULL) when the
+ * connection broke first. The reply is borrowed. Returns 0; PS_EINVAL (no Redis configured, or
+ * bad argv); PS_ECLOSED while Redis is not connected (the command is not sent); PS_ELIMIT when
+ * max_redis_queued bytes are unanswered. If it returns non-zero, cb is never called.
+ */
+typedef void (*ps_redis_cb)(ps_server *srv, int status, json_t *reply, void *user);
+PS_EXTERN int ps_redis_command(ps_server *srv, json_t *argv, ps_redis_cb cb, void *user);
 
 /* ---- message middleware ---------------------------------------------------------------- */
 

@@ -53,4 +53,76 @@ void ps__bmsg_encode(ps__buf *out, const ps__bmsg *m);
  */
 int ps__bmsg_decode(const char *data, size_t len, size_t max_len, ps__bmsg *m, const char **err);
 
+/* ---- Redis ----------------------------------------------------------------------------- */
+
+/*
+ * Where Redis is: redis://[[user]:password@]host[:port][/db] (host a name, an IPv4 address or
+ * an [IPv6] one; port 6379, db 0 by default) or unix:///path/to/redis.sock[?db=N&password=P]
+ * (also redis+unix://). Percent-escapes are decoded in user, password and path. Pub/sub in
+ * Redis ignores the database: db selects where the app's commands (ps_redis_command) go.
+ */
+typedef struct ps__redis_url {
+    bool unix_socket;
+    char host[256];
+    int port;
+    char path[108]; /* sun_path */
+    int db;
+    char user[64];
+    char password[256];
+} ps__redis_url;
+
+/* Parses a URL (pure). 0, or -1 with *err set to a static reason. */
+int ps__redis_url_parse(const char *url, ps__redis_url *out, const char **err);
+
+typedef struct ps__broker_cfg {
+    ps__redis_url url;
+    const char *prefix;  /* Redis channels are "<prefix>:<topic>"; NULL = "pulsec" */
+    size_t max_queued;   /* bytes sent to Redis and not yet answered; beyond: refused; 8 MiB */
+    uint32_t timeout_ms; /* connect, and answer to each PING, within this; 3000 */
+} ps__broker_cfg;
+
+typedef struct ps__broker_cbs {
+    /* A message on one of our topics' channels (prefix removed): not yet decoded or checked. */
+    void (*on_message)(void *user, const char *topic, size_t tlen, const char *data, size_t len);
+    void (*on_up)(void *user);   /* optional: connected, and every topic subscribed again */
+    void (*on_down)(void *user); /* optional: was up, is not any more */
+} ps__broker_cbs;
+
+typedef struct ps__broker_stats {
+    uint64_t published;    /* PUBLISH commands sent */
+    uint64_t dropped_down; /* publishes refused while not connected */
+    uint64_t dropped_full; /* publishes refused because max_queued were unanswered */
+    uint64_t unconfirmed;  /* PUBLISH sent but the connection broke before Redis answered */
+    uint64_t received;     /* messages on our channels */
+    uint64_t invalid;      /* messages on channels that are not ours, or not strings */
+    uint64_t ups;          /* times the broker came up */
+    uint64_t reconnects;   /* of those, after having been up before */
+} ps__broker_stats;
+
+typedef struct ps__broker ps__broker;
+struct redisReply;
+/* An app command's answer: 0 + the reply (borrowed), or PS_ECLOSED + NULL (connection lost). */
+typedef void (*ps__broker_reply_cb)(void *user, int status, const struct redisReply *reply);
+
+/*
+ * Starts connecting (and keeps doing so with a backoff while Redis is away). `topics` is read
+ * to subscribe again every topic with members after each (re)connect.
+ */
+ps__broker *ps__broker_new(uv_loop_t *loop, const ps__broker_cfg *cfg, const ps__broker_cbs *cbs,
+                           void *user, ps__topics *topics);
+/* A topic got its first / lost its last member here. */
+void ps__broker_subscribe(ps__broker *b, const char *topic, size_t len);
+void ps__broker_unsubscribe(ps__broker *b, const char *topic, size_t len);
+/* PUBLISH `msg` (an encoded ps__bmsg) on the topic's channel: 0, or PS_ECLOSED (not connected)
+ * / PS_ELIMIT (max_queued unanswered): the publish is dropped, and counted, either way. */
+int ps__broker_publish(ps__broker *b, const char *topic, size_t tlen, const char *msg, size_t len);
+/* One command on the publishing connection; cb exactly once unless this returns non-zero
+ * (PS_ECLOSED while down, PS_ELIMIT when max_queued are unanswered). */
+int ps__broker_command(ps__broker *b, int argc, const char **argv, const size_t *lens,
+                       ps__broker_reply_cb cb, void *user);
+bool ps__broker_up(const ps__broker *b);
+const ps__broker_stats *ps__broker_get_stats(const ps__broker *b);
+/* Disconnects and frees (on the loop, soon); pending commands complete with PS_ECLOSED. */
+void ps__broker_close(ps__broker *b);
+
 #endif

@@ -579,7 +579,14 @@ static void dispatch(ps__http_conn *hc)
         req.keep_alive = false;
         respond_text(&req, 400, NULL);
     } else if (strcmp(req.path, "/healthz") == 0) {
-        if (req.method_id == HTTP_GET || req.method_id == HTTP_HEAD)
+        if ((req.method_id == HTTP_GET || req.method_id == HTTP_HEAD) && hc->cfg->health) {
+            ps__buf body;
+            ps__buf_init(&body);
+            int status = hc->cfg->health(hc->cfg->user, &body);
+            ps__http_respond(&req, status, "application/json", body.base, body.len,
+                             "Cache-Control: no-store\r\n");
+            ps__buf_free(&body);
+        } else if (req.method_id == HTTP_GET || req.method_id == HTTP_HEAD)
             ps__http_respond(&req, 200, "application/json", PS__STRLIT("{\"status\":\"ok\"}"),
                              "Cache-Control: no-store\r\n");
         else

@@ -59,6 +59,8 @@ typedef struct ps__http_config {
      * rebuilt from what was parsed, then every byte read after it (body, pipelined requests),
      * to be processed by the target as if it had read them itself. Valid during the call. */
     void (*hand_over)(void *user, ps__conn *c, const char *bytes, size_t len, int route);
+    /* Optional: the body of GET /healthz (JSON) and its status; default {"status":"ok"}, 200. */
+    int (*health)(void *user, ps__buf *body);
     void *user;
 } ps__http_config;
 

@@ -8,6 +8,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -820,6 +822,120 @@ void ps__ipc_close(ps__ipc *p)
 void *ps__ipc_data(const ps__ipc *p)
 {
     return p->data;
+}
+
+/* ---- name resolution and hiredis's event glue ------------------------------------------ */
+
+/*
+ * hiredis connects with getaddrinfo() on the calling thread, which blocks the loop for as long
+ * as DNS takes: names are resolved here first, on libuv's thread pool, and hiredis only ever
+ * gets a numeric address.
+ */
+struct ps__resolve_req {
+    uv_getaddrinfo_t req;
+    ps__resolve_cb cb; /* NULL once cancelled */
+    void *user;
+};
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    ps__resolve_req *r = PS__CONTAINER_OF(req, ps__resolve_req, req);
+    char ip[64] = "";
+    if (status == 0 && res) {
+        if (res->ai_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)res->ai_addr, ip, sizeof ip);
+        else
+            uv_ip4_name((struct sockaddr_in *)res->ai_addr, ip, sizeof ip);
+    }
+    if (res)
+        uv_freeaddrinfo(res);
+    if (r->cb)
+        r->cb(r->user, status == 0 && !ip[0] ? UV_EAI_NONAME : status, ip);
+    ps__free(r);
+}
+
+ps__resolve_req *ps__resolve(uv_loop_t *loop, const char *host, ps__resolve_cb cb, void *user)
+{
+    ps__resolve_req *r = ps__calloc(1, sizeof *r);
+    r->cb = cb;
+    r->user = user;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int rc = uv_getaddrinfo(loop, &r->req, on_resolved, host, NULL, &hints);
+    if (rc != 0) {
+        ps__free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void ps__resolve_cancel(ps__resolve_req *r)
+{
+    r->cb = NULL;
+    uv_cancel((uv_req_t *)&r->req); /* on_resolved still runs (UV_ECANCELED) and frees it */
+}
+
+/*
+ * hiredis's libuv adapter as Debian ships it (0.14) drops a poll callback that reports an error
+ * (status != 0): a connect refused by a remote host, or a socket reset, then leaves hiredis
+ * waiting forever for an event that has already come. The adapter's own hooks are replaced by
+ * ones that, like later hiredis releases, hand such an error to hiredis as the events it was
+ * waiting for, so that its read or write fails and it reports the disconnect.
+ */
+static void redis_poll(uv_poll_t *handle, int status, int events)
+{
+    redisLibuvEvents *p = handle->data;
+    int ev = status ? p->events : events;
+    if (p->context && (ev & UV_READABLE))
+        redisAsyncHandleRead(p->context);
+    if (p->context && (ev & UV_WRITABLE))
+        redisAsyncHandleWrite(p->context);
+}
+
+static void redis_update(redisLibuvEvents *p)
+{
+    if (p->events)
+        uv_poll_start(&p->handle, p->events, redis_poll);
+    else
+        uv_poll_stop(&p->handle);
+}
+
+static void redis_add_read(void *privdata)
+{
+    redisLibuvEvents *p = privdata;
+    p->events |= UV_READABLE;
+    redis_update(p);
+}
+
+static void redis_del_read(void *privdata)
+{
+    redisLibuvEvents *p = privdata;
+    p->events &= ~UV_READABLE;
+    redis_update(p);
+}
+
+static void redis_add_write(void *privdata)
+{
+    redisLibuvEvents *p = privdata;
+    p->events |= UV_WRITABLE;
+    redis_update(p);
+}
+
+static void redis_del_write(void *privdata)
+{
+    redisLibuvEvents *p = privdata;
+    p->events &= ~UV_WRITABLE;
+    redis_update(p);
+}
+
+int ps__redis_attach(struct redisAsyncContext *ac, uv_loop_t *loop)
+{
+    if (redisLibuvAttach(ac, loop) != REDIS_OK)
+        return UV_ENOMEM;
+    ac->ev.addRead = redis_add_read;
+    ac->ev.delRead = redis_del_read;
+    ac->ev.addWrite = redis_add_write;
+    ac->ev.delWrite = redis_del_write;
+    return 0;
 }
 
 /* ---- timers ---------------------------------------------------------------------------- */

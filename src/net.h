@@ -153,6 +153,20 @@ bool ps__ipc_failed(const ps__ipc *p);
 void ps__ipc_close(ps__ipc *p);
 void *ps__ipc_data(const ps__ipc *p);
 
+/* Name resolution on libuv's thread pool (hiredis would resolve on the loop, blocking it). cb
+ * gets 0 and the first address as text, or a UV_E* code; never from inside ps__resolve. NULL
+ * when the request could not start. */
+typedef struct ps__resolve_req ps__resolve_req;
+typedef void (*ps__resolve_cb)(void *user, int status, const char *ip);
+ps__resolve_req *ps__resolve(uv_loop_t *loop, const char *host, ps__resolve_cb cb, void *user);
+/* cb will not run. */
+void ps__resolve_cancel(ps__resolve_req *r);
+
+/* Puts a hiredis async context on the loop (hiredis's libuv adapter, with its poll-error bug
+ * fixed: see net.c). 0 or UV_ENOMEM. */
+struct redisAsyncContext;
+int ps__redis_attach(struct redisAsyncContext *ac, uv_loop_t *loop);
+
 /* One-shot timers that free themselves: ps__timer_free() never waits and cb never runs after. */
 typedef struct ps__timer ps__timer;
 typedef void (*ps__timer_cb)(ps__timer *t, void *data);

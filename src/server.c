@@ -7,6 +7,7 @@
 #include "broker.h"
 #include "worker.h"
 
+#include <hiredis/hiredis.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -58,6 +59,12 @@ struct ps_server {
     uint8_t node[PS__NODE_ID_LEN]; /* this node's id in every publish it sends */
     uint64_t pub_seq;              /* publishes this process sent to others */
     uint64_t remote_out, remote_in, remote_lost, remote_invalid;
+    /* Redis (broker.h): made when this process starts serving, closed by the stop. */
+    ps__broker_cfg redis;
+    char *redis_prefix;
+    bool has_redis;
+    ps__broker *broker;
+    uint64_t redis_reconnects; /* of brokers closed already */
 };
 
 static bool in_worker(const ps_server *srv)
@@ -172,15 +179,23 @@ static void server_hand_over(void *user, ps__conn *c, const char *bytes, size_t 
         hand_over_failed(c, srv);
 }
 
-static void deliver_remote(ps_server *srv, const char *data, size_t len, bool untrusted)
+/* A publish from another worker (trusted: ours) or from Redis (checked, and ignored when this
+ * node sent it: its own workers had it through their pipes). `topic` is the Redis channel's
+ * topic, which the message must repeat; NULL from a worker. */
+static void deliver_remote(ps_server *srv, const char *data, size_t len, bool untrusted,
+                           const char *topic, size_t tlen)
 {
     ps__bmsg m;
     const char *err;
     size_t max = srv->opts.max_payload + PS__BMSG_HEAD + PS__TOPIC_MAX + PS__MAX_CLIENT_ID;
     err = NULL;
-    if (ps__bmsg_decode(data, len, max, &m, &err) != 0 ||
-        ps__topics_deliver(&srv->topics, m.topic, m.topic_len, m.event, m.event_len, m.payload,
-                           m.payload_len, untrusted) < 0) {
+    if (ps__bmsg_decode(data, len, max, &m, &err) == 0 && untrusted &&
+        memcmp(m.node, srv->node, sizeof srv->node) == 0)
+        return;
+    if (!err && topic && (tlen != m.topic_len || memcmp(topic, m.topic, tlen) != 0))
+        err = "topic differs from its channel";
+    if (err || ps__topics_deliver(&srv->topics, m.topic, m.topic_len, m.event, m.event_len,
+                                  m.payload, m.payload_len, untrusted) < 0) {
         srv->remote_invalid++;
         PS__DEBUG("remote publish refused: %s", err ? err : "invalid payload");
         return;
@@ -205,7 +220,7 @@ static void server_on_worker_message(void *user, int kind, int from, const char 
     if (c)
         ps__conn_abort(c);
     if (kind == PS__WMSG_PUBLISH)
-        deliver_remote(srv, data, len, false);
+        deliver_remote(srv, data, len, false, NULL, 0);
 }
 
 /* A local publish, after local delivery: every other worker of this node gets it. */
@@ -213,11 +228,11 @@ static void server_on_publish(void *user, const char *topic, size_t tlen, const 
                               const char *payload, size_t plen, bool binary)
 {
     ps_server *srv = user;
-    if (!in_worker(srv))
+    if (!in_worker(srv) && !srv->broker)
         return;
     ps__bmsg m = {
         .flags = binary ? PS__BMSG_BINARY : 0,
-        .worker = (uint8_t)srv->workers.self,
+        .worker = (uint8_t)(in_worker(srv) ? srv->workers.self : 0),
         .seq = ++srv->pub_seq,
         .topic = topic,
         .topic_len = tlen,
@@ -227,14 +242,15 @@ static void server_on_publish(void *user, const char *topic, size_t tlen, const 
         .payload_len = plen,
     };
     memcpy(m.node, srv->node, sizeof m.node);
+    int others = (in_worker(srv) ? srv->workers.n - 1 : 0) + (srv->broker ? 1 : 0);
     if (plen > srv->opts.max_payload) {
-        srv->remote_lost += (uint64_t)(srv->workers.n - 1); /* others would refuse it */
+        srv->remote_lost += (uint64_t)others; /* every receiver would refuse it */
         return;
     }
     ps__buf msg;
     ps__buf_init(&msg);
     ps__bmsg_encode(&msg, &m);
-    for (int i = 0; i < srv->workers.n; i++) {
+    for (int i = 0; in_worker(srv) && i < srv->workers.n; i++) {
         if (i == srv->workers.self)
             continue;
         if (ps__worker_send(&srv->workers, i, PS__WMSG_PUBLISH, msg.base, msg.len) == 0)
@@ -242,7 +258,114 @@ static void server_on_publish(void *user, const char *topic, size_t tlen, const 
         else
             srv->remote_lost++;
     }
+    if (srv->broker) {
+        if (ps__broker_publish(srv->broker, topic, tlen, msg.base, msg.len) == 0)
+            srv->remote_out++;
+        else
+            srv->remote_lost++;
+    }
     ps__buf_free(&msg);
+}
+
+/* ---- Redis ----------------------------------------------------------------------------- */
+
+static void server_on_first(void *user, const char *topic, size_t len)
+{
+    ps_server *srv = user;
+    if (srv->broker)
+        ps__broker_subscribe(srv->broker, topic, len);
+}
+
+static void server_on_last(void *user, const char *topic, size_t len)
+{
+    ps_server *srv = user;
+    if (srv->broker)
+        ps__broker_unsubscribe(srv->broker, topic, len);
+}
+
+static void server_on_redis_message(void *user, const char *topic, size_t tlen, const char *data,
+                                    size_t len)
+{
+    deliver_remote(user, data, len, true, topic, tlen);
+}
+
+static const ps__broker_cbs broker_cbs = {server_on_redis_message, NULL, NULL};
+
+/* GET /healthz: with Redis, whether this process is connected to it. A node whose Redis is
+ * down still serves its own clients (and its workers' topics), so it stays 200: a load balancer
+ * taking every node out when Redis fails would turn a partial outage into a total one. */
+static int server_health(void *user, ps__buf *body)
+{
+    ps_server *srv = user;
+    if (!srv->has_redis) {
+        ps__buf_appends(body, "{\"status\":\"ok\"}");
+        return 200;
+    }
+    bool up = ps__broker_up(srv->broker);
+    ps__buf_printf(body, "{\"status\":\"%s\",\"redis\":\"%s\"}", up ? "ok" : "degraded",
+                   up ? "up" : "down");
+    return 200;
+}
+
+static json_t *reply_json(const redisReply *r)
+{
+    switch (r->type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+        /* Redis strings are bytes; JSON strings must be UTF-8. */
+        return ps__utf8_valid((const uint8_t *)r->str, r->len) ? json_stringn(r->str, r->len)
+                                                               : ps_binary(r->str, r->len);
+    case REDIS_REPLY_INTEGER: return json_integer((json_int_t)r->integer);
+    case REDIS_REPLY_ARRAY: {
+        json_t *a = json_array();
+        for (size_t i = 0; i < r->elements; i++)
+            json_array_append_new(a, reply_json(r->element[i]));
+        return a;
+    }
+    default: return json_null();
+    }
+}
+
+typedef struct redis_call {
+    ps_server *srv;
+    ps_redis_cb cb;
+    void *user;
+} redis_call;
+
+static void on_redis_reply(void *user, int status, const redisReply *reply)
+{
+    redis_call *c = user;
+    json_t *j = reply ? reply_json(reply) : NULL;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        status = PS_EREMOTE;
+    c->cb(c->srv, status, j, c->user);
+    json_decref(j);
+    ps__free(c);
+}
+
+int ps_redis_command(ps_server *srv, json_t *argv, ps_redis_cb cb, void *user)
+{
+    size_t n = json_array_size(argv);
+    if (!srv || !srv->has_redis || !cb || n == 0 || n > 1024)
+        return PS_EINVAL;
+    if (!srv->broker)
+        return PS_ECLOSED;
+    const char *args[1024];
+    size_t lens[1024];
+    for (size_t i = 0; i < n; i++) {
+        json_t *a = json_array_get(argv, i);
+        if (!json_is_string(a))
+            return PS_EINVAL;
+        args[i] = json_string_value(a);
+        lens[i] = json_string_length(a);
+    }
+    redis_call *c = ps__malloc(sizeof *c);
+    *c = (redis_call){srv, cb, user};
+    int rc = ps__broker_command(srv->broker, (int)n, args, lens, on_redis_reply, c);
+    if (rc != 0)
+        ps__free(c);
+    return rc;
 }
 
 static void server_on_conn(ps__listener *l, ps__conn *c)
@@ -332,6 +455,16 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
         PS__ERROR("invalid options: at most %d workers", PS__MAX_WORKERS);
         return NULL;
     }
+    ps__redis_url rurl;
+    const char *rerr = NULL;
+    if (o.redis_url && ps__redis_url_parse(o.redis_url, &rurl, &rerr) != 0) {
+        PS__ERROR("invalid options: redis_url %s: %s", o.redis_url, rerr);
+        return NULL;
+    }
+    if (o.redis_prefix && (!*o.redis_prefix || strlen(o.redis_prefix) > 64)) {
+        PS__ERROR("invalid options: redis_prefix must be 1..64 bytes");
+        return NULL;
+    }
     size_t nproxies = 0;
     while (o.trusted_proxies && o.trusted_proxies[nproxies])
         nproxies++;
@@ -411,7 +544,21 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
     srv->topics.max_per_channel =
         o.max_topics_per_channel == UINT32_MAX ? 0 : o.max_topics_per_channel;
     srv->topics.max_topics = o.max_topics == UINT32_MAX ? 0 : o.max_topics;
-    ps__topic_ext tx = {.on_publish = server_on_publish, .user = srv};
+    ps__topic_ext tx = {.on_first = server_on_first,
+                        .on_last = server_on_last,
+                        .on_publish = server_on_publish,
+                        .user = srv};
+    if (o.redis_url) {
+        srv->has_redis = true;
+        srv->redis_prefix = o.redis_prefix ? ps__strdup(o.redis_prefix) : NULL;
+        srv->opts.redis_url = NULL; /* parsed into srv->redis; not kept */
+        srv->opts.redis_prefix = srv->redis_prefix;
+        srv->redis = (ps__broker_cfg){.url = rurl,
+                                      .prefix = srv->redis_prefix,
+                                      .max_queued = o.max_redis_queued,
+                                      .timeout_ms = o.redis_timeout_ms};
+        srv->http.health = server_health;
+    }
     ps__topics_set_ext(&srv->topics, &tx);
     srv->workers.self = -1;
     ps__random_bytes(srv->node, sizeof srv->node);
@@ -473,6 +620,8 @@ int ps_server_listen(ps_server *srv)
         srv->listen_rc = rc;
         return rc;
     }
+    if (srv->has_redis)
+        srv->broker = ps__broker_new(srv->loop, &srv->redis, &broker_cbs, srv, &srv->topics);
     if (in_worker(srv)) {
         srv->http.route = server_route;
         srv->http.hand_over = server_hand_over;
@@ -573,6 +722,12 @@ void ps_server_stop(ps_server *srv)
     ps__listener_close(&srv->listener, on_listener_closed);
     if (in_worker(srv))
         ps__workers_leave(&srv->workers);
+    if (srv->broker) {
+        /* Local delivery needs no Redis: the views disposed below only leave their topics. */
+        srv->redis_reconnects += ps__broker_get_stats(srv->broker)->reconnects;
+        ps__broker_close(srv->broker);
+        srv->broker = NULL;
+    }
     ps__sessions_shutdown(&srv->sessions);
     ps__http_close_idle(&srv->listener);
     srv->grace = ps__timer_new(srv->loop, grace_expired, srv);
@@ -691,6 +846,7 @@ void ps_server_free(ps_server *srv)
         ps__free(srv->origins[i]);
     ps__free(srv->origins);
     ps__free(srv->proxies);
+    ps__free(srv->redis_prefix);
     ps__free(srv->host);
     ps__free(srv->path);
     ps__free(srv->http.static_root);
@@ -718,6 +874,9 @@ void ps_server_get_stats(const ps_server *srv, ps_server_stats *out)
     out->remote_invalid = srv->remote_invalid;
     out->handed_over = srv->workers.handed_over;
     out->taken_over = srv->workers.taken_over;
+    out->redis_up = ps__broker_up(srv->broker);
+    out->redis_reconnects =
+        srv->redis_reconnects + (srv->broker ? ps__broker_get_stats(srv->broker)->reconnects : 0);
 }
 
 int ps_publish_except(ps_server *srv, const char *topic, const char *event, json_t *payload,

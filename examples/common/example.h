@@ -76,6 +76,7 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
         {"ping-timeout", required_argument, 0, 't'},
         {"origin", required_argument, 0, 'O'},
         {"workers", required_argument, 0, 'w'},
+        {"redis", required_argument, 0, 'r'},
         {"verbose", no_argument, 0, 'v'},
         {"log-json", no_argument, 0, 'J'},
         {"help", no_argument, 0, '?'},
@@ -98,13 +99,14 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
             opts.allowed_origins = origins;
             break;
         case 'w': opts.workers = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'r': opts.redis_url = optarg; break;
         case 'v': ps_set_log_level(PS_LOG_DEBUG); break;
         case 'J': ps_set_log_fn(example_log_json, (void *)name); break;
         default:
             fprintf(stderr,
                     "usage: %s [--host ADDR] [--port N] [--static DIR] [--ping-interval MS]\n"
-                    "       [--ping-timeout MS] [--origin ORIGIN]... [--workers N] [--verbose]\n"
-                    "       [--log-json]\n"
+                    "       [--ping-timeout MS] [--origin ORIGIN]... [--workers N] [--redis URL]\n"
+                    "       [--verbose] [--log-json]\n"
                     "  --origin: another browser origin allowed to connect (\"*\" = any, without\n"
                     "  credentials); without it only the server's own pages may connect\n",
                     name);

@@ -28,7 +28,8 @@
  *   - request "stats" replies with the server's counters and the fixture's own: how many asks
  *     started and completed (by status), views disposed, and completions seen twice (always 0),
  *     plus "worker" (this process's worker index) and "pid";
- *   - --workers N runs N worker processes on the port (ps_server_opts.workers);
+ *   - --workers N runs N worker processes on the port (ps_server_opts.workers), --redis URL
+ *     shares topics with other servers on that Redis (ps_server_opts.redis_url);
  *   - request "join" / "leave" {"topic": T} joins / leaves topic T and replies {"ok": true}
  *     (leaving a topic not joined too); an invalid topic or a limit gets an error reply;
  *   - request "publish" {"topic","event","payload","exceptSelf"} publishes event with payload
@@ -261,6 +262,8 @@ static json_t *stats_json(ps_server *srv)
         {"remote_invalid", st.remote_invalid},
         {"handed_over", st.handed_over},
         {"taken_over", st.taken_over},
+        {"redis_up", st.redis_up},
+        {"redis_reconnects", st.redis_reconnects},
     };
     for (size_t i = 0; i < sizeof server / sizeof server[0]; i++)
         json_object_set_new(j, server[i].name, json_integer((json_int_t)server[i].value));
@@ -435,6 +438,11 @@ static void usage(FILE *f)
         "  --max-topics-per-channel N  topics one channel may join (64)\n"
         "  --max-topics N          distinct topics with members in one process (100000)\n"
         "  --workers N             worker processes serving the port (1)\n"
+        "  --redis URL             share topics through Redis (redis://host:port/db or\n"
+        "                          unix:///path/redis.sock)\n"
+        "  --redis-prefix P        Redis channel names P:<topic> (pulsec)\n"
+        "  --redis-timeout MS      Redis must connect and answer each PING within (3000)\n"
+        "  --max-redis-queued B    bytes sent to Redis and not yet answered (8 MiB)\n"
         "  --origin ORIGIN         also allow this browser origin (repeatable; \"*\" = any,\n"
         "                          without credentials); without it only pages of the\n"
         "                          server's own origin may connect\n"
@@ -477,6 +485,10 @@ int main(int argc, char **argv)
         {"max-topics", required_argument, 0, 'X'},
         {"trusted-proxy", required_argument, 0, 'Y'},
         {"workers", required_argument, 0, 'w'},
+        {"redis", required_argument, 0, 'r'},
+        {"redis-prefix", required_argument, 0, 'x'},
+        {"redis-timeout", required_argument, 0, 'y'},
+        {"max-redis-queued", required_argument, 0, 'z'},
         {"json-api", no_argument, 0, 'j'},
         {"verbose", no_argument, 0, 'v'},
         {"log-json", no_argument, 0, 'J'},
@@ -509,6 +521,10 @@ int main(int argc, char **argv)
         case 'T': opts.max_topics_per_channel = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'X': opts.max_topics = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'w': opts.workers = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'r': opts.redis_url = optarg; break;
+        case 'x': opts.redis_prefix = optarg; break;
+        case 'y': opts.redis_timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'z': opts.max_redis_queued = strtoull(optarg, NULL, 10); break;
         case 'O':
             if (norigins + 1 < sizeof origins / sizeof origins[0])
                 origins[norigins++] = optarg;

@@ -24,7 +24,7 @@ fi
 build=$1
 seconds=$2
 shift 2
-targets=${*:-"fuzz_http fuzz_websocket fuzz_packets fuzz_envelope fuzz_json fuzz_server"}
+targets=${*:-"fuzz_http fuzz_websocket fuzz_packets fuzz_envelope fuzz_json fuzz_server fuzz_broker"}
 here=$(cd "$(dirname "$0")" && pwd)
 rss_mb=${FUZZ_RSS_MB:-2048}
 

@@ -113,6 +113,10 @@ TEST_DECLARE(net_ipc_hand_over)
 TEST_DECLARE(net_ipc_hostile_frames)
 TEST_DECLARE(http_hand_over)
 
+/* test_broker.c */
+TEST_DECLARE(redis_url)
+TEST_DECLARE(broker_redis)
+
 TASK_LIST_START
 TEST_ENTRY(common_buf)
 TEST_ENTRY(common_list)
@@ -197,4 +201,6 @@ TEST_ENTRY(broker_codec)
 TEST_ENTRY(net_ipc_hand_over)
 TEST_ENTRY(net_ipc_hostile_frames)
 TEST_ENTRY(http_hand_over)
+TEST_ENTRY(redis_url)
+TEST_ENTRY(broker_redis)
 TASK_LIST_END
