@@ -206,6 +206,11 @@ typedef struct ps_server_opts {
     size_t max_redis_queued;   /* bytes sent to Redis and not yet answered; beyond, publishes
                                   are dropped and counted in remote_lost; 0 = 8 MiB */
     uint32_t redis_timeout_ms; /* connect, and answer each health PING, within; 0 = 3000 */
+
+    /* Closing (docs/SECURITY.md). A connection the server closes gets this long to take its
+     * queued output and send its FIN (2 s at most of it for the FIN); then it is aborted, so a
+     * peer that never reads cannot keep it open. 0 = 10000; UINT32_MAX: no bound. */
+    uint32_t close_timeout_ms;
 } ps_server_opts;
 
 /*

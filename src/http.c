@@ -4,6 +4,11 @@
  * body) and dispatched on message completion; responses are written synchronously, in order,
  * so pipelined requests need no queue. Limits are enforced while parsing, before any buffer can
  * grow past them.
+ *
+ * A connection sometimes has to wait before it answers the next request: a long-poll is held,
+ * more than PS__CONN_HIGH_WATER of its output is unread (a client that pipelines requests and
+ * never reads would otherwise make us queue every answer), or a static file is still going out
+ * in chunks. Meanwhile its input is stashed unparsed; parsing goes on when the wait ends.
  */
 #include "http.h"
 
@@ -18,6 +23,8 @@
 
 #define MAX_HEADERS 100
 #define MAX_STATIC_FILE (64u * 1024 * 1024)
+/* Static files larger than this go out in chunks of it, each once the output has drained. */
+#define STATIC_CHUNK (256u * 1024)
 
 struct ps__http_conn {
     ps__conn *conn;
@@ -43,16 +50,31 @@ struct ps__http_conn {
     bool deferred_head;
     void (*on_abort)(void *user);
     void *abort_user;
-    ps__buf stash;
+    ps__buf stash;   /* input not parsed yet: it waits for the connection (see above) */
     ps__timer *idle; /* idle_timeout_ms: armed while waiting for (the rest of) a request */
     bool in_request; /* bytes of a request have arrived */
     int route;       /* >= 0: cfg->route chose to hand the connection over at this head */
+    bool eof;        /* the peer sent FIN while the connection was waiting: close after */
+    /* A static file going out in STATIC_CHUNK pieces. */
+    int file_fd; /* -1 when none */
+    uint64_t file_left;
+    bool file_keep_alive; /* the connection serves another request after it */
 };
 
 static void hc_on_read(ps__conn *c, const char *data, size_t len);
 static void hc_on_eof(ps__conn *c);
 static void hc_on_close(ps__conn *c);
-static const ps__conn_cbs hc_cbs = {hc_on_read, hc_on_eof, hc_on_close};
+static void hc_on_drained(ps__conn *c);
+static const ps__conn_cbs hc_cbs = {.on_read = hc_on_read,
+                                    .on_eof = hc_on_eof,
+                                    .on_close = hc_on_close,
+                                    .on_drained = hc_on_drained};
+
+/* Whether the next request must wait for output to drain first. */
+static bool hc_output_busy(const ps__http_conn *hc)
+{
+    return hc->file_fd >= 0 || hc->conn->throttled;
+}
 
 /* The peer went away (or the server closes) while a response was owed: tell its owner once. */
 static void hc_abort_deferred(ps__http_conn *hc)
@@ -351,6 +373,24 @@ static void serve_static(ps__http_req *req, const char *root)
     /* Static files are the demo pages' few bundles: reading them synchronously keeps this simple
      * and costs the loop far less than a single TLS handshake would. */
     size_t size = (size_t)st.st_size;
+    static const char headers[] = "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n";
+    if (req->method_id == HTTP_HEAD || size > STATIC_CHUNK) {
+        /* Written whole, a large file would sit in memory for as long as the client takes to
+         * read it, once per request it pipelines: it goes out a chunk at a time instead
+         * (pump_file, once dispatch is over). */
+        ps__http_respond(req, 200, ps__http_content_type(file), NULL, size, headers);
+        ps__http_conn *hc = req->hc;
+        if (req->method_id == HTTP_HEAD) {
+            close(fd);
+        } else {
+            hc->file_fd = fd;
+            hc->file_left = size;
+            hc->file_keep_alive = req->keep_alive;
+            req->keep_alive = true; /* dispatch must not close under the file: pump_file will */
+        }
+        ps__free(file);
+        return;
+    }
     char *data = ps__malloc(size ? size : 1);
     size_t got = 0;
     while (got < size) {
@@ -365,10 +405,52 @@ static void serve_static(ps__http_req *req, const char *root)
     if (got != size)
         respond_text(req, 500, NULL);
     else
-        ps__http_respond(req, 200, ps__http_content_type(file), data, size,
-                         "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n");
+        ps__http_respond(req, 200, ps__http_content_type(file), data, size, headers);
     ps__free(data);
     ps__free(file);
+}
+
+static void file_done(ps__http_conn *hc)
+{
+    close(hc->file_fd);
+    hc->file_fd = -1;
+    hc->file_left = 0;
+}
+
+/*
+ * Writes chunks of the file being served until it is all out or the output is over
+ * PS__CONN_HIGH_WATER (hc_on_drained then calls again). After the last chunk the connection
+ * closes or serves the next request. A file that shrank under us ends the connection: its
+ * Content-Length can no longer be kept.
+ */
+static void pump_file(ps__http_conn *hc)
+{
+    char *chunk = NULL;
+    while (hc->file_left > 0 && !hc->conn->throttled && !hc->closing) {
+        size_t n = hc->file_left < STATIC_CHUNK ? (size_t)hc->file_left : STATIC_CHUNK;
+        if (!chunk)
+            chunk = ps__malloc(STATIC_CHUNK);
+        ssize_t r;
+        do
+            r = read(hc->file_fd, chunk, n);
+        while (r < 0 && errno == EINTR);
+        if (r <= 0) {
+            PS__WARN("static file shrank while being sent to %s", hc->conn->peer);
+            hc->closing = true;
+            ps__conn_abort(hc->conn);
+            break;
+        }
+        hc->file_left -= (size_t)r;
+        ps__conn_write(hc->conn, chunk, (size_t)r);
+    }
+    ps__free(chunk);
+    if (hc->closing || hc->file_left > 0)
+        return;
+    file_done(hc);
+    if (!hc->file_keep_alive) {
+        hc->closing = true;
+        ps__conn_close(hc->conn);
+    }
 }
 
 /* ---- parsing --------------------------------------------------------------------------- */
@@ -523,8 +605,9 @@ static int on_message_complete(http_parser *p)
     if (p->upgrade)
         return 0; /* dispatched after http_parser_execute returns, with the leftover bytes */
     dispatch(hc);
-    /* Stop parsing after a response that closes the connection (or a takeover). */
-    return hc->closing || hc->taken || hc->deferred ? -1 : 0;
+    /* Stop parsing after a response that closes the connection (or a takeover), and while the
+     * next answer has to wait. */
+    return hc->closing || hc->taken || hc->deferred || hc_output_busy(hc) ? -1 : 0;
 }
 
 static const http_parser_settings settings = {
@@ -614,6 +697,8 @@ static void dispatch(ps__http_conn *hc)
 
 static void hc_free(ps__http_conn *hc)
 {
+    if (hc->file_fd >= 0)
+        close(hc->file_fd);
     ps__timer_free(hc->idle);
     ps__buf_free(&hc->stash);
     ps__buf_free(&hc->url);
@@ -655,49 +740,45 @@ static void hand_over(ps__http_conn *hc, const char *rest, size_t rest_len)
     ps__buf_free(&out);
 }
 
-static void hc_on_read(ps__conn *c, const char *data, size_t len)
+/* Whether input must wait in the stash rather than be parsed now. */
+static bool hc_waiting(const ps__http_conn *hc)
 {
-    ps__http_conn *hc = c->data;
-    if (hc->closing)
-        return;
-    if (hc->deferred) {
-        /* Pipelined behind a long-poll: parsed once that is answered, so responses keep their
-         * order. Bounded like any request would be. */
-        if (hc->stash.len + len > hc->cfg->max_header_size + hc->cfg->max_body_size) {
-            hc_abort_deferred(hc);
-            hc->closing = true;
-            ps__conn_abort(c);
-            return;
-        }
-        ps__buf_append(&hc->stash, data, len);
-        return;
-    }
+    return hc->deferred || hc_output_busy(hc) || hc->stash.len > 0;
+}
+
+/* Parses input (dispatching what completes). Returns false if an upgrade or a hand-over took the
+ * connection: hc is freed then. */
+static bool parse(ps__http_conn *hc, const char *data, size_t len)
+{
+    ps__conn *c = hc->conn;
     size_t n = http_parser_execute(&hc->parser, &settings, data, len);
     if (hc->route >= 0 && HTTP_PARSER_ERRNO(&hc->parser) == HPE_CB_headers_complete) {
         hand_over(hc, data + n, len - n);
-        return;
+        return false;
     }
     if (hc->taken) {
         hc_free(hc);
-        return;
+        return false;
     }
     if (hc->closing)
-        return;
-    if (hc->deferred) {
-        /* Parsing stopped right after the deferred request; the rest waits for its answer, with
-         * a parser reset from the callback's halt. */
+        return true;
+    if (hc->deferred || hc_output_busy(hc)) {
+        /* Parsing stopped right after the request just answered; the rest waits, with a parser
+         * reset from the callback's halt. */
         if (n < len)
             ps__buf_append(&hc->stash, data + n, len - n);
         http_parser_init(&hc->parser, HTTP_REQUEST);
-        return;
+        return true;
     }
     if (hc->parser.upgrade && hc->message_done) {
         hc->rest = data + n;
         hc->rest_len = len - n;
         dispatch(hc);
-        if (hc->taken)
+        if (hc->taken) {
             hc_free(hc);
-        return;
+            return false;
+        }
+        return true;
     }
     if (n != len || HTTP_PARSER_ERRNO(&hc->parser) != HPE_OK) {
         int status = hc->error_status;
@@ -707,11 +788,67 @@ static void hc_on_read(ps__conn *c, const char *data, size_t len)
                   status);
         respond_fatal(hc, status);
     }
+    return true;
+}
+
+/*
+ * The connection may have stopped waiting (a long-poll answered, output drained, a file sent):
+ * parse what was stashed meanwhile, which may make it wait again. A FIN that came while it
+ * waited closes it once everything sent before the FIN is answered. A loop, not recursion: a
+ * fast reader can take a thousand pipelined files in one go.
+ */
+static void hc_continue(ps__http_conn *hc)
+{
+    ps__conn *c = hc->conn;
+    for (;;) {
+        if (hc->file_fd >= 0)
+            pump_file(hc);
+        if (hc->deferred || hc_output_busy(hc) || hc->closing)
+            return;
+        if (hc->stash.len == 0)
+            break;
+        ps__buf stash = hc->stash;
+        ps__buf_init(&hc->stash);
+        bool alive = parse(hc, stash.base, stash.len);
+        ps__buf_free(&stash);
+        if (!alive)
+            return;
+    }
+    if (hc->eof) {
+        hc->closing = true;
+        ps__conn_close(c);
+    }
+}
+
+static void hc_on_read(ps__conn *c, const char *data, size_t len)
+{
+    ps__http_conn *hc = c->data;
+    if (hc->closing)
+        return;
+    if (hc_waiting(hc)) {
+        /* Behind a held long-poll or unread output: parsed once the wait is over, so that
+         * responses keep their order. Bounded like any request would be. */
+        if (hc->stash.len + len > hc->cfg->max_header_size + hc->cfg->max_body_size) {
+            hc_abort_deferred(hc);
+            hc->closing = true;
+            ps__conn_abort(c);
+            return;
+        }
+        ps__buf_append(&hc->stash, data, len);
+        return;
+    }
+    if (parse(hc, data, len))
+        hc_continue(hc);
 }
 
 static void hc_on_eof(ps__conn *c)
 {
     ps__http_conn *hc = c->data;
+    if (!hc->deferred && (hc_output_busy(hc) || hc->stash.len > 0)) {
+        /* A client may send its last requests and FIN at once: they are still answered. */
+        hc->eof = true;
+        return;
+    }
     hc_abort_deferred(hc);
     hc->closing = true;
     ps__conn_close(c);
@@ -721,6 +858,18 @@ static void hc_on_close(ps__conn *c)
 {
     hc_abort_deferred(c->data);
     hc_free(c->data);
+}
+
+/* Output went over PS__CONN_HIGH_WATER and has drained to half of it: the client is reading. */
+static void hc_on_drained(ps__conn *c)
+{
+    ps__http_conn *hc = c->data;
+    if (hc->closing)
+        return;
+    /* Progress: the idle bound counts from here (a slow reader is not an idle one). */
+    if (hc->idle && ps__timer_active(hc->idle) && !hc->in_request)
+        ps__timer_start(hc->idle, hc->cfg->idle_timeout_ms);
+    hc_continue(hc);
 }
 
 const char *ps__http_peer(const ps__http_req *req)
@@ -762,12 +911,7 @@ void ps__http_deferred_respond(ps__http_conn *hc, int status, const char *conten
         return;
     }
     idle_arm(hc);
-    if (hc->stash.len > 0) {
-        ps__buf stash = hc->stash;
-        ps__buf_init(&hc->stash);
-        hc_on_read(hc->conn, stash.base, stash.len);
-        ps__buf_free(&stash);
-    }
+    hc_continue(hc);
 }
 
 void ps__http_attach(ps__conn *c, const ps__http_config *cfg)
@@ -776,6 +920,7 @@ void ps__http_attach(ps__conn *c, const ps__http_config *cfg)
     hc->conn = c;
     hc->cfg = cfg;
     hc->route = -1;
+    hc->file_fd = -1;
     http_parser_init(&hc->parser, HTTP_REQUEST);
     hc->parser.data = hc;
     c->cbs = &hc_cbs;

@@ -28,6 +28,37 @@ typedef struct shutdown_req {
 } shutdown_req;
 
 static void ipc_handoff_conn_gone(ps__conn *c);
+static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    ps__conn *c = (ps__conn *)h;
+    buf->base = c->listener->readbuf;
+    buf->len = PS__CONN_READ_BUDGET;
+}
+
+/* Reads run exactly when nobody wants them stopped. */
+static void reading_update(ps__conn *c)
+{
+    if (c->closing)
+        return; /* ps__conn_close stopped them; the linger reads on its own */
+    if (c->paused || c->throttled || c->deferred || c->peer_done)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    else
+        uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
+}
+
+static void undefer(ps__conn *c)
+{
+    ps__listener *l = c->listener;
+    for (size_t i = 0; i < l->ndeferred; i++) {
+        if (l->deferred[i] == c) {
+            l->deferred[i] = l->deferred[--l->ndeferred];
+            break;
+        }
+    }
+    c->deferred = false;
+}
 
 static void conn_on_close(uv_handle_t *h)
 {
@@ -37,10 +68,11 @@ static void conn_on_close(uv_handle_t *h)
         ipc_handoff_conn_gone(c);
     ps__list_remove(&c->link);
     l->nconns--;
-    if (c->linger) {
+    if (c->deferred)
+        undefer(c);
+    if (c->lingering)
         l->nlingering--;
-        ps__timer_free(c->linger);
-    }
+    ps__timer_free(c->linger);
     if (c->cbs && c->cbs->on_close)
         c->cbs->on_close(c);
     ps__free(c);
@@ -48,11 +80,33 @@ static void conn_on_close(uv_handle_t *h)
         l->on_conn_gone(l);
 }
 
-static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/* The end of a loop pass (the check phase, after I/O): connections that used up their read
+ * budget in it may read again, in the next pass. */
+static void pass_end(uv_check_t *h)
 {
-    ps__conn *c = (ps__conn *)h;
-    buf->base = c->listener->readbuf;
-    buf->len = sizeof c->listener->readbuf;
+    ps__listener *l = PS__CONTAINER_OF(h, ps__listener, pass_end);
+    while (l->ndeferred > 0) {
+        ps__conn *c = l->deferred[--l->ndeferred];
+        c->deferred = false;
+        reading_update(c);
+    }
+    uv_check_stop(h);
+}
+
+static void defer(ps__conn *c)
+{
+    ps__listener *l = c->listener;
+    if (l->handles < 2 || uv_is_closing((uv_handle_t *)&l->pass_end))
+        return; /* no passes to wait for: the server is stopping (or no pass_end handle) */
+    if (l->ndeferred == l->deferred_cap) {
+        l->deferred_cap = l->deferred_cap ? 2 * l->deferred_cap : 16;
+        l->deferred = ps__realloc(l->deferred, l->deferred_cap * sizeof *l->deferred);
+    }
+    if (l->ndeferred == 0)
+        uv_check_start(&l->pass_end, pass_end);
+    l->deferred[l->ndeferred++] = c;
+    c->deferred = true;
+    reading_update(c);
 }
 
 static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -61,6 +115,9 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread > 0) {
         if (!c->closing && c->cbs && c->cbs->on_read)
             c->cbs->on_read(c, buf->base, (size_t)nread);
+        /* A full buffer means more may be waiting: that is for the next pass. */
+        if ((size_t)nread == buf->len && !c->closing && !c->deferred)
+            defer(c);
         return;
     }
     if (nread == 0)
@@ -68,6 +125,8 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     /* EOF or error: the owner decides how to finish, but reads are over either way. */
     c->peer_done = true;
     uv_read_stop(s);
+    if (c->deferred)
+        undefer(c);
     if (!c->closing && c->cbs && c->cbs->on_eof)
         c->cbs->on_eof(c);
     else
@@ -100,8 +159,7 @@ static void conn_ready(ps__conn *c)
 
 void ps__conn_start(ps__conn *c)
 {
-    if (!c->closing && !c->paused && !c->throttled)
-        uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
+    reading_update(c);
 }
 
 static void listener_on_connection(uv_stream_t *server, int status)
@@ -127,7 +185,12 @@ int ps__listener_init(ps__listener *l, uv_loop_t *loop)
     l->loop = loop;
     l->port = -1;
     ps__list_init(&l->conns);
-    return uv_tcp_init(loop, &l->tcp);
+    int rc = uv_tcp_init(loop, &l->tcp);
+    if (rc != 0)
+        return rc;
+    uv_check_init(loop, &l->pass_end);
+    l->handles = 2;
+    return 0;
 }
 
 /*
@@ -290,12 +353,25 @@ int ps__loop_fork(uv_loop_t *loop)
     return uv_loop_fork(loop);
 }
 
-static void listener_on_close(uv_handle_t *h)
+static void listener_handle_closed(ps__listener *l)
 {
-    ps__listener *l = (ps__listener *)h;
+    if (--l->handles > 0)
+        return;
+    ps__free(l->deferred);
+    l->deferred = NULL;
     l->closed = true;
     if (l->on_closed)
         l->on_closed(l);
+}
+
+static void listener_on_close(uv_handle_t *h)
+{
+    listener_handle_closed((ps__listener *)h);
+}
+
+static void pass_end_on_close(uv_handle_t *h)
+{
+    listener_handle_closed(PS__CONTAINER_OF((uv_check_t *)h, ps__listener, pass_end));
 }
 
 void ps__listener_close(ps__listener *l, void (*on_closed)(ps__listener *l))
@@ -305,6 +381,9 @@ void ps__listener_close(ps__listener *l, void (*on_closed)(ps__listener *l))
     }
     l->on_closed = on_closed;
     l->listening = false;
+    /* What is left is the stop's: connections that were waiting for the next pass read now. */
+    pass_end(&l->pass_end);
+    uv_close((uv_handle_t *)&l->pass_end, pass_end_on_close);
     uv_close((uv_handle_t *)&l->tcp, listener_on_close);
 }
 
@@ -321,14 +400,15 @@ static void conn_on_write(uv_write_t *req, int status)
         PS__DEBUG("write to %s: %s", c->peer, uv_strerror(status));
         ps__conn_abort(c);
     }
-    if (c->throttled && c->write_queued <= PS__CONN_HIGH_WATER / 2) {
-        c->throttled = false;
-        if (!c->paused && !c->closing)
-            uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
-    }
     ps__free(w);
     if (c->handoff && c->write_queued == 0)
         ipc_drained(c);
+    if (c->throttled && c->write_queued <= PS__CONN_HIGH_WATER / 2) {
+        c->throttled = false;
+        reading_update(c);
+        if (!c->closing && c->cbs && c->cbs->on_drained)
+            c->cbs->on_drained(c);
+    }
 }
 
 int ps__conn_writev(ps__conn *c, const uv_buf_t *bufs, size_t n)
@@ -375,7 +455,7 @@ int ps__conn_writev(ps__conn *c, const uv_buf_t *bufs, size_t n)
     c->write_queued += w->len;
     if (c->write_queued > PS__CONN_HIGH_WATER && !c->throttled) {
         c->throttled = true;
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        reading_update(c);
     }
     return 0;
 }
@@ -418,9 +498,10 @@ static void conn_on_shutdown(uv_shutdown_t *req, int status)
         ps__conn_abort(c);
         return;
     }
-    c->linger = ps__timer_new(c->tcp.loop, linger_expired, c);
+    c->lingering = true;
     c->listener->nlingering++;
-    ps__timer_start(c->linger, PS__CONN_LINGER_MS);
+    if (ps__timer_due_in(c->linger) > PS__CONN_LINGER_MS)
+        ps__timer_start(c->linger, PS__CONN_LINGER_MS);
 }
 
 void ps__conn_close(ps__conn *c)
@@ -428,27 +509,33 @@ void ps__conn_close(ps__conn *c)
     if (c->closing)
         return;
     c->closing = true;
+    if (c->deferred)
+        undefer(c);
     uv_read_stop((uv_stream_t *)&c->tcp);
     shutdown_req *s = ps__malloc(sizeof *s);
     s->conn = c;
     if (uv_shutdown(&s->req, (uv_stream_t *)&c->tcp, conn_on_shutdown) != 0) {
         ps__free(s);
         ps__conn_abort(c);
+        return;
     }
+    /* The shutdown completes only once every queued byte is written, which a peer that never
+     * reads prevents: the deadline covers the flush and the linger after it. */
+    uint32_t ms = c->listener->close_timeout_ms;
+    c->linger = ps__timer_new(c->tcp.loop, linger_expired, c);
+    ps__timer_start(c->linger, ms ? ms : PS__CONN_CLOSE_TIMEOUT_MS);
 }
 
 void ps__conn_pause(ps__conn *c)
 {
-    if (!c->paused && !c->closing)
-        uv_read_stop((uv_stream_t *)&c->tcp);
     c->paused = true;
+    reading_update(c);
 }
 
 void ps__conn_resume(ps__conn *c)
 {
-    if (c->paused && !c->closing && !c->throttled)
-        uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
     c->paused = false;
+    reading_update(c);
 }
 
 /* ---- IPC ------------------------------------------------------------------------------- */
@@ -976,6 +1063,11 @@ void ps__timer_stop(ps__timer *t)
 bool ps__timer_active(const ps__timer *t)
 {
     return uv_is_active((const uv_handle_t *)&t->h);
+}
+
+uint64_t ps__timer_due_in(const ps__timer *t)
+{
+    return uv_timer_get_due_in(&t->h);
 }
 
 static void timer_on_close(uv_handle_t *h)

@@ -21,6 +21,9 @@ typedef struct ps__conn_cbs {
     void (*on_eof)(ps__conn *c);
     /* Fully closed: the last callback. The connection is freed when it returns. */
     void (*on_close)(ps__conn *c);
+    /* Optional: output that went over PS__CONN_HIGH_WATER (the connection stopped reading) has
+     * drained to half of it and reads resumed: the owner may produce more. */
+    void (*on_drained)(ps__conn *c);
 } ps__conn_cbs;
 
 struct ps__conn {
@@ -34,7 +37,9 @@ struct ps__conn {
     bool paused;              /* reads stopped by the owner */
     bool throttled;           /* reads stopped while the peer is slow to take our output */
     bool peer_done;           /* EOF or a read error seen: nothing more will arrive */
-    struct ps__timer *linger; /* while lingering after our FIN (see ps__conn_close) */
+    bool deferred;            /* read its budget this loop pass: reads resume at the pass's end */
+    bool lingering;           /* our FIN is out: only waiting for the peer's EOF */
+    struct ps__timer *linger; /* from ps__conn_close on: the close's deadline */
     struct ipc_msg *handoff;  /* a hand-over waiting for this connection's output to drain */
     char peer[48];            /* "127.0.0.1" */
 };
@@ -47,18 +52,37 @@ struct ps__listener {
     ps__list conns; /* every connection not yet freed */
     size_t nconns;
     size_t nlingering; /* of nconns: answered and FIN sent, only waiting for the peer's EOF */
+    uint32_t close_timeout_ms; /* see ps__conn_close; 0 = PS__CONN_CLOSE_TIMEOUT_MS */
     int port;
     bool listening;
     bool closed;
+    /* Connections that used up their read budget this loop pass; the check handle, which runs
+     * after each pass's I/O, lets them read again (see PS__CONN_READ_BUDGET). */
+    uv_check_t pass_end;
+    ps__conn **deferred;
+    size_t ndeferred, deferred_cap;
+    int handles; /* of tcp and pass_end, not yet closed */
     void (*on_closed)(ps__listener *l);
     void (*on_conn_gone)(ps__listener *l); /* optional: after each connection is freed */
     char readbuf[64 * 1024]; /* reads are consumed synchronously, so one buffer serves all */
 };
 
+/*
+ * Fairness: a connection reads at most this much per loop pass. libuv would read up to 32
+ * times 64 KiB from one socket before serving the next, so a few clients sending large
+ * messages as fast as they can would hold every other client for whole seconds. A read that
+ * fills the budget stops the connection's reads until the end of the pass (the loop's check
+ * phase); the rest of its input waits in the kernel, in order, and it reads again in the next
+ * pass, after every other ready connection had its turn. One place for the whole stack: every
+ * byte a connection processes (HTTP, WebSocket, Engine.IO, TLS) comes through here.
+ */
+#define PS__CONN_READ_BUDGET (64u * 1024u)
+
 int ps__listener_init(ps__listener *l, uv_loop_t *loop);
 /* Binds host:port (port 0 picks one) and starts accepting; returns 0 or a UV_E* code. */
 int ps__listener_start(ps__listener *l, const char *host, int port, int backlog);
-/* Stops accepting and closes the listening socket; on_closed runs when it is released. */
+/* Stops accepting and closes the listening socket; on_closed runs when it is released.
+ * Connections still open go on without a read budget. */
 void ps__listener_close(ps__listener *l, void (*on_closed)(ps__listener *l));
 
 /*
@@ -93,9 +117,13 @@ int ps__conn_writev(ps__conn *c, const uv_buf_t *bufs, size_t n);
  * Flushes queued writes, sends FIN, then reads and discards until the peer's EOF or
  * PS__CONN_LINGER_MS have passed, and only then closes. Closing a socket that still has
  * unread input makes the kernel send RST, and an RST can destroy our last answer (a 413 to
- * a body still arriving) in the peer's receive buffer before it is read. Idempotent.
+ * a body still arriving) in the peer's receive buffer before it is read. The whole close takes
+ * at most the listener's close_timeout_ms, however the peer behaves: a peer that never reads
+ * (its window stays zero) would hold the flush, and so the connection, forever; at the
+ * deadline the connection is aborted. Idempotent.
  */
 #define PS__CONN_LINGER_MS 2000
+#define PS__CONN_CLOSE_TIMEOUT_MS 10000
 void ps__conn_close(ps__conn *c);
 /* Closes now, dropping queued writes (peer misbehaved or shutdown grace expired). */
 void ps__conn_abort(ps__conn *c);
@@ -174,6 +202,8 @@ ps__timer *ps__timer_new(uv_loop_t *loop, ps__timer_cb cb, void *data);
 void ps__timer_start(ps__timer *t, uint64_t ms);
 void ps__timer_stop(ps__timer *t);
 bool ps__timer_active(const ps__timer *t);
+/* Milliseconds until an active timer fires (0 if it is not active). */
+uint64_t ps__timer_due_in(const ps__timer *t);
 void ps__timer_free(ps__timer *t);
 
 #endif

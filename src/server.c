@@ -104,6 +104,8 @@ static void apply_defaults(ps_server_opts *o)
         o->max_pending_requests = 1024;
     if (!o->idle_timeout_ms)
         o->idle_timeout_ms = 30000;
+    if (!o->close_timeout_ms)
+        o->close_timeout_ms = PS__CONN_CLOSE_TIMEOUT_MS;
     if (!o->max_topics_per_channel)
         o->max_topics_per_channel = 64;
     if (!o->max_topics)
@@ -609,6 +611,7 @@ int ps_server_listen(ps_server *srv)
     ps__listener_init(&srv->listener, srv->loop);
     srv->listener.on_conn = server_on_conn;
     srv->listener.data = srv;
+    srv->listener.close_timeout_ms = srv->opts.close_timeout_ms;
     int rc = in_worker(srv)
                  ? ps__listener_start_shared(&srv->listener, srv->host, srv->workers.port,
                                              srv->opts.backlog)

@@ -413,7 +413,8 @@ static void ws_on_conn_close(ps__conn *c)
     ps__free(ws);
 }
 
-static const ps__conn_cbs ws_conn_cbs = {ws_on_read, ws_on_eof, ws_on_conn_close};
+static const ps__conn_cbs ws_conn_cbs = {
+    .on_read = ws_on_read, .on_eof = ws_on_eof, .on_close = ws_on_conn_close};
 
 /* ---- public ---------------------------------------------------------------------------- */
 

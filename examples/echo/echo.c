@@ -434,6 +434,7 @@ static void usage(FILE *f)
         "  --max-pending N         requests in flight per channel and direction (1024)\n"
         "  --idle-timeout MS       HTTP request / keep-alive idle bound (30000)\n"
         "  --shutdown-grace MS     how long a stop waits for close replies (2000)\n"
+        "  --close-timeout MS      a closing connection's output and FIN, at most (10000)\n"
         "  --ws-idle-release MS    quiet WebSockets free their framing buffers (1000)\n"
         "  --max-topics-per-channel N  topics one channel may join (64)\n"
         "  --max-topics N          distinct topics with members in one process (100000)\n"
@@ -481,6 +482,7 @@ int main(int argc, char **argv)
         {"idle-timeout", required_argument, 0, 'I'},
         {"shutdown-grace", required_argument, 0, 'g'},
         {"ws-idle-release", required_argument, 0, 'L'},
+        {"close-timeout", required_argument, 0, 'K'},
         {"max-topics-per-channel", required_argument, 0, 'T'},
         {"max-topics", required_argument, 0, 'X'},
         {"trusted-proxy", required_argument, 0, 'Y'},
@@ -518,6 +520,7 @@ int main(int argc, char **argv)
         case 'I': opts.idle_timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'g': opts.shutdown_grace_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'L': opts.ws_idle_release_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'K': opts.close_timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'T': opts.max_topics_per_channel = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'X': opts.max_topics = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'w': opts.workers = (uint32_t)strtoul(optarg, NULL, 10); break;

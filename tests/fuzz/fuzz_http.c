@@ -2,8 +2,9 @@
  * fuzz_http: bytes from a client on one HTTP connection, through http.c as the server runs it:
  * http-parser with pulsec's callbacks, the header and body limits, keep-alive and pipelining,
  * dispatch (/healthz, the layer above, static files below a temporary root, 404), deferred
- * responses with input stashed behind them, and the WebSocket upgrade with frames pipelined
- * behind the handshake.
+ * responses with input stashed behind them, static files sent in chunks, pipelined requests
+ * waiting while more than PS__CONN_HIGH_WATER of output is unread, and the WebSocket upgrade
+ * with frames pipelined behind the handshake.
  *
  * Input: one option byte, then the bytes the client sends.
  *   bits 0-2  read size (harness.c's fz_chunk_size: whole, 1, 2, 3, 7, 16, 100, 1000)
@@ -141,6 +142,17 @@ static void write_file(const char *dir, const char *name, const char *content)
     fclose(f);
 }
 
+static void write_sized(const char *dir, const char *name, size_t size)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    FZ_CHECK(f);
+    for (size_t i = 0; i < size; i++)
+        fputc('a' + (int)(i % 26), f);
+    fclose(f);
+}
+
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     remove(path);
@@ -171,6 +183,9 @@ static void make_static_root(void)
     write_file(static_root, "style.css", "body{}");
     write_file(static_root, "with space.txt", "space");
     write_file(static_root, "empty.json", "");
+    /* Larger than http.c's chunk (256 KiB), and larger than the 1 MiB output bound. */
+    write_sized(static_root, "big.js", 300 * 1024);
+    write_sized(static_root, "huge.bin", 1200 * 1024);
     snprintf(path, sizeof path, "%s/sub", static_root);
     FZ_CHECK(mkdir(path, 0700) == 0);
     write_file(path, "index.html", "<p>sub</p>");
@@ -233,6 +248,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t n = size < chunk ? size : chunk;
         if (!fz_conn_read(T.env, c, data, n))
             break;
+        /* Pipelined answers wait while the output is over the bound: at most the bound plus
+         * one file chunk and one small answer are ever queued. */
+        FZ_CHECK(c->write_queued <= PS__CONN_HIGH_WATER + 512 * 1024);
         data += n;
         size -= n;
         if (!(opt & 32))
@@ -241,6 +259,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (opt & 16)
         fz_conn_eof(T.env, c);
     answer_deferred(&T);
+    /* Let queued answers drain, so that what waited behind them (chunks of a file, pipelined
+     * requests, a FIN) is handled too. */
+    for (int i = 0; i < 256 && fz_conn_alive(T.env, c) && c->write_queued > 0; i++) {
+        fz_loop_turn(T.env);
+        answer_deferred(&T);
+    }
     fz_env_finish(T.env);
     /* Every deferral ended exactly once: answered or aborted. */
     FZ_CHECK(T.deferred == NULL);

@@ -136,6 +136,15 @@ def http_seeds():
         "upgrade-ws-post": o(0, req("POST", "/ws", WS_UPGRADE, b"")),
         "upgrade-other-path": o(0, get("/other", *WS_UPGRADE)),
         "upgrade-h2c": o(0, get("/q", "Upgrade: h2c", "Connection: Upgrade, HTTP2-Settings")),
+        # Files sent in chunks (big.js, 300 KiB) and output over the 1 MiB bound (huge.bin):
+        # pipelined requests behind them wait, also across a FIN and a deferred answer.
+        "big-file": o(0, get("/big.js")),
+        "big-head": o(0, req("HEAD", "/big.js")),
+        "big-close": o(0, get("/big.js", "Connection: close") + get("/")),
+        "huge-pipelined": o(0, get("/huge.bin") * 3 + get("/q?after=huge")),
+        "huge-pipelined-eof": o(16, get("/huge.bin") * 2 + get("/keep")),
+        "huge-then-defer": o(32, get("/huge.bin") + get("/defer") + get("/q?after=defer")),
+        "huge-then-upgrade": o(0, get("/huge.bin") + get("/ws", *WS_UPGRADE) + text("hello")),
     }
     for name, data in seeds.items():
         write("fuzz_http", name, data)

@@ -323,3 +323,162 @@ TEST_IMPL(net_linger)
     ts_run(&opts, NULL, linger_client, NULL);
     return 0;
 }
+
+/* ---- closing a connection whose peer never reads ----------------------------------------- */
+
+static void close_deadline_client(ts *t)
+{
+    /* Pipelined requests and nothing read: the server's answers fill both sockets' buffers, it
+     * stops answering at PS__CONN_HIGH_WATER, the idle bound closes the connection, and the
+     * close (whose flush cannot complete) is aborted at close_timeout_ms. */
+    tc *c = small_buffers(tc_connect(t->port));
+    static char reqs[64 * 1024];
+    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    size_t n = 0;
+    while (n + sizeof req - 1 <= sizeof reqs) {
+        memcpy(reqs + n, req, sizeof req - 1);
+        n += sizeof req - 1;
+    }
+    uint64_t start = uv_hrtime();
+    for (int i = 0; i < 64; i++)
+        tc_send_try(c, reqs, n);
+    ps_server_stats st;
+    for (;;) {
+        ts_stats(t, &st);
+        if (st.connections == 0)
+            break;
+        ASSERT_LT((uv_hrtime() - start) / 1000000, 200 + 300 + 3000);
+        poll(NULL, 0, 20);
+    }
+    uint64_t ms = (uv_hrtime() - start) / 1000000;
+    ASSERT_GE(ms, 200 + 300 - 50); /* not before the idle bound and the close deadline */
+    tc_free(c);
+    ts_stop(t);
+}
+
+TEST_IMPL(net_close_deadline)
+{
+    ps_server_opts opts = {.idle_timeout_ms = 200, .close_timeout_ms = 300};
+    ts_run(&opts, NULL, close_deadline_client, NULL);
+    return 0;
+}
+
+/* ---- the read budget: one connection reads at most PS__CONN_READ_BUDGET per loop pass ---- */
+
+typedef struct budget_state {
+    uv_loop_t loop;
+    ps__listener l;
+    uv_check_t check;
+    ps__conn *conns[2];
+    int nconns;
+    size_t got[2];       /* bytes read so far, per connection (in accept order) */
+    size_t this_pass[2]; /* bytes read in the current loop pass */
+    size_t most_in_a_pass;
+    size_t heavy_got_when_light_read; /* SIZE_MAX until the light client's bytes arrived */
+    uint8_t next_byte; /* the heavy stream is 0, 1, 2, ... 255, 0, ...: order is checked */
+} budget_state;
+
+static budget_state B;
+
+static void budget_on_read(ps__conn *c, const char *data, size_t len)
+{
+    int i = c == B.conns[0] ? 0 : 1;
+    B.got[i] += len;
+    B.this_pass[i] += len;
+    if (B.this_pass[i] > B.most_in_a_pass)
+        B.most_in_a_pass = B.this_pass[i];
+    if (i == 1) { /* the light one: accepted second */
+        ASSERT_MEM_EQ(data, len, "L", 1);
+        B.heavy_got_when_light_read = B.got[0];
+        return;
+    }
+    for (size_t k = 0; k < len; k++)
+        ASSERT_EQ((uint8_t)data[k], B.next_byte++);
+}
+
+static void budget_on_eof(ps__conn *c)
+{
+    ps__conn_close(c);
+}
+
+static void budget_on_close(ps__conn *c) {}
+
+static const ps__conn_cbs budget_cbs = {
+    .on_read = budget_on_read, .on_eof = budget_on_eof, .on_close = budget_on_close};
+
+static void budget_on_conn(ps__listener *l, ps__conn *c)
+{
+    c->cbs = &budget_cbs;
+    B.conns[B.nconns++] = c;
+}
+
+static void budget_pass_end(uv_check_t *h)
+{
+    B.this_pass[0] = B.this_pass[1] = 0;
+}
+
+static void budget_closed(ps__listener *l) {}
+
+TEST_IMPL(net_read_budget)
+{
+    enum { HEAVY = 2 * 1024 * 1024 };
+    memset(&B, 0, sizeof B);
+    B.heavy_got_when_light_read = SIZE_MAX;
+    ASSERT_EQ(uv_loop_init(&B.loop), 0);
+    ASSERT_EQ(ps__listener_init(&B.l, &B.loop), 0);
+    B.l.on_conn = budget_on_conn;
+    ASSERT_EQ(ps__listener_start(&B.l, "127.0.0.1", 0, 16), 0);
+    uv_check_init(&B.loop, &B.check);
+    uv_check_start(&B.check, budget_pass_end);
+
+    /* Both connect and are accepted (the heavy one first); then the heavy one has megabytes
+     * waiting in the kernel (its buffers are made big enough) before the light one sends its
+     * byte. */
+    tc *heavy = tc_connect(B.l.port);
+    tc *light = tc_connect(B.l.port);
+    while (B.nconns < 2)
+        uv_run(&B.loop, UV_RUN_ONCE);
+    int big = 4 * 1024 * 1024;
+    setsockopt(heavy->fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    uv_os_fd_t fd;
+    ASSERT_EQ(uv_fileno((uv_handle_t *)&B.conns[0]->tcp, &fd), 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    char *data = ps__malloc(HEAVY);
+    for (size_t k = 0; k < HEAVY; k++)
+        data[k] = (char)(uint8_t)k;
+    size_t sent = 0;
+    while (sent < HEAVY) {
+        ssize_t k = send(heavy->fd, data + sent, HEAVY - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (k <= 0)
+            break;
+        sent += (size_t)k;
+    }
+    ASSERT_GT(sent, 4 * PS__CONN_READ_BUDGET); /* enough waiting to need several passes */
+    tc_sends(light, "L");
+    poll(NULL, 0, 50); /* both sockets readable before the loop looks */
+    while (B.got[0] + B.got[1] < HEAVY + 1) {
+        if (sent < HEAVY) {
+            ssize_t k = send(heavy->fd, data + sent, HEAVY - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (k > 0)
+                sent += (size_t)k;
+        }
+        uv_run(&B.loop, UV_RUN_NOWAIT);
+    }
+    /* Never more than one budget per connection per pass, every heavy byte in order, and the
+     * light client was served while most of the heavy input still waited. */
+    ASSERT_LE(B.most_in_a_pass, PS__CONN_READ_BUDGET);
+    ASSERT_EQ(B.got[0], HEAVY);
+    ASSERT_EQ(B.got[1], 1);
+    ASSERT_LT(B.heavy_got_when_light_read, HEAVY / 2);
+    ps__free(data);
+
+    tc_free(heavy);
+    tc_free(light);
+    while (B.l.nconns > 0)
+        uv_run(&B.loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&B.check, NULL);
+    ps__listener_close(&B.l, budget_closed);
+    ASSERT_EQ(uv_run(&B.loop, UV_RUN_DEFAULT), 0);
+    PS_ASSERT_LOOP_CLEAN(&B.loop);
+    return 0;
+}

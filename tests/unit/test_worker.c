@@ -155,7 +155,7 @@ static void back_on_eof(ps__conn *c)
     ps__conn_close(c);
 }
 
-static const ps__conn_cbs back_cbs = {back_on_read, back_on_eof, NULL};
+static const ps__conn_cbs back_cbs = {.on_read = back_on_read, .on_eof = back_on_eof};
 
 static void teardown(void);
 
