@@ -211,6 +211,12 @@ typedef struct ps_server_opts {
      * queued output and send its FIN (2 s at most of it for the FIN); then it is aborted, so a
      * peer that never reads cannot keep it open. 0 = 10000; UINT32_MAX: no bound. */
     uint32_t close_timeout_ms;
+    /* Long-polling sessions whose client has not been accepted by a Socket.IO CONNECT yet: at
+     * most this many in all, and from one peer address; a new handshake beyond ends the oldest
+     * (those that never polled first). 0 = 4096 / 256; UINT32_MAX: no bound. A session that
+     * has not polled 10 s after its handshake is ended too. */
+    uint32_t max_unconnected;
+    uint32_t max_unconnected_per_address;
 } ps_server_opts;
 
 /*
@@ -310,6 +316,9 @@ typedef struct ps_server_stats {
     uint64_t taken_over;       /* connections taken from another worker */
     uint64_t redis_up;         /* 1 while this process is connected to Redis, else 0 */
     uint64_t redis_reconnects; /* times the Redis connection came back after being up */
+    uint64_t unconnected;      /* polling sessions without an accepted CONNECT now */
+    uint64_t unconnected_closed; /* of those, ended by max_unconnected(_per_address) or for
+                                    never polling */
 } ps_server_stats;
 PS_EXTERN void ps_server_get_stats(const ps_server *srv, ps_server_stats *out);
 

@@ -20,6 +20,25 @@
 
 enum { T_POLLING, T_WEBSOCKET };
 
+/* A polling session that has no accepted CONNECT yet (max_unconnected). Allocated only for
+ * those, and freed at the CONNECT. */
+typedef struct unconnected {
+    ps__list link;  /* in srv->never_polled or srv->polled */
+    ps__list alink; /* in addr->sessions */
+    struct ps__eio_addr *addr;
+    ps__eio *e;
+    uint64_t since; /* loop time of the handshake */
+    bool polled;
+} unconnected;
+
+/* The unconnected sessions of one peer address. */
+typedef struct ps__eio_addr {
+    struct ps__eio_addr *next; /* hash chain */
+    ps__list sessions;         /* unconnected.alink, oldest first */
+    uint32_t n;
+    char address[48];
+} ps__eio_addr;
+
 struct ps__eio {
     ps__eio_server *srv;
     int transport;
@@ -36,7 +55,8 @@ struct ps__eio {
     ps__eio *hnext; /* sid hash chain, while open */
     ps__timer *heartbeat;
     ps__timer *notify_timer;
-    int refs; /* the session's own, plus one per WebSocket pointing here */
+    unconnected *uc; /* polling session without a CONNECT yet */
+    int refs;        /* the session's own, plus one per WebSocket pointing here */
     bool awaiting_pong;
     bool closed;
     bool notified;
@@ -250,6 +270,184 @@ static ps__eio *table_find(ps__eio_server *es, const char *sid)
     return NULL;
 }
 
+/* ---- sessions without a CONNECT ------------------------------------------------------- */
+
+/*
+ * Every polling handshake makes a session that outlives its HTTP request, so without a bound a
+ * client could make them as fast as it can send GETs (400,000 in 16 s took 366 MB). Until its
+ * CONNECT is accepted a polling session counts against max_unconnected, in all and for its
+ * peer address, and one beyond ends the oldest of them: first among those that never polled
+ * (a real client polls at once; an attacker that does must hold a connection per held GET),
+ * then the oldest of all. A session that never polls ends after PS__EIO_FIRST_POLL_MS.
+ */
+
+static size_t addr_hash(const char *a, size_t nbuckets)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = a; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    return (size_t)(h % nbuckets);
+}
+
+static ps__eio_addr *addr_find(ps__eio_server *es, const char *address)
+{
+    if (!es->addrs)
+        return NULL;
+    for (ps__eio_addr *a = es->addrs[addr_hash(address, es->naddr_buckets)]; a; a = a->next)
+        if (strcmp(a->address, address) == 0)
+            return a;
+    return NULL;
+}
+
+static ps__eio_addr *addr_get(ps__eio_server *es, const char *address)
+{
+    ps__eio_addr *a = addr_find(es, address);
+    if (a)
+        return a;
+    if (!es->addrs) {
+        es->naddr_buckets = 256;
+        es->addrs = ps__calloc(es->naddr_buckets, sizeof *es->addrs);
+    }
+    ps__eio_addr **head = &es->addrs[addr_hash(address, es->naddr_buckets)];
+    a = ps__calloc(1, sizeof *a);
+    ps__list_init(&a->sessions);
+    snprintf(a->address, sizeof a->address, "%s", address);
+    a->next = *head;
+    *head = a;
+    return a;
+}
+
+static void addr_put(ps__eio_server *es, ps__eio_addr *a)
+{
+    if (a->n > 0)
+        return;
+    ps__eio_addr **pp = &es->addrs[addr_hash(a->address, es->naddr_buckets)];
+    while (*pp != a)
+        pp = &(*pp)->next;
+    *pp = a->next;
+    ps__free(a);
+}
+
+static void uc_remove(ps__eio *e)
+{
+    unconnected *uc = e->uc;
+    if (!uc)
+        return;
+    e->uc = NULL;
+    ps__eio_server *es = e->srv;
+    ps__list_remove(&uc->link);
+    ps__list_remove(&uc->alink);
+    es->nunconnected--;
+    uc->addr->n--;
+    addr_put(es, uc->addr);
+    ps__free(uc);
+}
+
+static void first_poll_fire(ps__timer *t, void *data);
+
+static void first_poll_arm(ps__eio_server *es)
+{
+    if (ps__list_empty(&es->never_polled) || es->shutting_down)
+        return;
+    unconnected *oldest = PS__CONTAINER_OF(es->never_polled.next, unconnected, link);
+    uint64_t now = ps__now_ms(), due = oldest->since + PS__EIO_FIRST_POLL_MS;
+    if (!es->first_poll)
+        es->first_poll = ps__timer_new(es->loop, first_poll_fire, es);
+    if (!ps__timer_active(es->first_poll))
+        ps__timer_start(es->first_poll, due > now ? due - now : 0);
+}
+
+static void mark_closed(ps__eio *e, const char *reason);
+static void poll_finish(ps__eio *e, bool may_linger, bool client_closed);
+
+/* Ends a session without a CONNECT: nobody above knows it, and its client has nothing to learn
+ * (its next request gets "Session ID unknown"), so it does not linger. */
+static void drop_unconnected(ps__eio *e, const char *reason)
+{
+    e->srv->unconnected_closed++;
+    PS__DEBUG("session %s from %s: %s", e->sid, e->hs.address, reason);
+    mark_closed(e, reason);
+    if (e->transport == T_WEBSOCKET)
+        ps__ws_close(e->ws, PS__WS_POLICY, reason); /* notify_closed follows from its close */
+    else
+        poll_finish(e, false, false);
+}
+
+static void first_poll_fire(ps__timer *t, void *data)
+{
+    ps__eio_server *es = data;
+    uint64_t now = ps__now_ms();
+    while (!ps__list_empty(&es->never_polled)) {
+        unconnected *oldest = PS__CONTAINER_OF(es->never_polled.next, unconnected, link);
+        if (now - oldest->since < PS__EIO_FIRST_POLL_MS)
+            break;
+        drop_unconnected(oldest->e, "no poll");
+    }
+    first_poll_arm(es);
+}
+
+/* The oldest never-polled session in `list` (linked by alink if by_addr), else the oldest. */
+static ps__eio *uc_victim(ps__list *list, bool by_addr)
+{
+    ps__list *pos;
+    ps__list_foreach(pos, list)
+    {
+        unconnected *uc = by_addr ? PS__CONTAINER_OF(pos, unconnected, alink)
+                                  : PS__CONTAINER_OF(pos, unconnected, link);
+        if (!uc->polled)
+            return uc->e;
+    }
+    return ps__list_empty(list) ? NULL
+                                : (by_addr ? PS__CONTAINER_OF(list->next, unconnected, alink)->e
+                                           : PS__CONTAINER_OF(list->next, unconnected, link)->e);
+}
+
+/* Makes room for one more unconnected session from `address`. */
+static void uc_make_room(ps__eio_server *es, const char *address)
+{
+    uint32_t per = es->cfg.max_unconnected_per_address, all = es->cfg.max_unconnected;
+    ps__eio_addr *a;
+    while (per && (a = addr_find(es, address)) && a->n >= per)
+        drop_unconnected(uc_victim(&a->sessions, true), "too many unconnected sessions");
+    while (all && es->nunconnected >= all) {
+        /* Those that never polled first, wherever they come from. */
+        ps__list *list = ps__list_empty(&es->never_polled) ? &es->polled : &es->never_polled;
+        drop_unconnected(PS__CONTAINER_OF(list->next, unconnected, link)->e,
+                         "too many unconnected sessions");
+    }
+}
+
+static void uc_add(ps__eio *e)
+{
+    ps__eio_server *es = e->srv;
+    unconnected *uc = ps__calloc(1, sizeof *uc);
+    uc->e = e;
+    uc->since = ps__now_ms();
+    uc->addr = addr_get(es, e->hs.address);
+    uc->addr->n++;
+    ps__list_insert_tail(&uc->addr->sessions, &uc->alink);
+    ps__list_insert_tail(&es->never_polled, &uc->link);
+    es->nunconnected++;
+    e->uc = uc;
+    first_poll_arm(es);
+}
+
+/* The client polled (a GET or an upgrade probe): it can receive what the server sends. */
+static void uc_polled(ps__eio *e)
+{
+    unconnected *uc = e->uc;
+    if (!uc || uc->polled)
+        return;
+    uc->polled = true;
+    ps__list_remove(&uc->link);
+    ps__list_insert_tail(&e->srv->polled, &uc->link);
+}
+
+void ps__eio_connected(ps__eio *e)
+{
+    uc_remove(e);
+}
+
 /* ---- handshake snapshot ---------------------------------------------------------------- */
 
 /* A page that only "*" let in must not be authenticated by what its browser attached on its
@@ -346,6 +544,7 @@ static void mark_closed(ps__eio *e, const char *reason)
     ps__list_remove(&e->link);
     table_remove(e->srv, e);
     e->srv->nsessions--;
+    uc_remove(e);
     if (e->probe) {
         ps__ws *probe = e->probe;
         e->probe = NULL;
@@ -761,6 +960,7 @@ static void handle_poll(ps__eio_server *es, ps__http_req *req, ps__eio *e)
             respond_error(req, &es->cfg, 400, 3, "Bad request");
             return;
         }
+        uc_polled(e);
         e->held = ps__http_defer(req, on_held_abort, e);
         ps__buf_reset(&e->held_headers);
         ps__buf_appends(&e->held_headers, "Cache-Control: no-store\r\n");
@@ -826,6 +1026,7 @@ static void handle_ws(ps__eio_server *es, ps__http_req *req, ps__eio *e)
         ps__ws *ws = ps__ws_upgrade(req, &wo, &probe_ws_cbs, e);
         if (!ws)
             return;
+        uc_polled(e);
         e->refs++;
         e->probe = ws;
         if (!e->upgrade_timer)
@@ -910,12 +1111,14 @@ void ps__eio_handle_request(ps__eio_server *es, ps__http_req *req)
         respond_error(req, &es->cfg, 400, 2, "Bad handshake method");
     } else {
         e = session_new(es, req, T_POLLING);
+        uc_make_room(es, e->hs.address); /* the client's, from X-Forwarded-For behind a proxy */
         ps__buf open;
         ps__buf_init(&open);
         ps__eio_encode_open(&open, e->sid, &es->cfg, true);
         respond_poll(req, &es->cfg, POLL_TYPE, open.base, open.len);
         ps__buf_free(&open);
         session_start(es, e);
+        uc_add(e);
     }
 out:
     ps__buf_free(&v);
@@ -934,11 +1137,17 @@ void ps__eio_server_init(ps__eio_server *es, uv_loop_t *loop, const ps__eio_conf
     es->user = user;
     ps__list_init(&es->sessions);
     ps__list_init(&es->lingering);
+    ps__list_init(&es->never_polled);
+    ps__list_init(&es->polled);
     ps__ws_pool_init(&es->wspool, loop, cfg->ws_idle_release_ms);
 }
 
 void ps__eio_server_free(ps__eio_server *es)
 {
+    ps__timer_free(es->first_poll);
+    es->first_poll = NULL;
+    ps__free(es->addrs); /* empty: every session was closed (and left it) before this */
+    es->addrs = NULL;
     ps__free(es->buckets);
     es->buckets = NULL;
     es->nbuckets = 0;
@@ -947,6 +1156,8 @@ void ps__eio_server_free(ps__eio_server *es)
 void ps__eio_server_shutdown(ps__eio_server *es)
 {
     es->shutting_down = true;
+    ps__timer_free(es->first_poll);
+    es->first_poll = NULL;
     while (!ps__list_empty(&es->lingering))
         linger_end(PS__CONTAINER_OF(es->lingering.next, ps__eio, link));
     while (!ps__list_empty(&es->sessions)) {

@@ -54,7 +54,19 @@ typedef struct ps__eio_config {
     /* Workers: 1 + this worker's index, stamped into every sid (ps__id_set_worker) so that a
      * request reaching another worker can be routed here; 0 = none. */
     uint8_t sid_worker;
+    /* Polling sessions that have not been told their Socket.IO CONNECT was accepted
+     * (ps__eio_connected): at most this many in all and per peer address (0 = no bound); a
+     * new one beyond ends the oldest, preferring those that never polled. */
+    uint32_t max_unconnected;
+    uint32_t max_unconnected_per_address;
 } ps__eio_config;
+
+/*
+ * A polling session whose client has not polled (sent a GET, or a WebSocket probe) this long
+ * after its handshake, and has no accepted CONNECT, is ended: a real client polls at once,
+ * and one that never does can never receive anything.
+ */
+#define PS__EIO_FIRST_POLL_MS 10000
 
 struct ps__eio_server {
     uv_loop_t *loop;
@@ -68,6 +80,15 @@ struct ps__eio_server {
     size_t nbuckets;
     uint64_t ws_errors;      /* sessions ended by a WebSocket-level error (1002, 1007, 1009) */
     uint64_t slow_consumers; /* sessions ended for leaving more than max_queued unread */
+    /* Polling sessions without a CONNECT (see max_unconnected), oldest first: those that never
+     * polled, and those that did. Each address with some has an entry in `addrs`. */
+    ps__list never_polled;
+    ps__list polled;
+    size_t nunconnected;
+    uint64_t unconnected_closed; /* ended by the bounds or PS__EIO_FIRST_POLL_MS */
+    struct ps__eio_addr **addrs;
+    size_t naddr_buckets;
+    ps__timer *first_poll; /* while never_polled is not empty: its oldest's deadline */
     ps__ws_pool wspool;
     bool shutting_down;
 };
@@ -96,6 +117,10 @@ bool ps__eio_closed(const ps__eio *e);
 size_t ps__eio_queued(const ps__eio *e);
 /* "websocket" or "polling". */
 const char *ps__eio_transport(const ps__eio *e);
+
+/* The layer above accepted the session's client (a Socket.IO CONNECT): it leaves the bound on
+ * unconnected sessions. Idempotent. */
+void ps__eio_connected(ps__eio *e);
 
 void *ps__eio_up(const ps__eio *e);
 const char *ps__eio_sid(const ps__eio *e);

@@ -106,6 +106,10 @@ static void apply_defaults(ps_server_opts *o)
         o->idle_timeout_ms = 30000;
     if (!o->close_timeout_ms)
         o->close_timeout_ms = PS__CONN_CLOSE_TIMEOUT_MS;
+    if (!o->max_unconnected)
+        o->max_unconnected = 4096;
+    if (!o->max_unconnected_per_address)
+        o->max_unconnected_per_address = 256;
     if (!o->max_topics_per_channel)
         o->max_topics_per_channel = 64;
     if (!o->max_topics)
@@ -518,6 +522,9 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
         .polling = !o.websocket_only,
         .max_queued = o.max_queued_bytes == SIZE_MAX ? 0 : o.max_queued_bytes,
         .ws_idle_release_ms = o.ws_idle_release_ms == UINT32_MAX ? 0 : o.ws_idle_release_ms,
+        .max_unconnected = o.max_unconnected == UINT32_MAX ? 0 : o.max_unconnected,
+        .max_unconnected_per_address =
+            o.max_unconnected_per_address == UINT32_MAX ? 0 : o.max_unconnected_per_address,
     };
     if (o.allowed_origins) {
         size_t n = 0;
@@ -866,6 +873,8 @@ void ps_server_get_stats(const ps_server *srv, ps_server_stats *out)
     out->messages_dropped = srv->channels.dropped + srv->channels.views.dropped;
     out->slow_consumers = srv->sessions.sio.eio.slow_consumers;
     out->ws_buffers = srv->sessions.sio.eio.wspool.nholding;
+    out->unconnected = srv->sessions.sio.eio.nunconnected;
+    out->unconnected_closed = srv->sessions.sio.eio.unconnected_closed;
     out->refused = srv->refused;
     out->topics = srv->topics.ntopics;
     out->topic_members = srv->topics.nmembers;

@@ -747,6 +747,7 @@ static void on_connect_packet(ps__sio_conn *c, ps__sio_packet *p)
         json_decref(ok);
         s->state = SOCK_CONNECTED;
         flush_early(s);
+        ps__eio_connected(c->eio);
         if (c->connect_timer) {
             ps__timer_free(c->connect_timer);
             c->connect_timer = NULL;

@@ -252,6 +252,8 @@ static json_t *stats_json(ps_server *srv)
         {"slow_consumers", st.slow_consumers},
         {"refused", st.refused},
         {"ws_buffers", st.ws_buffers},
+        {"unconnected", st.unconnected},
+        {"unconnected_closed", st.unconnected_closed},
         {"topics", st.topics},
         {"topic_members", st.topic_members},
         {"published", st.published},
@@ -435,6 +437,8 @@ static void usage(FILE *f)
         "  --idle-timeout MS       HTTP request / keep-alive idle bound (30000)\n"
         "  --shutdown-grace MS     how long a stop waits for close replies (2000)\n"
         "  --close-timeout MS      a closing connection's output and FIN, at most (10000)\n"
+        "  --max-unconnected N     polling sessions without a CONNECT (4096)\n"
+        "  --max-unconnected-per-address N   ... from one address (256)\n"
         "  --ws-idle-release MS    quiet WebSockets free their framing buffers (1000)\n"
         "  --max-topics-per-channel N  topics one channel may join (64)\n"
         "  --max-topics N          distinct topics with members in one process (100000)\n"
@@ -483,6 +487,8 @@ int main(int argc, char **argv)
         {"shutdown-grace", required_argument, 0, 'g'},
         {"ws-idle-release", required_argument, 0, 'L'},
         {"close-timeout", required_argument, 0, 'K'},
+        {"max-unconnected", required_argument, 0, 'U'},
+        {"max-unconnected-per-address", required_argument, 0, 'A'},
         {"max-topics-per-channel", required_argument, 0, 'T'},
         {"max-topics", required_argument, 0, 'X'},
         {"trusted-proxy", required_argument, 0, 'Y'},
@@ -521,6 +527,8 @@ int main(int argc, char **argv)
         case 'g': opts.shutdown_grace_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'L': opts.ws_idle_release_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'K': opts.close_timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'U': opts.max_unconnected = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'A': opts.max_unconnected_per_address = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'T': opts.max_topics_per_channel = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'X': opts.max_topics = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'w': opts.workers = (uint32_t)strtoul(optarg, NULL, 10); break;

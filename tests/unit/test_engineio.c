@@ -310,3 +310,76 @@ TEST_IMPL(eio_client_address)
     ASSERT_STR_EQ(client_address(&cfg, "127.0.0.1", NULL, NULL), "127.0.0.1");
     return 0;
 }
+
+/* ---- polling sessions without a CONNECT ------------------------------------------------ */
+
+/* A polling handshake on a keep-alive connection; copies the sid out. */
+static void poll_handshake(tc *c, char sid[PS__SID_LEN + 1])
+{
+    tresp r;
+    tc_sends(c, "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\n\r\n");
+    tc_read_response(c, &r);
+    ASSERT_EQ(r.status, 200);
+    const char *p = strstr(r.body.base, "\"sid\":\"");
+    ASSERT_NOT_NULL(p);
+    memcpy(sid, p + 7, PS__SID_LEN);
+    sid[PS__SID_LEN] = '\0';
+    tresp_free(&r);
+}
+
+static int poll_status(tc *c, const char *method, const char *sid, const char *body)
+{
+    char req[256];
+    snprintf(req, sizeof req,
+             "%s /socket.io/?EIO=4&transport=polling&sid=%s HTTP/1.1\r\nContent-Length: %zu\r\n"
+             "\r\n%s",
+             method, sid, strlen(body), body);
+    tc_sends(c, req);
+    tresp r;
+    tc_read_response(c, &r);
+    int status = r.status;
+    tresp_free(&r);
+    return status;
+}
+
+static void unconnected_client(ts *t)
+{
+    /* Five handshakes from one address with a bound of three: the first two are ended, the
+     * next GET of the first is "Session ID unknown". */
+    tc *c = tc_connect(t->port);
+    char sids[6][PS__SID_LEN + 1];
+    for (int i = 0; i < 5; i++)
+        poll_handshake(c, sids[i]);
+    ps_server_stats st;
+    ts_stats(t, &st);
+    ASSERT_EQ(st.unconnected, 3);
+    ASSERT_EQ(st.unconnected_closed, 2);
+    ASSERT_EQ(poll_status(c, "GET", sids[0], ""), 400);
+    ASSERT_EQ(poll_status(c, "POST", sids[1], "40"), 400);
+    /* A CONNECT takes a session out of the count; a poll protects it from the next ones. */
+    ASSERT_EQ(poll_status(c, "POST", sids[2], "40"), 200);
+    tc *held = tc_connect(t->port);
+    char get[128];
+    snprintf(get, sizeof get, "GET /socket.io/?EIO=4&transport=polling&sid=%s HTTP/1.1\r\n\r\n",
+             sids[3]);
+    tc_sends(held, get); /* held: nothing is queued for it */
+    usleep(50 * 1000);
+    ts_stats(t, &st);
+    ASSERT_EQ(st.unconnected, 2);
+    poll_handshake(c, sids[5]);
+    poll_handshake(c, sids[5]);
+    ts_stats(t, &st);
+    ASSERT_EQ(st.unconnected, 3);
+    ASSERT_EQ(st.unconnected_closed, 3); /* sids[4], which never polled, went first */
+    ASSERT_EQ(poll_status(c, "GET", sids[4], ""), 400);
+    tc_free(held);
+    tc_free(c);
+    ts_stop(t);
+}
+
+TEST_IMPL(eio_unconnected)
+{
+    ps_server_opts o = {.max_unconnected_per_address = 3, .shutdown_grace_ms = 300};
+    ts_run(&o, NULL, unconnected_client, NULL);
+    return 0;
+}
