@@ -27,7 +27,7 @@ const TOTAL = 2000;
 const EVERY_MS = 10;
 
 test(`a flood of ${TOTAL} connects/disconnects over ~${(TOTAL * EVERY_MS) / 1000} s, mixed transports, leaves nothing behind`, { timeout: 150000 }, async (t) => {
-  const srv = await startServer(['--ping-interval', '1000', '--ping-timeout', '3000']);
+  const srv = await startServer(['--ping-interval', '1000', '--ping-timeout', '10000']);
   const mon = await openMonitor(srv.url);
   const wit = await ChannelTestClient.connect(srv.url);
   const witView = await wit.attachEcho();
@@ -136,7 +136,8 @@ test(`a flood of ${TOTAL} connects/disconnects over ~${(TOTAL * EVERY_MS) / 1000
   }
   await Promise.all(all);
   const floodMs = performance.now() - t0;
-  // Silent polling sessions go by ping timeout (1 + 3 s); everything else at once.
+  // Silent polling sessions go by ping timeout (1 + 10 s: a raw polling client among ~200 at once
+  // on a loaded 2-core machine can take more than 3 s to answer its first ping); the rest at once.
   const end = await pollUntil(
     () => mon.stats(),
     (s) => s.connections === base.connections && s.sessions === base.sessions && s.views === base.views,
