@@ -3,7 +3,11 @@
 # The C build itself is CMake (CMakeLists.txt); this file only sequences it.
 
 APT_PACKAGES := build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libwslay-dev \
-                libjansson-dev libyajl-dev libssl-dev libhiredis-dev redis-server chromium fonts-liberation valgrind clang clang-format libclang-rt-14-dev
+                libjansson-dev libyajl-dev libssl-dev libhiredis-dev redis-server chromium \
+                fonts-liberation valgrind clang clang-format libclang-rt-14-dev python3-dev \
+                python3-venv python3-pip python3-setuptools python3-wheel python3-pytest \
+                python3-pytest-asyncio python3-socketio python3-uvicorn python3-uvloop \
+                python3-httptools python3-websockets
 JOBS   ?= 2
 PORT   ?= 8000
 HOST   ?= 127.0.0.1
@@ -12,7 +16,7 @@ ASAN   := build-asan
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps deps-apt deps-npm build build-asan web run run-playground test test-unit test-asan \
-        test-integration test-js test-e2e clean format format-check
+        test-integration test-js test-e2e clean format format-check python run-python test-python
 
 all: build
 
@@ -60,7 +64,7 @@ run-playground: build web
 	@echo "pulsec channel playground (Ctrl-C stops it)"
 	./$(BUILD)/examples/playground --host $(HOST) --port $(PORT) --static $(BUILD)/web/playground
 
-test: format-check test-unit test-asan test-js test-integration test-e2e bench-smoke fuzz-smoke
+test: format-check test-unit test-asan test-js test-integration test-e2e test-python bench-smoke fuzz-smoke
 
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -79,6 +83,30 @@ test-integration: build-asan deps-npm
 # sanitizer build of the example servers: each must also exit 0 on SIGTERM, leak-free.
 test-e2e: build-asan web deps-apt
 	PULSEC_BUILD_DIR=$(CURDIR)/$(ASAN) node --test --test-concurrency=2 tests/e2e/
+
+# The Python package (python/, docs/PYTHON.md): a venv of Debian's Python in the build tree that
+# sees Debian's packages (pytest, python-socketio, ...), with pulsec pip-installed into it offline
+# and linked against $(BUILD)/libpulsec.a. Always /usr/bin/python3: another python3 on PATH
+# (pyenv) has neither Debian's packages nor its headers.
+PYTHON ?= /usr/bin/python3
+VENV   := $(BUILD)/python-venv
+PY_SOURCES := $(wildcard python/setup.py python/pyproject.toml python/src/*.[ch] python/pulsec/*)
+python: $(VENV)/.pulsec-stamp
+$(VENV)/.pulsec-stamp: $(PY_SOURCES) build
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(VENV)
+	PULSEC_BUILD_DIR=$(CURDIR)/$(BUILD) PULSEC_WERROR=1 $(VENV)/bin/pip install -q \
+	  --no-build-isolation --no-index --no-deps --force-reinstall ./python
+	@touch $@
+
+# The seed's chat example in Python, serving the chat page of `make web`.
+run-python: python web
+	@echo "pulsec chat demo in Python (Ctrl-C stops it)"
+	$(VENV)/bin/python examples/python/chat.py --host $(HOST) --port $(PORT) --static $(BUILD)/web/chat
+
+# pytest against real servers driven by socket.io-client, then both Python demos in Chromium.
+test-python: python web deps-npm
+	$(VENV)/bin/python -m pytest tests/python -q
+	PULSEC_PYTHON=$(CURDIR)/$(VENV)/bin/python node --test --test-concurrency=1 tests/python/e2e/
 
 # Benchmarks (bench/README.md): release build in its own dir, the Socket.IO baseline from its
 # lock file, every scenario against both servers, BENCHMARKS.md. bench-smoke runs each loadgen

@@ -1,0 +1,681 @@
+/*
+ * server: _core.Server, one ps_server on a libuv loop of its own, driven from asyncio.
+ *
+ * Driving: asyncio watches the libuv loop's backend fd (an epoll fd: readable when any of
+ * libuv's watchers is ready); each wake-up runs uv_run(UV_RUN_NOWAIT), which does the I/O and
+ * calls pulsec, which calls Python. After each pass, and after every call into pulsec from
+ * Python outside a pass (emit from a task, a request with a timeout, a close), the binding asks
+ * libuv what it needs next (server_after_call): a pass soon (call_soon) when it holds work the
+ * epoll fd cannot announce: watchers started since the last poll (registered with epoll only by
+ * the next uv_run), pending write callbacks, closing handles; otherwise a pass when its next
+ * timer is due (call_later, kept when an earlier one is already scheduled). Nothing blocks the
+ * asyncio loop: a pass never waits.
+ */
+#include "binding.h"
+
+#include <errno.h>
+#include <stddef.h>
+
+/*
+ * Watchers that libuv has queued for epoll_ctl but not yet registered. libuv 1.44's
+ * uv_backend_timeout() does not count them (later versions do), so without this check a write
+ * that could not finish at once would wait for an unrelated wake-up. The queue head is the
+ * loop's public-struct field watcher_queue: a two-pointer list head that is empty when its next
+ * pointer points at itself, in every libuv 1.x layout.
+ */
+static bool watchers_pending(uv_loop_t *loop)
+{
+    void **q = (void **)&loop->watcher_queue;
+    return q[0] != (void *)q;
+}
+
+static int is_finalizing(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing();
+#else
+    return _Py_IsFinalizing();
+#endif
+}
+
+static int schedule_soon(Server *s)
+{
+    if (s->soon_pending)
+        return 0;
+    PyObject *cb = PyObject_GetAttrString((PyObject *)s, "_on_soon");
+    PyObject *h = cb ? PyObject_CallMethod(s->aloop, "call_soon", "O", cb) : NULL;
+    Py_XDECREF(cb);
+    if (!h)
+        return -1;
+    Py_DECREF(h);
+    s->soon_pending = true;
+    return 0;
+}
+
+static int schedule_timer(Server *s, int timeout_ms)
+{
+    uint64_t due = uv_now(&s->loop) + (uint64_t)timeout_ms;
+    if (s->timer_handle && s->timer_due <= due)
+        return 0; /* an earlier wake-up is scheduled; the pass then schedules the next */
+    if (s->timer_handle) {
+        PyObject *r = PyObject_CallMethod(s->timer_handle, "cancel", NULL);
+        Py_XDECREF(r);
+        Py_CLEAR(s->timer_handle);
+        if (!r)
+            return -1;
+    }
+    PyObject *cb = PyObject_GetAttrString((PyObject *)s, "_on_timer");
+    PyObject *h =
+        cb ? PyObject_CallMethod(s->aloop, "call_later", "dO", timeout_ms / 1000.0, cb) : NULL;
+    Py_XDECREF(cb);
+    if (!h)
+        return -1;
+    s->timer_handle = h;
+    s->timer_due = due;
+    return 0;
+}
+
+int server_after_call(Server *s)
+{
+    if (!s->srv || s->in_run)
+        return 0; /* inside a pass: the pass's end looks */
+    uv_loop_t *l = &s->loop;
+    if (!uv_loop_alive(l))
+        return s->stopping ? schedule_soon(s) : 0;
+    if (watchers_pending(l))
+        return schedule_soon(s);
+    uv_update_time(l);
+    int t = uv_backend_timeout(l);
+    if (t == 0)
+        return schedule_soon(s);
+    return t > 0 ? schedule_timer(s, t) : 0;
+}
+
+int server_check_thread(Server *s)
+{
+    if (s->thread_id != PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "pulsec objects must be used on the thread that runs the app's event loop");
+        return -1;
+    }
+    return 0;
+}
+
+int server_spawn(Server *s, PyObject *coro, PyObject *context)
+{
+    PyObject *create = PyObject_GetAttrString(s->aloop, "create_task");
+    if (!create)
+        return -1;
+    PyObject *args = PyTuple_Pack(1, coro);
+    PyObject *kw = context ? Py_BuildValue("{s:O}", "context", context) : NULL;
+    PyObject *task = args && (kw || !context) ? PyObject_Call(create, args, kw) : NULL;
+    Py_DECREF(create);
+    Py_XDECREF(args);
+    Py_XDECREF(kw);
+    if (!task)
+        return -1;
+    int rc = PySet_Add(s->tasks, task);
+    PyObject *discard = rc == 0 ? PyObject_GetAttrString(s->tasks, "discard") : NULL;
+    PyObject *r = discard ? PyObject_CallMethod(task, "add_done_callback", "O", discard) : NULL;
+    Py_XDECREF(discard);
+    Py_XDECREF(r);
+    Py_DECREF(task);
+    return r ? 0 : -1;
+}
+
+/* ---- the stop ------------------------------------------------------------------------- */
+
+static void finish(Server *s)
+{
+    if (s->reader_added) {
+        PyObject *r = PyObject_CallMethod(s->aloop, "remove_reader", "i", uv_backend_fd(&s->loop));
+        if (!r)
+            PyErr_WriteUnraisable((PyObject *)s);
+        Py_XDECREF(r);
+        s->reader_added = false;
+    }
+    if (s->timer_handle) {
+        PyObject *r = PyObject_CallMethod(s->timer_handle, "cancel", NULL);
+        if (!r)
+            PyErr_WriteUnraisable((PyObject *)s);
+        Py_XDECREF(r);
+        Py_CLEAR(s->timer_handle);
+    }
+    ps_server_free(s->srv);
+    s->srv = NULL;
+    if (uv_loop_close(&s->loop) != 0)
+        PyErr_WarnEx(PyExc_ResourceWarning, "pulsec: libuv loop still had handles", 1);
+    s->loop_ready = false;
+    free(s->deny_text);
+    s->deny_text = NULL;
+    if (s->closed) {
+        PyObject *done = PyObject_CallMethod(s->closed, "done", NULL);
+        if (done == Py_False) {
+            PyObject *r = PyObject_CallMethod(s->closed, "set_result", "O", Py_None);
+            if (!r)
+                PyErr_WriteUnraisable((PyObject *)s);
+            Py_XDECREF(r);
+        }
+        Py_XDECREF(done);
+    }
+}
+
+/* One libuv pass, then whatever the next one needs. */
+static void drive(Server *s)
+{
+    if (!s->srv || s->in_run)
+        return;
+    s->in_run = true;
+    uv_run(&s->loop, UV_RUN_NOWAIT);
+    s->in_run = false;
+    if (s->stopping && !uv_loop_alive(&s->loop))
+        finish(s);
+    else if (server_after_call(s) < 0)
+        PyErr_WriteUnraisable((PyObject *)s);
+}
+
+static PyObject *raise_pending(Server *s)
+{
+    if (s->pending_exc) {
+        PyObject *exc = s->pending_exc;
+        s->pending_exc = NULL;
+        PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Server_on_ready(Server *s, PyObject *unused)
+{
+    drive(s);
+    return raise_pending(s);
+}
+
+static PyObject *Server_on_soon(Server *s, PyObject *unused)
+{
+    s->soon_pending = false;
+    drive(s);
+    return raise_pending(s);
+}
+
+static PyObject *Server_on_timer(Server *s, PyObject *unused)
+{
+    Py_CLEAR(s->timer_handle);
+    s->timer_due = 0;
+    drive(s);
+    return raise_pending(s);
+}
+
+/* ---- options -------------------------------------------------------------------------- */
+
+enum opt_kind { OPT_STR, OPT_U32, OPT_SIZE, OPT_INT, OPT_BOOL, OPT_STRLIST };
+
+static const struct opt {
+    const char *name;
+    enum opt_kind kind;
+    size_t offset;
+} OPTIONS[] = {
+#define OPT(name, kind) {#name, kind, offsetof(ps_server_opts, name)}
+    OPT(path, OPT_STR),
+    OPT(static_dir, OPT_STR),
+    OPT(ping_interval_ms, OPT_U32),
+    OPT(ping_timeout_ms, OPT_U32),
+    OPT(connect_timeout_ms, OPT_U32),
+    OPT(shutdown_grace_ms, OPT_U32),
+    OPT(ws_idle_release_ms, OPT_U32),
+    OPT(max_payload, OPT_SIZE),
+    OPT(max_header_size, OPT_SIZE),
+    OPT(max_body_size, OPT_SIZE),
+    OPT(backlog, OPT_INT),
+    OPT(websocket_only, OPT_BOOL),
+    OPT(allowed_origins, OPT_STRLIST),
+    OPT(max_queued_bytes, OPT_SIZE),
+    OPT(max_connections, OPT_U32),
+    OPT(max_views_per_session, OPT_U32),
+    OPT(max_channels_per_session, OPT_U32),
+    OPT(max_pending_requests, OPT_U32),
+    OPT(idle_timeout_ms, OPT_U32),
+#undef OPT
+};
+
+static int opt_number(PyObject *v, const char *name, unsigned long long max,
+                      unsigned long long *out)
+{
+    if (!PyLong_Check(v) || PyBool_Check(v)) {
+        PyErr_Format(PyExc_TypeError, "option %s must be an int", name);
+        return -1;
+    }
+    unsigned long long x = PyLong_AsUnsignedLongLong(v);
+    if (PyErr_Occurred() || x > max) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "option %s must be between 0 and %llu", name, max);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/*
+ * Fills `o` from the options dict. Strings point into objects that `keep` (a list) holds, and
+ * the allowed_origins array is allocated into *origins (PyMem_Free it); both must outlive
+ * ps_server_new, which copies them.
+ */
+static int parse_options(PyObject *dict, ps_server_opts *o, PyObject *keep, const char ***origins)
+{
+    memset(o, 0, sizeof *o);
+    *origins = NULL;
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(dict, &pos, &k, &v)) {
+        const char *name = PyUnicode_Check(k) ? PyUnicode_AsUTF8(k) : NULL;
+        if (!name)
+            return PyErr_Format(PyExc_TypeError, "option names must be str"), -1;
+        const struct opt *opt = NULL;
+        for (size_t i = 0; i < sizeof OPTIONS / sizeof OPTIONS[0]; i++)
+            if (strcmp(OPTIONS[i].name, name) == 0)
+                opt = &OPTIONS[i];
+        if (!opt) {
+            PyErr_Format(PyExc_TypeError, "unknown server option %R", k);
+            return -1;
+        }
+        if (v == Py_None)
+            continue; /* the default */
+        char *field = (char *)o + opt->offset;
+        unsigned long long x;
+        switch (opt->kind) {
+        case OPT_STR:
+            if (PyObject_IsInstance(v, (PyObject *)&PyUnicode_Type) != 1) {
+                /* os.PathLike for static_dir */
+                PyObject *p = PyOS_FSPath(v);
+                if (!p)
+                    return -1;
+                if (!PyUnicode_Check(p)) {
+                    Py_DECREF(p);
+                    return PyErr_Format(PyExc_TypeError, "option %s must be a str", name), -1;
+                }
+                if (PyList_Append(keep, p) < 0) {
+                    Py_DECREF(p);
+                    return -1;
+                }
+                Py_DECREF(p);
+                v = PyList_GET_ITEM(keep, PyList_GET_SIZE(keep) - 1);
+            }
+            if (!(*(const char **)field = PyUnicode_AsUTF8(v)))
+                return -1;
+            break;
+        case OPT_U32:
+            if (opt_number(v, name, UINT32_MAX, &x) < 0)
+                return -1;
+            *(uint32_t *)field = (uint32_t)x;
+            break;
+        case OPT_SIZE:
+            if (opt_number(v, name, SIZE_MAX, &x) < 0)
+                return -1;
+            *(size_t *)field = (size_t)x;
+            break;
+        case OPT_INT:
+            if (opt_number(v, name, INT32_MAX, &x) < 0)
+                return -1;
+            *(int *)field = (int)x;
+            break;
+        case OPT_BOOL: *(bool *)field = PyObject_IsTrue(v) == 1; break;
+        case OPT_STRLIST: {
+            PyObject *seq = PyUnicode_Check(v) ? PyTuple_Pack(1, v) : PySequence_Tuple(v);
+            if (!seq)
+                return -1;
+            if (PyList_Append(keep, seq) < 0) {
+                Py_DECREF(seq);
+                return -1;
+            }
+            Py_DECREF(seq);
+            Py_ssize_t n = PyTuple_GET_SIZE(seq);
+            PyMem_Free(*origins);
+            *origins = PyMem_Calloc((size_t)n + 1, sizeof **origins);
+            if (!*origins)
+                return PyErr_NoMemory(), -1;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                PyObject *item = PyTuple_GET_ITEM(seq, i);
+                if (!PyUnicode_Check(item))
+                    return PyErr_Format(PyExc_TypeError, "allowed_origins must be strs"), -1;
+                if (!((*origins)[i] = PyUnicode_AsUTF8(item)))
+                    return -1;
+            }
+            o->allowed_origins = *origins;
+            break;
+        }
+        }
+    }
+    return 0;
+}
+
+/* ---- type ----------------------------------------------------------------------------- */
+
+static PyObject *Server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"options", NULL};
+    PyObject *options = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O!", names, &PyDict_Type, &options))
+        return NULL;
+    Server *s = (Server *)type->tp_alloc(type, 0);
+    if (!s)
+        return NULL;
+    s->routes = PyList_New(0);
+    s->connect_mw = PyList_New(0);
+    s->message_mw = PyList_New(0);
+    s->tasks = PySet_New(NULL);
+    if (!s->routes || !s->connect_mw || !s->message_mw || !s->tasks) {
+        Py_DECREF(s);
+        return NULL;
+    }
+    live.servers++;
+    if (options) {
+        /* Checked now, so that a bad option fails at App(...) rather than at start. */
+        ps_server_opts o;
+        const char **origins = NULL;
+        PyObject *keep = PyList_New(0);
+        int rc = keep ? parse_options(options, &o, keep, &origins) : -1;
+        PyMem_Free(origins);
+        Py_XDECREF(keep);
+        if (rc < 0) {
+            Py_DECREF(s);
+            return NULL;
+        }
+    }
+    return (PyObject *)s;
+}
+
+static int Server_traverse(Server *s, visitproc visit, void *arg)
+{
+    Py_VISIT(s->aloop);
+    Py_VISIT(s->timer_handle);
+    Py_VISIT(s->closed);
+    Py_VISIT(s->tasks);
+    Py_VISIT(s->routes);
+    Py_VISIT(s->connect_mw);
+    Py_VISIT(s->message_mw);
+    Py_VISIT(s->pending_exc);
+    return 0;
+}
+
+static int Server_clear(Server *s)
+{
+    if (s->srv)
+        return 0; /* running: its references are what the C server calls */
+    Py_CLEAR(s->aloop);
+    Py_CLEAR(s->timer_handle);
+    Py_CLEAR(s->closed);
+    Py_CLEAR(s->tasks);
+    Py_CLEAR(s->routes);
+    Py_CLEAR(s->connect_mw);
+    Py_CLEAR(s->message_mw);
+    Py_CLEAR(s->pending_exc);
+    return 0;
+}
+
+static void Server_dealloc(Server *s)
+{
+    PyObject_GC_UnTrack(s);
+    if (s->srv && !is_finalizing()) {
+        /* Dropped while serving (its asyncio loop is gone, or it would still hold us): stop
+         * here, on this thread, rather than leave sockets that nobody serves. */
+        s->stopping = true;
+        ps_server_stop(s->srv);
+        s->in_run = true;
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        s->in_run = false;
+        ps_server_free(s->srv);
+        s->srv = NULL;
+        uv_loop_close(&s->loop);
+    }
+    free(s->deny_text);
+    Py_CLEAR(s->aloop);
+    Py_CLEAR(s->timer_handle);
+    Py_CLEAR(s->closed);
+    Py_CLEAR(s->tasks);
+    Py_CLEAR(s->routes);
+    Py_CLEAR(s->connect_mw);
+    Py_CLEAR(s->message_mw);
+    Py_CLEAR(s->pending_exc);
+    live.servers--;
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static int register_route(Server *s, PyObject *entry)
+{
+    ps_view_type type = {.init = view_init, .dispose = view_dispose, .user = entry};
+    int rc = ps_route(s->srv, PyUnicode_AsUTF8(PyTuple_GET_ITEM(entry, 2)), &type);
+    if (rc == PS_EEXIST)
+        return PyErr_Format(PyExc_ValueError, "%R already has a view",
+                            PyTuple_GET_ITEM(entry, 2)),
+               -1;
+    if (rc != 0)
+        return PyErr_Format(PyExc_ValueError, "invalid view path %R", PyTuple_GET_ITEM(entry, 2)),
+               -1;
+    return 0;
+}
+
+static PyObject *Server_route(Server *s, PyObject *args)
+{
+    PyObject *path, *fn;
+    if (!PyArg_ParseTuple(args, "UO:route", &path, &fn))
+        return NULL;
+    PyObject *entry = PyTuple_Pack(3, (PyObject *)s, fn, path);
+    if (!entry)
+        return NULL;
+    if ((s->srv && register_route(s, entry) < 0) || PyList_Append(s->routes, entry) < 0) {
+        Py_DECREF(entry);
+        return NULL;
+    }
+    Py_DECREF(entry);
+    Py_RETURN_NONE;
+}
+
+static PyObject *add_middleware(Server *s, PyObject *fn, PyObject *list, bool connect)
+{
+    PyObject *entry = PyTuple_Pack(2, (PyObject *)s, fn);
+    if (!entry)
+        return NULL;
+    if (s->srv) {
+        if (connect)
+            ps_use_connect(s->srv, connect_middleware, entry);
+        else
+            ps_use_message(s->srv, message_middleware, entry);
+    }
+    int rc = PyList_Append(list, entry);
+    Py_DECREF(entry);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Server_use_connect(Server *s, PyObject *fn)
+{
+    return add_middleware(s, fn, s->connect_mw, true);
+}
+
+static PyObject *Server_use_message(Server *s, PyObject *fn)
+{
+    return add_middleware(s, fn, s->message_mw, false);
+}
+
+static PyObject *Server_start(Server *s, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"loop", "options", "host", "port", NULL};
+    PyObject *aloop, *options;
+    const char *host;
+    int port;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!si:start", names, &aloop, &PyDict_Type,
+                                     &options, &host, &port))
+        return NULL;
+    if (s->srv || s->loop_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "the app is already serving");
+        return NULL;
+    }
+    if (port < 0 || port > 65535) {
+        PyErr_SetString(PyExc_ValueError, "port must be 0..65535");
+        return NULL;
+    }
+    ps_server_opts o;
+    const char **origins = NULL;
+    PyObject *keep = PyList_New(0);
+    if (!keep || parse_options(options, &o, keep, &origins) < 0) {
+        PyMem_Free(origins);
+        Py_XDECREF(keep);
+        return NULL;
+    }
+    o.host = host;
+    o.port = port;
+    int rc = uv_loop_init(&s->loop);
+    if (rc != 0) {
+        PyMem_Free(origins);
+        Py_DECREF(keep);
+        return PyErr_Format(PyExc_OSError, "uv_loop_init: %s", uv_strerror(rc));
+    }
+    s->loop_ready = true;
+    s->srv = ps_server_new(&s->loop, &o);
+    PyMem_Free(origins);
+    Py_DECREF(keep);
+    if (!s->srv) {
+        uv_loop_close(&s->loop);
+        s->loop_ready = false;
+        PyErr_SetString(PyExc_ValueError,
+                        "invalid server options (pulsec logged why: e.g. static_dir not found)");
+        return NULL;
+    }
+    s->stopping = false;
+    s->soon_pending = false;
+    s->thread_id = PyThread_get_thread_ident();
+    Py_XSETREF(s->aloop, Py_NewRef(aloop));
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(s->routes); i++)
+        if (register_route(s, PyList_GET_ITEM(s->routes, i)) < 0)
+            goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(s->connect_mw); i++)
+        ps_use_connect(s->srv, connect_middleware, PyList_GET_ITEM(s->connect_mw, i));
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(s->message_mw); i++)
+        ps_use_message(s->srv, message_middleware, PyList_GET_ITEM(s->message_mw, i));
+    rc = ps_server_listen(s->srv);
+    if (rc != 0) {
+        PyErr_Format(PyExc_OSError, "cannot listen on %s:%d: %s", host, port, ps_strerror(rc));
+        if (rc > -4096) { /* a UV_E* code: -errno on Unix */
+            PyObject *exc = PyObject_CallFunction(PyExc_OSError, "is", -rc, ps_strerror(rc));
+            if (exc) {
+                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+                Py_DECREF(exc);
+            }
+        }
+        goto fail;
+    }
+    Py_XSETREF(s->closed, PyObject_CallMethod(aloop, "create_future", NULL));
+    if (!s->closed)
+        goto fail;
+    PyObject *cb = PyObject_GetAttrString((PyObject *)s, "_on_ready");
+    PyObject *r =
+        cb ? PyObject_CallMethod(aloop, "add_reader", "iO", uv_backend_fd(&s->loop), cb) : NULL;
+    Py_XDECREF(cb);
+    if (!r)
+        goto fail;
+    Py_DECREF(r);
+    s->reader_added = true;
+    if (server_after_call(s) < 0)
+        goto fail;
+    return PyLong_FromLong(ps_server_port(s->srv));
+fail: {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (s->reader_added) {
+        PyObject *x = PyObject_CallMethod(aloop, "remove_reader", "i", uv_backend_fd(&s->loop));
+        Py_XDECREF(x);
+        PyErr_Clear();
+        s->reader_added = false;
+    }
+    ps_server_stop(s->srv);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    ps_server_free(s->srv);
+    s->srv = NULL;
+    uv_loop_close(&s->loop);
+    s->loop_ready = false;
+    PyErr_Restore(type, value, tb);
+    return NULL;
+}
+}
+
+static PyObject *Server_stop(Server *s, PyObject *unused)
+{
+    if (!s->srv || s->stopping)
+        Py_RETURN_NONE;
+    if (server_check_thread(s) < 0)
+        return NULL;
+    s->stopping = true;
+    ps_server_stop(s->srv); /* disposes every view: on_dispose runs here */
+    if (server_after_call(s) < 0)
+        return NULL;
+    return raise_pending(s);
+}
+
+static PyObject *Server_stats(Server *s, PyObject *unused)
+{
+    ps_server_stats st = {0};
+    if (s->srv)
+        ps_server_get_stats(s->srv, &st);
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "connections",
+                         st.connections, "sessions", st.sessions, "views", st.views, "channels",
+                         st.channels, "sessions_total", st.sessions_total, "messages_in",
+                         st.messages_in, "messages_out", st.messages_out, "messages_dropped",
+                         st.messages_dropped, "protocol_errors", st.protocol_errors,
+                         "slow_consumers", st.slow_consumers, "refused", st.refused,
+                         "ws_buffers", st.ws_buffers);
+}
+
+static PyObject *Server_get_port(Server *s, void *closure)
+{
+    if (!s->srv)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(ps_server_port(s->srv));
+}
+
+static PyObject *Server_get_closed(Server *s, void *closure)
+{
+    if (!s->closed)
+        Py_RETURN_NONE;
+    return Py_NewRef(s->closed);
+}
+
+static PyObject *Server_get_serving(Server *s, void *closure)
+{
+    return PyBool_FromLong(s->srv && !s->stopping);
+}
+
+static PyMethodDef Server_methods[] = {
+    {"route", (PyCFunction)Server_route, METH_VARARGS, "route(path, fn): a view."},
+    {"use_connect", (PyCFunction)Server_use_connect, METH_O, "Connect middleware."},
+    {"use_message", (PyCFunction)Server_use_message, METH_O, "Channel message middleware."},
+    {"start", (PyCFunction)(void (*)(void))Server_start, METH_VARARGS | METH_KEYWORDS,
+     "start(loop, options, host, port) -> port: listens and starts driving libuv from loop."},
+    {"stop", (PyCFunction)Server_stop, METH_NOARGS,
+     "Graceful stop; the `closed` future resolves when it is complete."},
+    {"stats", (PyCFunction)Server_stats, METH_NOARGS, "pulsec's server counters."},
+    {"_on_ready", (PyCFunction)Server_on_ready, METH_NOARGS, NULL},
+    {"_on_soon", (PyCFunction)Server_on_soon, METH_NOARGS, NULL},
+    {"_on_timer", (PyCFunction)Server_on_timer, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Server_getset[] = {
+    {"port", (getter)Server_get_port, NULL, "The bound port while serving, else None.", NULL},
+    {"closed", (getter)Server_get_closed, NULL, "Future resolved when the stop completed.", NULL},
+    {"serving", (getter)Server_get_serving, NULL, "Listening and not stopping.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject ServerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pulsec._core.Server",
+    .tp_basicsize = sizeof(Server),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "One pulsec server on its own libuv loop, driven from an asyncio loop.",
+    .tp_new = Server_new,
+    .tp_dealloc = (destructor)Server_dealloc,
+    .tp_traverse = (traverseproc)Server_traverse,
+    .tp_clear = (inquiry)Server_clear,
+    .tp_methods = Server_methods,
+    .tp_getset = Server_getset,
+};
