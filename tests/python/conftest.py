@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict
+from typing import Any, AsyncIterator, Dict, Optional
 
 import pytest
 
@@ -63,13 +63,15 @@ class Driver:
             if not fut.done():
                 fut.set_exception(DriverError("the driver process ended"))
 
-    async def call(self, op: str, timeout: float = 30, **fields: Any) -> Dict[str, Any]:
+    async def call(self, op: str, timeout: Optional[float] = 30, **fields: Any) -> Dict[str, Any]:
+        """Runs one operation; timeout None waits without a timer (for measurements that a
+        cancelled timer left in the loop's heap would disturb)."""
         i = next(self.ids)
         fut = asyncio.get_running_loop().create_future()
         self.pending[i] = fut
         self.proc.stdin.write((json.dumps({"id": i, "op": op, **fields}) + "\n").encode())
         await self.proc.stdin.drain()
-        return await asyncio.wait_for(fut, timeout)
+        return await (fut if timeout is None else asyncio.wait_for(fut, timeout))
 
     async def ok(self, op: str, **fields: Any) -> Dict[str, Any]:
         r = await self.call(op, **fields)

@@ -26,8 +26,10 @@
 //   log      client                                -> messages (everything still logged)
 //   status   client                                -> connected
 //   disconnect client
-//   churn    url n [path] : n cycles of attach, one request "echo", detach on one fresh
-//            connection; -> cycles, ms, errors
+//   churn    url n [connections] [path] : `connections` times connect, attach, close; then n
+//            cycles of attach, one request "echo", detach on one more connection; every server
+//            request "server:ping" is answered; -> cycles, ms, errors
+//   (a channel of "*" in answer applies the rule to every channel of the client)
 //   exit
 
 import { randomBytes } from "node:crypto";
@@ -102,7 +104,7 @@ class Client {
       }
     }
     if (msg.type === "channel_message" && typeof msg.requestId === "string") {
-      const rule = this.answers.get(`${msg.channel}\0${msg.event}`);
+      const rule = this.answers.get(`${msg.channel}\0${msg.event}`) ?? this.answers.get(`*\0${msg.event}`);
       if (rule) void this.answer(msg, rule);
     }
     this.log.push(msg);
@@ -189,12 +191,24 @@ function request(c, channel, event, payload, timeoutMs = 10000) {
   });
 }
 
-async function churn({ url, n, path = "/echo" }) {
+async function churn({ url, n, connections = 0, path = "/echo" }) {
   const t0 = Date.now();
+  let errors = 0;
+  for (let i = 0; i < connections; i++) {
+    const r = await connect(url);
+    if (!r.ok) {
+      errors++;
+      continue;
+    }
+    const c = new Client("churn", r.socket);
+    c.answers.set("*\0server:ping", { mode: "echo" });
+    if (!(await attach(c, path, { i })).ok) errors++;
+    r.socket.close();
+  }
   const r = await connect(url);
   if (!r.ok) return { ok: false, error: r.error };
   const c = new Client("churn", r.socket);
-  let errors = 0;
+  c.answers.set("*\0server:ping", { mode: "echo" }); // the view's own request, answered
   for (let i = 0; i < n; i++) {
     const a = await attach(c, path, { i });
     if (!a.ok) {
@@ -210,7 +224,7 @@ async function churn({ url, n, path = "/echo" }) {
   const a = await attach(c, path, {});
   if (a.ok) c.send({ type: "detach", attachId: a.attachId });
   r.socket.close();
-  return { ok: true, cycles: n, errors, ms: Date.now() - t0 };
+  return { ok: true, cycles: n, connections, errors, ms: Date.now() - t0 };
 }
 
 const ops = {

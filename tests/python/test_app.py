@@ -1,0 +1,171 @@
+"""The App: options, start/serve/stop inside a running loop, app.run() in its own process with
+its `listening on` line and a graceful SIGINT/SIGTERM, and errors that must not take the
+server down."""
+
+import asyncio
+import signal
+import socket
+import sys
+import textwrap
+
+import pytest
+
+import pulsec as ps
+from conftest import ROOT, serving, until
+
+RUN_APP = textwrap.dedent("""
+    import sys
+    import pulsec as ps
+
+    class Member(ps.State):
+        def __init__(self):
+            self.channel = ps.channel()
+            self.channel.on("ping", lambda p: "pong")
+
+        def on_dispose(self):
+            print("disposed", flush=True)
+
+    app = ps.App(shutdown_grace_ms=500)
+
+    @app.view("/v")
+    def view(props):
+        return {"channelId": Member().channel.id}
+
+    app.run(port=0)
+    print("run returned", flush=True)
+""")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_run_prints_its_address_and_stops_gracefully(driver, signum):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", RUN_APP, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        assert line.startswith("listening on http://127.0.0.1:"), line
+        url = line.split()[-1]
+        assert int(url.rsplit(":", 1)[1]) > 0  # port 0 picked a free one
+        c = await driver.client(url)
+        v = await c.attach("/v")
+        ch = v["props"]["channelId"]
+        assert await c.request(ch, "ping") == {"ok": True, "payload": "pong"}
+        proc.send_signal(signum)
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 0, err.decode()
+        assert out.decode().split() == ["disposed", "run", "returned"]
+        assert b"Traceback" not in err, err.decode()
+        assert not (await driver.ok("status", client=c.name))["connected"]  # closed with 1001
+        await c.disconnect()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_serve_runs_until_stopped_or_cancelled(driver):
+    app = ps.App()
+
+    @app.view("/v")
+    def view(props):
+        return {"port": app.port}
+
+    assert app.port is None and not app.serving
+    server = asyncio.ensure_future(app.serve("127.0.0.1", 0))
+    await until(lambda: app.serving, "serving")
+    c = await driver.client(f"http://127.0.0.1:{app.port}")
+    assert (await c.attach("/v"))["props"] == {"port": app.port}
+    app.stop()
+    await asyncio.wait_for(server, 10)
+    assert app.port is None and not app.serving
+    await c.disconnect()
+
+    # Cancelling serve() stops the server before the cancellation goes on.
+    server = asyncio.ensure_future(app.serve("127.0.0.1", 0))
+    await until(lambda: app.serving, "serving again")
+    server.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await server
+    assert not app.serving
+
+
+async def test_options_are_checked():
+    with pytest.raises(TypeError, match="unknown server option"):
+        ps.App(ping_intervall_ms=1)
+    with pytest.raises(ValueError, match="ping_interval_ms"):
+        ps.App(ping_interval_ms=-1)
+    with pytest.raises(TypeError):
+        ps.App(max_payload="big")
+    app = ps.App(static_dir=ROOT / "no-such-dir")
+    with pytest.raises(ValueError, match="static_dir"):
+        await app.start("127.0.0.1", 0)
+    ps.App(allowed_origins=["http://a.example"], websocket_only=True, path="/io/",
+           max_connections=10, ping_timeout_ms=None)
+
+
+async def test_static_files_and_a_port_in_use(tmp_path):
+    (tmp_path / "index.html").write_text("<h1>hello</h1>")
+    app = ps.App(static_dir=tmp_path)
+    async with serving(app) as url:
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        body = await reader.read()
+        writer.close()
+        assert body.startswith(b"HTTP/1.1 200") and body.endswith(b"<h1>hello</h1>")
+        other = ps.App()
+        with pytest.raises(OSError) as err:
+            await other.start("127.0.0.1", app.port)
+        assert "cannot listen" in str(err.value)
+        with pytest.raises(RuntimeError, match="already serving"):
+            await app.start("127.0.0.1", 0)
+
+
+async def test_stats_and_duplicate_views(driver):
+    app = ps.App()
+
+    @app.view("/v")
+    def view(props):
+        ps.channel()
+        return {}
+
+    with pytest.raises(ValueError, match="already has a view"):
+        app.view("/v")(lambda props: {})
+    async with serving(app) as url:
+        c = await driver.client(url)
+        await c.attach("/v")
+        st = app.stats()
+        assert (st["sessions"], st["views"], st["channels"]) == (1, 1, 1)
+        await c.disconnect()
+        await until(lambda: app.stats()["sessions"] == 0, "the session gone")
+
+
+async def test_a_blocking_free_loop(driver):
+    """Everything runs in the asyncio loop without blocking it: a ticker keeps ticking while
+    clients connect, attach and exchange messages."""
+    ticks = []
+
+    async def ticker():
+        while True:
+            ticks.append(asyncio.get_running_loop().time())
+            await asyncio.sleep(0.005)
+
+    app = ps.App()
+
+    @app.view("/v")
+    def view(props):
+        ch = ps.channel()
+        ch.on("echo", lambda p: p)
+        return {"channelId": ch.id}
+
+    t = asyncio.ensure_future(ticker())
+    async with serving(app) as url:
+        clients = [await driver.client(url) for _ in range(5)]
+        for c in clients:
+            v = await c.attach("/v")
+            for i in range(20):
+                assert (await c.request(v["props"]["channelId"], "echo", i))["payload"] == i
+        for c in clients:
+            await c.disconnect()
+    t.cancel()
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    assert len(ticks) > 10 and max(gaps) < 1.0, max(gaps)
