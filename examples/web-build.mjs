@@ -1,5 +1,6 @@
 // Bundles the demo pages with esbuild: examples/<app>/web/{index.html,app.jsx,style.css} ->
-// build/web/<app>/{index.html,app.js,app.css}, served by the C servers with --static.
+// build/web/<app>/{index.html,app.js,app.css}, served by the C servers with --static (and
+// examples/python/web -> build/web/progress, the page of examples/python/progress.py).
 //
 //   node examples/web-build.mjs            # every app, minified
 //   node examples/web-build.mjs chat       # one app
@@ -16,7 +17,9 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const apps = ["chat", "playground"];
+// app -> the directory of its page (index.html, app.jsx, style.css).
+const pages = { chat: "examples/chat/web", playground: "examples/playground/web", progress: "examples/python/web" };
+const apps = Object.keys(pages);
 const clientDir = join(root, "clients/js");
 const clientPkg = JSON.parse(await readFile(join(clientDir, "package.json"), "utf8"));
 
@@ -37,7 +40,7 @@ const pulsecClient = {
 function options(app) {
   return {
     absWorkingDir: root,
-    entryPoints: { app: join(root, "examples", app, "web", "app.jsx") },
+    entryPoints: { app: join(root, pages[app], "app.jsx") },
     outdir: join(root, "build/web", app),
     bundle: true,
     format: "esm",
@@ -55,7 +58,7 @@ function options(app) {
 }
 
 async function copyHtml(app) {
-  await copyFile(join(root, "examples", app, "web", "index.html"), join(root, "build/web", app, "index.html"));
+  await copyFile(join(root, pages[app], "index.html"), join(root, "build/web", app, "index.html"));
 }
 
 /** Fails the build if two copies of React made it into one bundle. */

@@ -83,10 +83,13 @@ class ChannelError(RuntimeError):
 
 
 class Denied(Exception):
-    """Raised by middleware to refuse a connection or a channel message.
+    """A refusal: raised by middleware to refuse a connection or a channel message, by a view
+    function to refuse the attach, or by a handler to answer a request with an error.
 
     ``reason`` reaches the client: as the connect_error message (with ``data``, if any) for
-    on_connect, and as the error reply of a denied request for on_channel_message.
+    on_connect, as the error reply of a denied request for on_channel_message and handlers, as
+    the attach_error of a view. Unlike other exceptions a Denied is not logged: it is a
+    decision, not a failure.
     """
 
     def __init__(self, reason: str = "denied", data: JSON = None) -> None:
@@ -203,6 +206,14 @@ def _log_exception(what: str, exc: BaseException) -> None:
     log.error("%s", what, exc_info=(type(exc), exc, exc.__traceback__))
 
 
+def _failed(what: str, exc: BaseException) -> str:
+    """The text an exception of user code answers with; logged unless it is a ps.Denied."""
+    if isinstance(exc, Denied):
+        return exc.reason
+    _log_exception(what, exc)
+    return _text(exc)
+
+
 async def _run_chain(first: Awaitable[Any], rest: Tuple[Cleanup, ...], payload: JSON,
                      reply: Any, channel: Channel) -> None:
     """The handlers of one client message from the first that returned an awaitable on, in
@@ -223,9 +234,9 @@ async def _run_chain(first: Awaitable[Any], rest: Tuple[Cleanup, ...], payload: 
                 if inspect.isawaitable(result):
                     result = await result
         except Exception as exc:
-            _log_exception(f"a handler on {channel!r} raised", exc)
+            text = _failed(f"a handler on {channel!r} raised", exc)
             if reply is not None:
-                reply.error(_text(exc))
+                reply.error(text)
                 return
             continue  # an event: the other handlers still run
         if result is not None and reply is not None:
@@ -248,8 +259,7 @@ async def _build_view(view: View, coro: Awaitable[Any]) -> None:
             view._reject("Attach cancelled")
         raise
     except Exception as exc:
-        _log_exception(f"the view function of {view.path} raised", exc)
-        view._reject(_text(exc))
+        view._reject(_failed(f"the view function of {view.path} raised", exc))
         return
     view._accept(props)
 

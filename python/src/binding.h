@@ -53,7 +53,8 @@ extern py_live live;
 
 /*
  * Reports the current Python exception of user code (a handler, a view function, middleware)
- * with `what` through pulsec's logger and clears it. KeyboardInterrupt, SystemExit and other
+ * with `what` through pulsec's logger and clears it; a ps.Denied is a refusal, not a failure,
+ * and is not logged (its reason is the text). KeyboardInterrupt, SystemExit and other
  * non-Exception BaseExceptions are not swallowed: they are kept on the server and raised again
  * from the asyncio callback that ran libuv, where asyncio expects them. Returns the exception's
  * text for an error reply (a new reference, never NULL unless out of memory).

@@ -73,6 +73,17 @@ PyObject *report_exception(Server *srv, const char *what)
         Py_DECREF(value);
         return text;
     }
+    if (hooks.denied && PyObject_IsInstance(value, hooks.denied) == 1) {
+        /* A refusal the app decided on, not a failure: answered, not logged. */
+        PyObject *reason = PyObject_GetAttrString(value, "reason");
+        if (!reason || !PyUnicode_Check(reason)) {
+            Py_XDECREF(reason);
+            PyErr_Clear();
+            reason = exception_text(value);
+        }
+        Py_DECREF(value);
+        return reason;
+    }
     PyObject *text = exception_text(value);
     if (hooks.log_exception) {
         PyObject *r = PyObject_CallFunction(hooks.log_exception, "sO", what, value);

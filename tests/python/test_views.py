@@ -271,3 +271,38 @@ async def test_too_many_channels(driver):
         c = await driver.client(url)
         assert "max_channels_per_session" in await c.attach_error("/greedy")
         await c.disconnect()
+
+
+async def test_denied_refuses_without_logging(driver, caplog):
+    app = ps.App()
+
+    @app.view("/members")
+    def members(props):
+        if not props or props.get("name") != "ada":
+            raise ps.Denied("members only")
+        ch = ps.channel()
+        ch.on("admin", lambda p: (_ for _ in ()).throw(ps.Denied("admins only")))
+
+        async def later(p):
+            await asyncio.sleep(0)
+            raise ps.Denied("not now")
+
+        ch.on("later", later)
+        return {"channelId": ch.id}
+
+    @app.view("/async-members")
+    async def async_members(props):
+        await asyncio.sleep(0)
+        raise ps.Denied("closed for today")
+
+    caplog.set_level(logging.DEBUG, logger="pulsec")
+    async with serving(app) as url:
+        c = await driver.client(url)
+        assert await c.attach_error("/members", {"name": "bob"}) == "members only"
+        assert await c.attach_error("/async-members") == "closed for today"
+        v = await c.attach("/members", {"name": "ada"})
+        ch = v["props"]["channelId"]
+        assert await c.request(ch, "admin") == {"ok": False, "error": "admins only"}
+        assert await c.request(ch, "later") == {"ok": False, "error": "not now"}
+        await c.disconnect()
+    assert [r for r in caplog.records if r.name == "pulsec"] == []
