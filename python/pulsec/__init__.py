@@ -293,8 +293,8 @@ class App:
     ``shutdown_grace_ms``, ``ws_idle_release_ms``, ``max_payload``, ``max_header_size``,
     ``max_body_size``, ``backlog``, ``websocket_only``, ``max_queued_bytes``,
     ``max_connections``, ``max_views_per_session``, ``max_channels_per_session``,
-    ``max_pending_requests``, ``idle_timeout_ms`` (docs/PYTHON.md; ps_server_opts in
-    include/pulsec.h).
+    ``max_pending_requests``, ``idle_timeout_ms``, ``max_topics_per_channel``, ``max_topics``
+    (docs/PYTHON.md; ps_server_opts in include/pulsec.h).
     """
 
     def __init__(self, **options: Any) -> None:
@@ -336,6 +336,12 @@ class App:
     @property
     def serving(self) -> bool:
         return self._core.serving
+
+    def publish(self, topic: str, event: str, payload: JSON = None, *,
+                skip: Optional[Channel] = None) -> None:
+        """Emits `event` on every channel joined to `topic` (``channel.join(topic)``), but
+        `skip` (the sender, for "everyone but me"). The payload is serialised once."""
+        self._core.publish(topic, event, payload, skip)
 
     def stats(self) -> Dict[str, int]:
         """The C core's counters: connections, sessions, views, channels, messages..."""

@@ -659,6 +659,40 @@ static PyObject *Channel_request(Channel *c, PyObject *args, PyObject *kw)
     return future;
 }
 
+static PyObject *Channel_join(Channel *c, PyObject *arg)
+{
+    const char *topic = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    if (!topic)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_TypeError, "topic must be a str");
+    if (channel_usable(c) < 0)
+        return NULL;
+    int rc = ps_join(c->ch, topic);
+    if (rc == PS_ECLOSED)
+        return set_closed_error("channel closed");
+    if (rc == PS_ELIMIT)
+        return PyErr_Format(hooks.channel_error,
+                            "too many topics (max_topics_per_channel or max_topics)");
+    if (rc != 0)
+        return PyErr_Format(PyExc_ValueError, "invalid topic %R (1 to %d bytes)", arg,
+                            PS_TOPIC_MAX);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Channel_leave(Channel *c, PyObject *arg)
+{
+    const char *topic = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    if (!topic)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_TypeError, "topic must be a str");
+    if (!c->ch || ps_channel_closed(c->ch))
+        Py_RETURN_FALSE; /* a closed channel is in no topic */
+    if (server_check_thread(channel_server(c)) < 0)
+        return NULL;
+    int rc = ps_leave(c->ch, topic);
+    if (rc == PS_EINVAL)
+        return PyErr_Format(PyExc_ValueError, "invalid topic %R", arg);
+    return PyBool_FromLong(rc == 0);
+}
+
 static PyObject *Channel_close(Channel *c, PyObject *unused)
 {
     if (!c->ch || ps_channel_closed(c->ch))
@@ -717,6 +751,10 @@ static PyMethodDef Channel_methods[] = {
      "emit(event, payload=None): fire and forget; ChannelClosed when closed."},
     {"request", (PyCFunction)(void (*)(void))Channel_request, METH_VARARGS | METH_KEYWORDS,
      "request(event, payload=None, timeout=None) -> awaitable of the client's answer."},
+    {"join", (PyCFunction)Channel_join, METH_O,
+     "join(topic): app.publish(topic, ...) reaches this channel too, until leave or close."},
+    {"leave", (PyCFunction)Channel_leave, METH_O,
+     "leave(topic) -> bool: False if the channel was not in the topic."},
     {"close", (PyCFunction)Channel_close, METH_NOARGS,
      "Closes the channel: pending requests fail with ChannelClosed, the client is told."},
     {NULL, NULL, 0, NULL},

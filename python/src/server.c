@@ -235,6 +235,8 @@ static const struct opt {
     OPT(max_channels_per_session, OPT_U32),
     OPT(max_pending_requests, OPT_U32),
     OPT(idle_timeout_ms, OPT_U32),
+    OPT(max_topics_per_channel, OPT_U32),
+    OPT(max_topics, OPT_U32),
 #undef OPT
 };
 
@@ -612,18 +614,73 @@ static PyObject *Server_stop(Server *s, PyObject *unused)
     return raise_pending(s);
 }
 
+static PyObject *Server_publish(Server *s, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"topic", "event", "payload", "skip", NULL};
+    const char *topic, *event;
+    PyObject *payload = Py_None, *skip = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ss|OO:publish", names, &topic, &event, &payload,
+                                     &skip))
+        return NULL;
+    if (!s->srv || s->stopping)
+        return PyErr_Format(PyExc_RuntimeError, "the app is not serving");
+    if (server_check_thread(s) < 0)
+        return NULL;
+    ps_channel *except = NULL;
+    if (skip != Py_None) {
+        if (!PyObject_TypeCheck(skip, &ChannelType))
+            return PyErr_Format(PyExc_TypeError, "skip must be a Channel or None");
+        except = ((Channel *)skip)->ch; /* NULL once gone: it is in no topic then anyway */
+    }
+    json_t *j = py_to_json(payload);
+    if (!j)
+        return NULL;
+    int rc = ps_publish_except(s->srv, topic, event, j, except);
+    json_decref(j);
+    if (server_after_call(s) < 0)
+        return NULL;
+    if (rc == PS_ECLOSED)
+        return PyErr_Format(PyExc_RuntimeError, "the app is stopping");
+    if (rc != 0)
+        return PyErr_Format(PyExc_ValueError, "cannot publish %s to %s: %s", event, topic,
+                            ps_strerror(rc));
+    Py_RETURN_NONE;
+}
+
 static PyObject *Server_stats(Server *s, PyObject *unused)
 {
     ps_server_stats st = {0};
     if (s->srv)
         ps_server_get_stats(s->srv, &st);
-    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "connections",
-                         st.connections, "sessions", st.sessions, "views", st.views, "channels",
-                         st.channels, "sessions_total", st.sessions_total, "messages_in",
-                         st.messages_in, "messages_out", st.messages_out, "messages_dropped",
-                         st.messages_dropped, "protocol_errors", st.protocol_errors,
-                         "slow_consumers", st.slow_consumers, "refused", st.refused,
-                         "ws_buffers", st.ws_buffers);
+    const struct {
+        const char *name;
+        uint64_t value;
+    } fields[] = {
+        {"connections", st.connections},
+        {"sessions", st.sessions},
+        {"views", st.views},
+        {"channels", st.channels},
+        {"sessions_total", st.sessions_total},
+        {"messages_in", st.messages_in},
+        {"messages_out", st.messages_out},
+        {"messages_dropped", st.messages_dropped},
+        {"protocol_errors", st.protocol_errors},
+        {"slow_consumers", st.slow_consumers},
+        {"refused", st.refused},
+        {"ws_buffers", st.ws_buffers},
+        {"topics", st.topics},
+        {"topic_members", st.topic_members},
+        {"published", st.published},
+        {"deliveries", st.deliveries},
+    };
+    PyObject *d = PyDict_New();
+    for (size_t i = 0; d && i < sizeof fields / sizeof fields[0]; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(fields[i].value);
+        if (!v || PyDict_SetItemString(d, fields[i].name, v) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(v);
+    }
+    return d;
 }
 
 static PyObject *Server_get_port(Server *s, void *closure)
@@ -654,6 +711,8 @@ static PyMethodDef Server_methods[] = {
     {"stop", (PyCFunction)Server_stop, METH_NOARGS,
      "Graceful stop; the `closed` future resolves when it is complete."},
     {"stats", (PyCFunction)Server_stats, METH_NOARGS, "pulsec's server counters."},
+    {"publish", (PyCFunction)(void (*)(void))Server_publish, METH_VARARGS | METH_KEYWORDS,
+     "publish(topic, event, payload=None, skip=None): to every channel joined to topic."},
     {"_on_ready", (PyCFunction)Server_on_ready, METH_NOARGS, NULL},
     {"_on_soon", (PyCFunction)Server_on_soon, METH_NOARGS, NULL},
     {"_on_timer", (PyCFunction)Server_on_timer, METH_NOARGS, NULL},
