@@ -6,8 +6,8 @@ APT_PACKAGES := build-essential cmake pkg-config libuv1-dev libhttp-parser-dev l
                 libjansson-dev libyajl-dev libssl-dev libhiredis-dev redis-server chromium \
                 fonts-liberation valgrind clang clang-format libclang-rt-14-dev python3-dev \
                 python3-venv python3-pip python3-setuptools python3-wheel python3-pytest \
-                python3-pytest-asyncio python3-socketio python3-uvicorn python3-uvloop \
-                python3-httptools python3-websockets
+                python3-pytest-asyncio python3-mypy python3-socketio python3-uvicorn \
+                python3-uvloop python3-httptools python3-websockets
 JOBS   ?= 2
 PORT   ?= 8000
 HOST   ?= 127.0.0.1
