@@ -91,11 +91,15 @@ test-e2e: build-asan web deps-apt
 PYTHON ?= /usr/bin/python3
 VENV   := $(BUILD)/python-venv
 PY_SOURCES := $(wildcard python/setup.py python/pyproject.toml python/src/*.[ch] python/pulsec/*)
+# $(call py-install,BUILD_DIR): BUILD_DIR/python-venv with pulsec linked against its libpulsec.a.
+define py-install
+	@test -x $(1)/python-venv/bin/python || $(PYTHON) -m venv --system-site-packages $(1)/python-venv
+	PULSEC_BUILD_DIR=$(CURDIR)/$(1) PULSEC_WERROR=1 $(1)/python-venv/bin/pip install -q \
+	  --no-build-isolation --no-index --no-deps --force-reinstall ./python
+endef
 python: $(VENV)/.pulsec-stamp
 $(VENV)/.pulsec-stamp: $(PY_SOURCES) build
-	@test -x $(VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(VENV)
-	PULSEC_BUILD_DIR=$(CURDIR)/$(BUILD) PULSEC_WERROR=1 $(VENV)/bin/pip install -q \
-	  --no-build-isolation --no-index --no-deps --force-reinstall ./python
+	$(call py-install,$(BUILD))
 	@touch $@
 
 # The seed's chat example in Python, serving the chat page of `make web`.
@@ -114,7 +118,8 @@ test-python: python web deps-npm
 .PHONY: bench bench-smoke
 bench: deps-apt bench/baseline-socketio/node_modules/.pulsec-stamp
 	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DPULSEC_BUILD_TESTS=OFF >/dev/null
-	cmake --build build-release -j $(JOBS) --target echo loadgen floor
+	cmake --build build-release -j $(JOBS) --target echo loadgen floor pulsec_static
+	$(call py-install,build-release)
 	node bench/run.mjs --build build-release --out BENCHMARKS.md
 bench/baseline-socketio/node_modules/.pulsec-stamp: bench/baseline-socketio/package-lock.json \
     bench/baseline-socketio/package.json | deps-apt

@@ -2,5 +2,6 @@
 // To add a scenario: write bench/scenarios/<name>.mjs (see core.mjs and bench/README.md for the
 // interface) and add one import and one entry here.
 import core from "./core.mjs";
+import python from "./python.mjs";
 
-export default [core];
+export default [core, python];
