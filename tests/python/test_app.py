@@ -173,3 +173,47 @@ async def test_nothing_blocks_the_loop(driver):
         await silent.disconnect()
         with pytest.raises(ps.ChannelClosed):
             await waiting
+
+
+EXIT_APP = textwrap.dedent("""
+    import asyncio
+    import pulsec as ps
+
+    app = ps.App()
+
+    @app.view("/v")
+    def view(props):
+        ch = ps.channel()
+        ch.on("exit", lambda p: (_ for _ in ()).throw(SystemExit(3)))
+        ch.on("exit", lambda p: print("not after SystemExit", flush=True))
+        return {"channelId": ch.id}
+
+    async def main():
+        port = await app.start("127.0.0.1", 0)
+        print(f"listening on http://127.0.0.1:{port}", flush=True)
+        await app.wait_closed()
+
+    asyncio.run(main())
+""")
+
+
+async def test_system_exit_in_a_handler_is_not_swallowed(driver):
+    """A SystemExit (or KeyboardInterrupt) raised in a handler leaves the C core's callbacks
+    without running more user code and goes on from the asyncio callback: the process exits with
+    its code instead of the handler's error being logged and answered."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", EXIT_APP, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        url = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().split()[-1]
+        c = await driver.client(url)
+        v = await c.attach("/v")
+        await c.emit(v["props"]["channelId"], "exit")
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 3, err.decode()
+        assert b"not after SystemExit" not in out
+        await c.disconnect()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
