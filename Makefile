@@ -158,7 +158,7 @@ clean:
 	rm -rf $(BUILD) $(ASAN)
 
 FORMATTED = $(wildcard include/*.h src/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch] examples/*/*.[ch] \
-                       bench/loadgen/*.[ch] bench/floor/*.c)
+                       bench/loadgen/*.[ch] bench/floor/*.c python/src/*.[ch])
 
 format:
 	clang-format -i $(FORMATTED)

@@ -29,7 +29,7 @@
 
 /* Set once by _core._setup() from pulsec/__init__.py: the Python half of the API. */
 typedef struct py_hooks {
-    PyObject *channel_closed;  /* exception classes */
+    PyObject *channel_closed; /* exception classes */
     PyObject *channel_timeout;
     PyObject *channel_error;
     PyObject *denied;
@@ -83,8 +83,7 @@ json_t *py_to_json(PyObject *obj);
 /* ---- server (server.c) ----------------------------------------------------------------- */
 
 struct Server {
-    PyObject_HEAD
-    ps_server *srv; /* NULL before start and after the stop completed */
+    PyObject_HEAD ps_server *srv; /* NULL before start and after the stop completed */
     uv_loop_t loop;
     bool loop_ready;   /* uv_loop_init done, uv_loop_close pending */
     bool in_run;       /* inside uv_run: pulsec callbacks are on the stack */
@@ -121,24 +120,22 @@ int server_spawn(Server *s, PyObject *coro, PyObject *context);
 /* ---- views (view.c), channels, cleanups, replies, requests (channel.c), sessions ------- */
 
 typedef struct View {
-    PyObject_HEAD
-    ps_view *view;    /* NULL once pulsec freed the view's data */
-    Server *server;   /* strong */
-    PyObject *states; /* list of ps.State created while the view function ran */
-    PyObject *channels; /* list of Channel */
-    PyObject *task;   /* the async view function's task while it runs */
+    PyObject_HEAD ps_view *view; /* NULL once pulsec freed the view's data */
+    Server *server;              /* strong */
+    PyObject *states;            /* list of ps.State created while the view function ran */
+    PyObject *channels;          /* list of Channel */
+    PyObject *task;              /* the async view function's task while it runs */
     PyObject *path;
-    bool building;    /* the view function is running: ps.channel() and State() attach here */
-    bool disposed;    /* on_dispose ran for every state */
+    bool building; /* the view function is running: ps.channel() and State() attach here */
+    bool disposed; /* on_dispose ran for every state */
 } View;
 
 typedef struct Channel {
-    PyObject_HEAD
-    ps_channel *ch;     /* NULL once the view is gone */
-    View *view;         /* strong; cleared with the view */
-    PyObject *id;       /* str */
-    PyObject *handlers; /* dict: event -> list of Listener */
-    bool listening;     /* the "*" listener of pulsec is registered */
+    PyObject_HEAD ps_channel *ch; /* NULL once the view is gone */
+    View *view;                   /* strong; cleared with the view */
+    PyObject *id;                 /* str */
+    PyObject *handlers;           /* dict: event -> list of Listener */
+    bool listening;               /* the "*" listener of pulsec is registered */
 } Channel;
 
 extern PyTypeObject ViewType, ChannelType, ListenerType, ReplyType, RequestType, SessionType;

@@ -14,8 +14,7 @@
 /* ---- Listener -------------------------------------------------------------------------- */
 
 typedef struct Listener {
-    PyObject_HEAD
-    Channel *channel; /* NULL once removed */
+    PyObject_HEAD Channel *channel; /* NULL once removed */
     PyObject *event;
     PyObject *handler; /* NULL once removed */
 } Listener;
@@ -103,8 +102,7 @@ static PyMemberDef Listener_members[] = {
 };
 
 static PyGetSetDef Listener_getset[] = {
-    {"removed", (getter)Listener_get_removed, NULL, "cleanup() ran, or the channel is gone.",
-     NULL},
+    {"removed", (getter)Listener_get_removed, NULL, "cleanup() ran, or the channel is gone.", NULL},
     {"handler", (getter)Listener_get_handler, NULL, "The handler, None once removed.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -126,8 +124,7 @@ PyTypeObject ListenerType = {
 /* ---- Reply ----------------------------------------------------------------------------- */
 
 typedef struct Reply {
-    PyObject_HEAD
-    ps_reply *kept; /* NULL once answered */
+    PyObject_HEAD ps_reply *kept; /* NULL once answered */
     Server *server;
 } Reply;
 
@@ -222,8 +219,7 @@ PyTypeObject ReplyType = {
 /* ---- Request --------------------------------------------------------------------------- */
 
 typedef struct Request {
-    PyObject_HEAD
-    Server *server;
+    PyObject_HEAD Server *server;
     ps_channel *ch; /* valid while pending */
     PyObject *future;
     PyObject *event;
@@ -256,8 +252,7 @@ static void request_fail(Request *req, PyObject *cls, PyObject *text)
     Py_XDECREF(text);
 }
 
-static void on_response(ps_channel *ch, int status, json_t *payload, const char *error,
-                        void *user)
+static void on_response(ps_channel *ch, int status, json_t *payload, const char *error, void *user)
 {
     Request *req = user;
     req->pending = false;
@@ -590,8 +585,7 @@ static PyObject *Channel_request(Channel *c, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"event", "payload", "timeout", NULL};
     PyObject *event, *payload = Py_None, *timeout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "U|OO:request", names, &event, &payload,
-                                     &timeout))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "U|OO:request", names, &event, &payload, &timeout))
         return NULL;
     double t = 0;
     uint32_t ms = 0;
@@ -637,11 +631,9 @@ static PyObject *Channel_request(Channel *c, PyObject *args, PyObject *kw)
         if (rc == PS_ECLOSED)
             return set_closed_error("channel closed");
         if (rc == PS_ELIMIT)
-            return PyErr_Format(hooks.channel_error,
-                                "too many requests in flight on this channel "
-                                "(max_pending_requests)");
-        return PyErr_Format(PyExc_ValueError, "cannot send request %R: %s", event,
-                            ps_strerror(rc));
+            return PyErr_Format(hooks.channel_error, "too many requests in flight on this channel "
+                                                     "(max_pending_requests)");
+        return PyErr_Format(PyExc_ValueError, "cannot send request %R: %s", event, ps_strerror(rc));
     }
     req->pending = true;
     Py_INCREF(req); /* pulsec's, until on_response */
@@ -784,4 +776,3 @@ PyTypeObject ChannelType = {
     .tp_getset = Channel_getset,
     .tp_methods = Channel_methods,
 };
-

@@ -105,11 +105,10 @@ static PyObject *mod_setup(PyObject *self, PyObject *args, PyObject *kw)
                             "log_exception",  "run_chain",       "build_view",    "handshake",
                             "message",        "current_view",    "in_request",    NULL};
     py_hooks h = {0};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOO", names, &h.channel_closed,
-                                     &h.channel_timeout, &h.channel_error, &h.denied,
-                                     &h.log_exception, &h.run_chain, &h.build_view,
-                                     &h.handshake_class, &h.message_class, &h.current_view,
-                                     &h.in_request))
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kw, "OOOOOOOOOOO", names, &h.channel_closed, &h.channel_timeout, &h.channel_error,
+            &h.denied, &h.log_exception, &h.run_chain, &h.build_view, &h.handshake_class,
+            &h.message_class, &h.current_view, &h.in_request))
         return NULL;
     PyObject **dst = (PyObject **)&hooks, **src = (PyObject **)&h;
     for (size_t i = 0; i < sizeof hooks / sizeof(PyObject *); i++)
@@ -175,8 +174,8 @@ PyMODINIT_FUNC PyInit__core(void)
     /* Raw domain: thread-safe without the GIL, and traced by tracemalloc. Set before any
      * server exists, as ps_set_allocator requires (this copy of pulsec is ours alone). */
     ps_set_allocator(PyMem_RawMalloc, PyMem_RawRealloc, PyMem_RawFree);
-    PyTypeObject *types[] = {&ServerType,  &ViewType,    &ChannelType, &ListenerType,
-                             &ReplyType,   &RequestType, &SessionType};
+    PyTypeObject *types[] = {&ServerType, &ViewType,    &ChannelType, &ListenerType,
+                             &ReplyType,  &RequestType, &SessionType};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         if (PyType_Ready(types[i]) < 0)
             return NULL;

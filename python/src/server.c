@@ -215,7 +215,10 @@ static const struct opt {
     enum opt_kind kind;
     size_t offset;
 } OPTIONS[] = {
-#define OPT(name, kind) {#name, kind, offsetof(ps_server_opts, name)}
+#define OPT(name, kind)                                                                            \
+    {                                                                                              \
+#name, kind, offsetof(ps_server_opts, name)                                                \
+    }
     OPT(path, OPT_STR),
     OPT(static_dir, OPT_STR),
     OPT(ping_interval_ms, OPT_U32),
@@ -447,8 +450,7 @@ static int register_route(Server *s, PyObject *entry)
     ps_view_type type = {.init = view_init, .dispose = view_dispose, .user = entry};
     int rc = ps_route(s->srv, PyUnicode_AsUTF8(PyTuple_GET_ITEM(entry, 2)), &type);
     if (rc == PS_EEXIST)
-        return PyErr_Format(PyExc_ValueError, "%R already has a view",
-                            PyTuple_GET_ITEM(entry, 2)),
+        return PyErr_Format(PyExc_ValueError, "%R already has a view", PyTuple_GET_ITEM(entry, 2)),
                -1;
     if (rc != 0)
         return PyErr_Format(PyExc_ValueError, "invalid view path %R", PyTuple_GET_ITEM(entry, 2)),
@@ -506,8 +508,8 @@ static PyObject *Server_start(Server *s, PyObject *args, PyObject *kw)
     PyObject *aloop, *options;
     const char *host;
     int port;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!si:start", names, &aloop, &PyDict_Type,
-                                     &options, &host, &port))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!si:start", names, &aloop, &PyDict_Type, &options,
+                                     &host, &port))
         return NULL;
     if (s->srv || s->loop_ready) {
         PyErr_SetString(PyExc_RuntimeError, "the app is already serving");
@@ -581,7 +583,7 @@ static PyObject *Server_start(Server *s, PyObject *args, PyObject *kw)
     if (server_after_call(s) < 0)
         goto fail;
     return PyLong_FromLong(ps_server_port(s->srv));
-fail: {
+fail : {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     if (s->reader_added) {

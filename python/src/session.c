@@ -10,8 +10,7 @@
 /* ---- Session --------------------------------------------------------------------------- */
 
 typedef struct Session {
-    PyObject_HEAD
-    ps_session *s; /* NULL once pulsec freed the session */
+    PyObject_HEAD ps_session *s; /* NULL once pulsec freed the session */
     Server *server;
     PyObject *id;
     PyObject *handshake;
@@ -274,10 +273,10 @@ int message_middleware(ps_session *s, ps_message *m, void *user)
     Session *sess = get_session(srv, s);
     PyObject *channel = find_channel(m->channel);
     PyObject *payload = json_to_py(m->payload);
-    PyObject *msg = sess && payload ? PyObject_CallFunction(hooks.message_class, "OsOO", channel,
-                                                            m->event, payload,
-                                                            m->is_request ? Py_True : Py_False)
-                                    : NULL;
+    PyObject *msg = sess && payload
+                        ? PyObject_CallFunction(hooks.message_class, "OsOO", channel, m->event,
+                                                payload, m->is_request ? Py_True : Py_False)
+                        : NULL;
     PyObject *r = msg ? PyObject_CallFunctionObjArgs(fn, (PyObject *)sess, msg, NULL) : NULL;
     Py_XDECREF(msg);
     Py_XDECREF(payload);

@@ -160,9 +160,8 @@ int view_init(ps_view *pv, json_t *props, void *user)
             Py_XDECREF(kw);
             if (task && PySet_Add(srv->tasks, task) == 0) {
                 PyObject *discard = PyObject_GetAttrString(srv->tasks, "discard");
-                PyObject *x = discard ? PyObject_CallMethod(task, "add_done_callback", "O",
-                                                            discard)
-                                      : NULL;
+                PyObject *x =
+                    discard ? PyObject_CallMethod(task, "add_done_callback", "O", discard) : NULL;
                 Py_XDECREF(discard);
                 if (!x)
                     Py_CLEAR(task);
@@ -384,4 +383,3 @@ PyTypeObject ViewType = {
     .tp_getset = View_getset,
     .tp_methods = View_methods,
 };
-
