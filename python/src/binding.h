@@ -14,6 +14,9 @@
  * middleware saw. Each Python object holds a pointer to its C object only while that object
  * exists: the view's data destructor (view_gone) clears the pointers of the view and its
  * channels, so a Python reference kept beyond it finds a closed object, never a freed one.
+ *
+ * Object structs begin with `PyObject ob_base;`, what PyObject_HEAD expands to, written out
+ * because clang-format cannot parse the macro.
  */
 #ifndef PULSEC_BINDING_H
 #define PULSEC_BINDING_H
@@ -83,7 +86,8 @@ json_t *py_to_json(PyObject *obj);
 /* ---- server (server.c) ----------------------------------------------------------------- */
 
 struct Server {
-    PyObject_HEAD ps_server *srv; /* NULL before start and after the stop completed */
+    PyObject ob_base;
+    ps_server *srv; /* NULL before start and after the stop completed */
     uv_loop_t loop;
     bool loop_ready;   /* uv_loop_init done, uv_loop_close pending */
     bool in_run;       /* inside uv_run: pulsec callbacks are on the stack */
@@ -120,22 +124,24 @@ int server_spawn(Server *s, PyObject *coro, PyObject *context);
 /* ---- views (view.c), channels, cleanups, replies, requests (channel.c), sessions ------- */
 
 typedef struct View {
-    PyObject_HEAD ps_view *view; /* NULL once pulsec freed the view's data */
-    Server *server;              /* strong */
-    PyObject *states;            /* list of ps.State created while the view function ran */
-    PyObject *channels;          /* list of Channel */
-    PyObject *task;              /* the async view function's task while it runs */
+    PyObject ob_base;
+    ps_view *view;      /* NULL once pulsec freed the view's data */
+    Server *server;     /* strong */
+    PyObject *states;   /* list of ps.State created while the view function ran */
+    PyObject *channels; /* list of Channel */
+    PyObject *task;     /* the async view function's task while it runs */
     PyObject *path;
     bool building; /* the view function is running: ps.channel() and State() attach here */
     bool disposed; /* on_dispose ran for every state */
 } View;
 
 typedef struct Channel {
-    PyObject_HEAD ps_channel *ch; /* NULL once the view is gone */
-    View *view;                   /* strong; cleared with the view */
-    PyObject *id;                 /* str */
-    PyObject *handlers;           /* dict: event -> list of Listener */
-    bool listening;               /* the "*" listener of pulsec is registered */
+    PyObject ob_base;
+    ps_channel *ch;     /* NULL once the view is gone */
+    View *view;         /* strong; cleared with the view */
+    PyObject *id;       /* str */
+    PyObject *handlers; /* dict: event -> list of Listener */
+    bool listening;     /* the "*" listener of pulsec is registered */
 } Channel;
 
 extern PyTypeObject ViewType, ChannelType, ListenerType, ReplyType, RequestType, SessionType;

@@ -14,7 +14,8 @@
 /* ---- Listener -------------------------------------------------------------------------- */
 
 typedef struct Listener {
-    PyObject_HEAD Channel *channel; /* NULL once removed */
+    PyObject ob_base;
+    Channel *channel; /* NULL once removed */
     PyObject *event;
     PyObject *handler; /* NULL once removed */
 } Listener;
@@ -124,7 +125,8 @@ PyTypeObject ListenerType = {
 /* ---- Reply ----------------------------------------------------------------------------- */
 
 typedef struct Reply {
-    PyObject_HEAD ps_reply *kept; /* NULL once answered */
+    PyObject ob_base;
+    ps_reply *kept; /* NULL once answered */
     Server *server;
 } Reply;
 
@@ -219,7 +221,8 @@ PyTypeObject ReplyType = {
 /* ---- Request --------------------------------------------------------------------------- */
 
 typedef struct Request {
-    PyObject_HEAD Server *server;
+    PyObject ob_base;
+    Server *server;
     ps_channel *ch; /* valid while pending */
     PyObject *future;
     PyObject *event;

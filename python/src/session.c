@@ -10,7 +10,8 @@
 /* ---- Session --------------------------------------------------------------------------- */
 
 typedef struct Session {
-    PyObject_HEAD ps_session *s; /* NULL once pulsec freed the session */
+    PyObject ob_base;
+    ps_session *s; /* NULL once pulsec freed the session */
     Server *server;
     PyObject *id;
     PyObject *handshake;
