@@ -91,10 +91,11 @@ test-e2e: build-asan web deps-apt
 PYTHON ?= /usr/bin/python3
 VENV   := $(BUILD)/python-venv
 PY_SOURCES := $(wildcard python/setup.py python/pyproject.toml python/src/*.[ch] python/pulsec/*)
-# $(call py-install,BUILD_DIR): BUILD_DIR/python-venv with pulsec linked against its libpulsec.a.
+# $(call py-install,BUILD_DIR[,ENV]): BUILD_DIR/python-venv with pulsec linked against its
+# libpulsec.a (ENV: more variables for setup.py, e.g. PULSEC_SANITIZE=1).
 define py-install
 	@test -x $(1)/python-venv/bin/python || $(PYTHON) -m venv --system-site-packages $(1)/python-venv
-	PULSEC_BUILD_DIR=$(CURDIR)/$(1) PULSEC_WERROR=1 $(1)/python-venv/bin/pip install -q \
+	$(2) PULSEC_BUILD_DIR=$(CURDIR)/$(1) PULSEC_WERROR=1 $(1)/python-venv/bin/pip install -q \
 	  --no-build-isolation --no-index --no-deps --force-reinstall ./python
 endef
 python: $(VENV)/.pulsec-stamp
@@ -107,9 +108,17 @@ run-python: python web
 	@echo "pulsec chat demo in Python (Ctrl-C stops it)"
 	$(VENV)/bin/python examples/python/chat.py --host $(HOST) --port $(PORT) --static $(BUILD)/web/chat
 
-# pytest against real servers driven by socket.io-client, then both Python demos in Chromium.
-test-python: python web deps-npm
+# pytest against real servers driven by socket.io-client; the same suite (but the churn test,
+# whose RSS bound ASan's quarantine breaks) with the extension and libpulsec built with ASan and
+# UBSan ($(ASAN)/python-venv, the runtimes preloaded into Debian's Python, leak checks off:
+# Python itself does not free everything at exit); then both Python demos in Chromium.
+SAN_PRELOAD = $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)
+test-python: python web deps-npm build-asan
 	$(VENV)/bin/python -m pytest tests/python -q
+	$(call py-install,$(ASAN),PULSEC_SANITIZE=1)
+	LD_PRELOAD="$(SAN_PRELOAD)" ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(ASAN)/python-venv/bin/python -m pytest tests/python -q -k "not churn and not typing"
 	PULSEC_PYTHON=$(CURDIR)/$(VENV)/bin/python node --test --test-concurrency=1 tests/python/e2e/
 
 # Benchmarks (bench/README.md): release build in its own dir, the Socket.IO baseline from its

@@ -10,7 +10,8 @@ extension: --exclude-libs), found in this order:
 Its own dependencies (libuv, jansson, OpenSSL's libcrypto, yajl, wslay, http-parser) are the
 system's shared libraries, the Debian packages the C build uses. Everything is offline:
 `pip install --no-build-isolation ./python` needs only Debian's python3-setuptools and
-python3-wheel. PULSEC_WERROR=1 turns warnings into errors (the project's own builds).
+python3-wheel. PULSEC_WERROR=1 turns warnings into errors (the project's own builds);
+PULSEC_SANITIZE=1 builds with ASan and UBSan, against a sanitizer build of libpulsec.
 """
 
 import os
@@ -69,6 +70,12 @@ kw["extra_compile_args"] += ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-
                              "-Wno-missing-field-initializers", "-fvisibility=hidden"]
 if os.environ.get("PULSEC_WERROR") == "1":
     kw["extra_compile_args"].append("-Werror")
+if os.environ.get("PULSEC_SANITIZE") == "1":
+    # Against an ASan/UBSan libpulsec (build-asan): run Python with the sanitizer runtimes in
+    # LD_PRELOAD (`make test-python-asan`).
+    san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+    kw["extra_compile_args"] += san
+    kw["extra_link_args"] += san
 kw["extra_link_args"] += ["-Wl,--exclude-libs,ALL"]
 
 sources = [f"src/{f}.c" for f in ("module", "convert", "server", "view", "channel", "session")]

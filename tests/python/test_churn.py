@@ -109,5 +109,5 @@ async def test_churn_leaves_nothing_behind(driver):
     assert second[0] < 16 * 1024, f"traced memory grew by {second[0]} bytes:\n{growth}"
     assert first[0] < 128 * 1024, f"traced memory grew by {first[0]} bytes"
     assert second[2] < 100, f"{second[2]} more objects tracked by the GC"
-    assert second[1] < 1024, f"RSS grew by {second[1]} KiB"
+    assert second[1] < 1024, f"RSS grew by {second[1]} KiB"  # (ASan runs skip this test)
     assert counters["pings"] > views / 2
