@@ -293,8 +293,9 @@ class App:
     ``shutdown_grace_ms``, ``ws_idle_release_ms``, ``max_payload``, ``max_header_size``,
     ``max_body_size``, ``backlog``, ``websocket_only``, ``max_queued_bytes``,
     ``max_connections``, ``max_views_per_session``, ``max_channels_per_session``,
-    ``max_pending_requests``, ``idle_timeout_ms``, ``max_topics_per_channel``, ``max_topics``
-    (docs/PYTHON.md; ps_server_opts in include/pulsec.h).
+    ``max_pending_requests``, ``idle_timeout_ms``, ``max_topics_per_channel``, ``max_topics``,
+    ``trusted_proxies``, ``workers`` (with ``run()``) (docs/PYTHON.md; ps_server_opts in
+    include/pulsec.h).
     """
 
     def __init__(self, **options: Any) -> None:
@@ -372,9 +373,22 @@ class App:
             await self.wait_closed()
             raise
 
+    @property
+    def worker(self) -> Optional[int]:
+        """With ``workers``: this worker process's index (0..workers-1), -1 in the supervisor;
+        0 in a server without workers; None when not serving."""
+        return self._core.worker
+
     def run(self, host: str = "127.0.0.1", port: int = 8000) -> None:
         """Serves until SIGINT or SIGTERM, then stops gracefully. Prints
-        ``listening on http://HOST:PORT`` once it accepts connections (port 0: a free one)."""
+        ``listening on http://HOST:PORT`` once it accepts connections (port 0: a free one).
+
+        With the option ``workers=N`` (N > 1), N processes serve the port, each running its own
+        asyncio loop with the views, handlers and middleware registered before run(); this
+        process supervises them (restarting a worker that dies) until SIGINT or SIGTERM stops
+        them all. Per-worker state lives in each worker; topics reach every worker."""
+        if (self._options.get("workers") or 0) > 1:
+            return self._run_workers(host, port)
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
@@ -390,3 +404,24 @@ class App:
                     loop.remove_signal_handler(sig)
 
         asyncio.run(main())
+
+    def _run_workers(self, host: str, port: int) -> None:
+        def worker_main(index: int) -> None:
+            # In a freshly forked worker: its own loop drives its copy of the server. No
+            # asyncio signal handlers: pulsec's own stop the worker on SIGINT/SIGTERM.
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                self._core.adopt(loop)
+                loop.run_until_complete(self.wait_closed())
+                tasks = asyncio.all_tasks(loop)
+                for task in tasks:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            finally:
+                loop.close()
+
+        bound = self._core.listen_workers(self._options, host, port, worker_main)
+        print(f"listening on http://{host}:{bound}", flush=True)
+        if self._core.supervise() != 0:
+            raise SystemExit("pulsec: a worker did not exit cleanly")

@@ -94,6 +94,7 @@ struct Server {
     bool stopping;     /* ps_server_stop called */
     bool soon_pending; /* a call_soon(_tick) is scheduled */
     bool reader_added;
+    bool in_worker;    /* a worker process of opts.workers: pulsec frees the server, not us */
     unsigned long thread_id; /* the thread of the asyncio loop */
     uint64_t timer_due;      /* uv_now() time the call_later handle fires at; 0 = none */
     PyObject *aloop;         /* the asyncio loop */
@@ -106,6 +107,7 @@ struct Server {
     PyObject *message_mw;    /* list of functions, ps_use_message's user pointers */
     PyObject *pending_exc;   /* a BaseException raised inside a callback, raised from _tick */
     char *deny_text;         /* the last message middleware denial, read by pulsec after it */
+    PyObject *worker_main;   /* with opts.workers: what each worker process runs (index) */
 };
 
 extern PyTypeObject ServerType;

@@ -81,7 +81,8 @@ int server_after_call(Server *s)
         return 0; /* inside a pass: the pass's end looks */
     uv_loop_t *l = &s->loop;
     if (!uv_loop_alive(l))
-        return s->stopping ? schedule_soon(s) : 0;
+        return schedule_soon(s); /* stopped (by us, or by pulsec's own signal handling in a
+                                    worker): the pass finishes it */
     if (watchers_pending(l))
         return schedule_soon(s);
     uv_update_time(l);
@@ -141,10 +142,12 @@ static void finish(Server *s)
         Py_XDECREF(r);
         Py_CLEAR(s->timer_handle);
     }
-    ps_server_free(s->srv);
+    if (!s->in_worker) {
+        ps_server_free(s->srv);
+        if (uv_loop_close(&s->loop) != 0)
+            PyErr_WarnEx(PyExc_ResourceWarning, "pulsec: libuv loop still had handles", 1);
+    } /* else pulsec frees it once the worker's start callback returns, then exits */
     s->srv = NULL;
-    if (uv_loop_close(&s->loop) != 0)
-        PyErr_WarnEx(PyExc_ResourceWarning, "pulsec: libuv loop still had handles", 1);
     s->loop_ready = false;
     free(s->deny_text);
     s->deny_text = NULL;
@@ -168,7 +171,7 @@ static void drive(Server *s)
     s->in_run = true;
     uv_run(&s->loop, UV_RUN_NOWAIT);
     s->in_run = false;
-    if (s->stopping && !uv_loop_alive(&s->loop))
+    if (!uv_loop_alive(&s->loop))
         finish(s);
     else if (server_after_call(s) < 0)
         PyErr_WriteUnraisable((PyObject *)s);
@@ -240,6 +243,8 @@ static const struct opt {
     OPT(idle_timeout_ms, OPT_U32),
     OPT(max_topics_per_channel, OPT_U32),
     OPT(max_topics, OPT_U32),
+    OPT(trusted_proxies, OPT_STRLIST),
+    OPT(workers, OPT_U32),
 #undef OPT
 };
 
@@ -261,14 +266,12 @@ static int opt_number(PyObject *v, const char *name, unsigned long long max,
 }
 
 /*
- * Fills `o` from the options dict. Strings point into objects that `keep` (a list) holds, and
- * the allowed_origins array is allocated into *origins (PyMem_Free it); both must outlive
- * ps_server_new, which copies them.
+ * Fills `o` from the options dict. Strings, and the arrays of the list options, point into
+ * objects that `keep` (a list) holds: keep it until ps_server_new has copied them.
  */
-static int parse_options(PyObject *dict, ps_server_opts *o, PyObject *keep, const char ***origins)
+static int parse_options(PyObject *dict, ps_server_opts *o, PyObject *keep)
 {
     memset(o, 0, sizeof *o);
-    *origins = NULL;
     PyObject *k, *v;
     Py_ssize_t pos = 0;
     while (PyDict_Next(dict, &pos, &k, &v)) {
@@ -328,24 +331,26 @@ static int parse_options(PyObject *dict, ps_server_opts *o, PyObject *keep, cons
             PyObject *seq = PyUnicode_Check(v) ? PyTuple_Pack(1, v) : PySequence_Tuple(v);
             if (!seq)
                 return -1;
-            if (PyList_Append(keep, seq) < 0) {
+            Py_ssize_t n = PyTuple_GET_SIZE(seq);
+            /* The NULL-terminated array lives in a bytes object that `keep` holds. */
+            PyObject *mem = PyBytes_FromStringAndSize(NULL, (n + 1) * (Py_ssize_t)sizeof(char *));
+            if (!mem || PyList_Append(keep, seq) < 0 || PyList_Append(keep, mem) < 0) {
+                Py_XDECREF(mem);
                 Py_DECREF(seq);
                 return -1;
             }
+            Py_DECREF(mem);
             Py_DECREF(seq);
-            Py_ssize_t n = PyTuple_GET_SIZE(seq);
-            PyMem_Free(*origins);
-            *origins = PyMem_Calloc((size_t)n + 1, sizeof **origins);
-            if (!*origins)
-                return PyErr_NoMemory(), -1;
+            const char **array = (const char **)PyBytes_AS_STRING(mem);
             for (Py_ssize_t i = 0; i < n; i++) {
                 PyObject *item = PyTuple_GET_ITEM(seq, i);
                 if (!PyUnicode_Check(item))
-                    return PyErr_Format(PyExc_TypeError, "allowed_origins must be strs"), -1;
-                if (!((*origins)[i] = PyUnicode_AsUTF8(item)))
+                    return PyErr_Format(PyExc_TypeError, "option %s must be strs", name), -1;
+                if (!(array[i] = PyUnicode_AsUTF8(item)))
                     return -1;
             }
-            o->allowed_origins = *origins;
+            array[n] = NULL;
+            *(const char *const **)field = array;
             break;
         }
         }
@@ -354,6 +359,8 @@ static int parse_options(PyObject *dict, ps_server_opts *o, PyObject *keep, cons
 }
 
 /* ---- type ----------------------------------------------------------------------------- */
+
+static void worker_start(ps_server *srv, int index, void *user);
 
 static PyObject *Server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
@@ -376,10 +383,8 @@ static PyObject *Server_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     if (options) {
         /* Checked now, so that a bad option fails at App(...) rather than at start. */
         ps_server_opts o;
-        const char **origins = NULL;
         PyObject *keep = PyList_New(0);
-        int rc = keep ? parse_options(options, &o, keep, &origins) : -1;
-        PyMem_Free(origins);
+        int rc = keep ? parse_options(options, &o, keep) : -1;
         Py_XDECREF(keep);
         if (rc < 0) {
             Py_DECREF(s);
@@ -399,6 +404,7 @@ static int Server_traverse(Server *s, visitproc visit, void *arg)
     Py_VISIT(s->connect_mw);
     Py_VISIT(s->message_mw);
     Py_VISIT(s->pending_exc);
+    Py_VISIT(s->worker_main);
     return 0;
 }
 
@@ -414,6 +420,7 @@ static int Server_clear(Server *s)
     Py_CLEAR(s->connect_mw);
     Py_CLEAR(s->message_mw);
     Py_CLEAR(s->pending_exc);
+    Py_CLEAR(s->worker_main);
     return 0;
 }
 
@@ -441,6 +448,7 @@ static void Server_dealloc(Server *s)
     Py_CLEAR(s->connect_mw);
     Py_CLEAR(s->message_mw);
     Py_CLEAR(s->pending_exc);
+    Py_CLEAR(s->worker_main);
     live.servers--;
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
@@ -502,105 +510,225 @@ static PyObject *Server_use_message(Server *s, PyObject *fn)
     return add_middleware(s, fn, s->message_mw, false);
 }
 
-static PyObject *Server_start(Server *s, PyObject *args, PyObject *kw)
+/* The loop, the C server and what was registered on it, not yet listening. 0 or -1. */
+static int create_server(Server *s, PyObject *options, const char *host, int port,
+                         bool workers_allowed)
 {
-    static char *names[] = {"loop", "options", "host", "port", NULL};
-    PyObject *aloop, *options;
-    const char *host;
-    int port;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!si:start", names, &aloop, &PyDict_Type, &options,
-                                     &host, &port))
-        return NULL;
     if (s->srv || s->loop_ready) {
         PyErr_SetString(PyExc_RuntimeError, "the app is already serving");
-        return NULL;
+        return -1;
     }
     if (port < 0 || port > 65535) {
         PyErr_SetString(PyExc_ValueError, "port must be 0..65535");
-        return NULL;
+        return -1;
     }
     ps_server_opts o;
-    const char **origins = NULL;
     PyObject *keep = PyList_New(0);
-    if (!keep || parse_options(options, &o, keep, &origins) < 0) {
-        PyMem_Free(origins);
+    if (!keep || parse_options(options, &o, keep) < 0) {
         Py_XDECREF(keep);
-        return NULL;
+        return -1;
+    }
+    if (o.workers > 1 && !workers_allowed) {
+        Py_DECREF(keep);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "workers need app.run(): each worker process runs its own event loop");
+        return -1;
     }
     o.host = host;
     o.port = port;
+    if (o.workers > 1) {
+        o.worker_start = worker_start;
+        o.worker_user = s;
+    }
     int rc = uv_loop_init(&s->loop);
     if (rc != 0) {
-        PyMem_Free(origins);
         Py_DECREF(keep);
-        return PyErr_Format(PyExc_OSError, "uv_loop_init: %s", uv_strerror(rc));
+        PyErr_Format(PyExc_OSError, "uv_loop_init: %s", uv_strerror(rc));
+        return -1;
     }
     s->loop_ready = true;
     s->srv = ps_server_new(&s->loop, &o);
-    PyMem_Free(origins);
     Py_DECREF(keep);
     if (!s->srv) {
         uv_loop_close(&s->loop);
         s->loop_ready = false;
         PyErr_SetString(PyExc_ValueError,
                         "invalid server options (pulsec logged why: e.g. static_dir not found)");
-        return NULL;
+        return -1;
     }
     s->stopping = false;
     s->soon_pending = false;
+    s->in_worker = false;
     s->thread_id = PyThread_get_thread_ident();
-    Py_XSETREF(s->aloop, Py_NewRef(aloop));
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(s->routes); i++)
         if (register_route(s, PyList_GET_ITEM(s->routes, i)) < 0)
-            goto fail;
+            return -1;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(s->connect_mw); i++)
         ps_use_connect(s->srv, connect_middleware, PyList_GET_ITEM(s->connect_mw, i));
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(s->message_mw); i++)
         ps_use_message(s->srv, message_middleware, PyList_GET_ITEM(s->message_mw, i));
-    rc = ps_server_listen(s->srv);
-    if (rc != 0) {
-        PyErr_Format(PyExc_OSError, "cannot listen on %s:%d: %s", host, port, ps_strerror(rc));
-        if (rc > -4096) { /* a UV_E* code: -errno on Unix */
-            PyObject *exc = PyObject_CallFunction(PyExc_OSError, "is", -rc, ps_strerror(rc));
-            if (exc) {
-                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-                Py_DECREF(exc);
-            }
-        }
-        goto fail;
+    return 0;
+}
+
+/* Undoes create_server (and a listen) after a failure, keeping the Python exception. */
+static void destroy_server(Server *s)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (s->reader_added) {
+        PyObject *x = PyObject_CallMethod(s->aloop, "remove_reader", "i", uv_backend_fd(&s->loop));
+        Py_XDECREF(x);
+        PyErr_Clear();
+        s->reader_added = false;
     }
+    if (s->srv) {
+        ps_server_stop(s->srv);
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        ps_server_free(s->srv);
+        s->srv = NULL;
+    }
+    if (s->loop_ready)
+        uv_loop_close(&s->loop);
+    s->loop_ready = false;
+    PyErr_Restore(type, value, tb);
+}
+
+static int listen_error(int rc, const char *host, int port)
+{
+    PyObject *msg =
+        PyUnicode_FromFormat("cannot listen on %s:%d: %s", host, port, ps_strerror(rc));
+    /* A UV_E* code is -errno on Unix: OSError(errno, ...) picks the subclass, as Python does. */
+    PyObject *args = msg ? Py_BuildValue("(iO)", rc < 0 && rc > -4096 ? -rc : 0, msg) : NULL;
+    if (args)
+        PyErr_SetObject(PyExc_OSError, args);
+    Py_XDECREF(args);
+    Py_XDECREF(msg);
+    return -1;
+}
+
+/* Starts driving a listening server from the asyncio loop `aloop`. 0 or -1. */
+static int attach_loop(Server *s, PyObject *aloop)
+{
+    Py_XSETREF(s->aloop, Py_NewRef(aloop));
+    s->thread_id = PyThread_get_thread_ident();
     Py_XSETREF(s->closed, PyObject_CallMethod(aloop, "create_future", NULL));
     if (!s->closed)
-        goto fail;
+        return -1;
     PyObject *cb = PyObject_GetAttrString((PyObject *)s, "_on_ready");
     PyObject *r =
         cb ? PyObject_CallMethod(aloop, "add_reader", "iO", uv_backend_fd(&s->loop), cb) : NULL;
     Py_XDECREF(cb);
     if (!r)
-        goto fail;
+        return -1;
     Py_DECREF(r);
     s->reader_added = true;
-    if (server_after_call(s) < 0)
-        goto fail;
-    return PyLong_FromLong(ps_server_port(s->srv));
-fail : {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    if (s->reader_added) {
-        PyObject *x = PyObject_CallMethod(aloop, "remove_reader", "i", uv_backend_fd(&s->loop));
-        Py_XDECREF(x);
-        PyErr_Clear();
-        s->reader_added = false;
+    return server_after_call(s);
+}
+
+static PyObject *Server_start(Server *s, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"loop", "options", "host", "port", NULL};
+    PyObject *aloop, *options;
+    const char *host;
+    int port;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!si:start", names, &aloop, &PyDict_Type,
+                                     &options, &host, &port))
+        return NULL;
+    if (create_server(s, options, host, port, false) < 0) {
+        destroy_server(s);
+        return NULL;
     }
-    ps_server_stop(s->srv);
-    uv_run(&s->loop, UV_RUN_DEFAULT);
+    Py_XSETREF(s->aloop, Py_NewRef(aloop));
+    int rc = ps_server_listen(s->srv);
+    if ((rc != 0 && listen_error(rc, host, port) < 0) || attach_loop(s, aloop) < 0) {
+        destroy_server(s);
+        return NULL;
+    }
+    return PyLong_FromLong(ps_server_port(s->srv));
+}
+
+/* ---- workers --------------------------------------------------------------------------- */
+
+/*
+ * With opts.workers pulsec forks the worker processes inside ps_server_listen, with the GIL
+ * held by this thread, and calls this in each child before its loop serves anything. The child
+ * is a copy of a process in the middle of a Python call: Python's runtime is told it forked,
+ * then the app's worker_main runs a fresh asyncio loop that drives the child's copy of the
+ * server until it stops (SIGTERM from the supervisor, through pulsec's own signal handlers).
+ * When this returns pulsec frees the server and exits the process.
+ */
+static void worker_start(ps_server *srv, int index, void *user)
+{
+    Server *s = user;
+    PyOS_AfterFork_Child();
+    s->in_worker = true;
+    s->reader_added = false;
+    s->timer_handle = NULL; /* the parent's asyncio objects mean nothing here */
+    s->soon_pending = false;
+    s->thread_id = PyThread_get_thread_ident();
+    PyObject *r = PyObject_CallFunction(s->worker_main, "i", index);
+    if (!r)
+        PyErr_Print();
+    Py_XDECREF(r);
+    PyObject *out = PySys_GetObject("stdout"), *err = PySys_GetObject("stderr");
+    PyObject *x = out ? PyObject_CallMethod(out, "flush", NULL) : NULL;
+    Py_XDECREF(x);
+    x = err ? PyObject_CallMethod(err, "flush", NULL) : NULL;
+    Py_XDECREF(x);
+    PyErr_Clear();
+}
+
+static PyObject *Server_listen_workers(Server *s, PyObject *args)
+{
+    PyObject *options, *main;
+    const char *host;
+    int port;
+    if (!PyArg_ParseTuple(args, "O!siO:listen_workers", &PyDict_Type, &options, &host, &port,
+                          &main))
+        return NULL;
+    Py_XSETREF(s->worker_main, Py_NewRef(main));
+    if (create_server(s, options, host, port, true) < 0) {
+        destroy_server(s);
+        return NULL;
+    }
+    /* Forks: only the supervisor returns from here. */
+    int rc = ps_server_listen(s->srv);
+    if (rc != 0) {
+        listen_error(rc, host, port);
+        destroy_server(s);
+        return NULL;
+    }
+    return PyLong_FromLong(ps_server_port(s->srv));
+}
+
+static PyObject *Server_supervise(Server *s, PyObject *unused)
+{
+    if (!s->srv)
+        return PyErr_Format(PyExc_RuntimeError, "no workers to supervise");
+    /* Blocks until every worker exited; the GIL stays held, since pulsec forks restarted
+     * workers from here and each child must find Python's runtime as its parent had it. */
+    int rc = ps_server_run(s->srv);
     ps_server_free(s->srv);
     s->srv = NULL;
     uv_loop_close(&s->loop);
     s->loop_ready = false;
-    PyErr_Restore(type, value, tb);
-    return NULL;
+    return PyLong_FromLong(rc);
 }
+
+static PyObject *Server_adopt(Server *s, PyObject *aloop)
+{
+    if (!s->in_worker || !s->srv)
+        return PyErr_Format(PyExc_RuntimeError, "adopt() is for a worker process");
+    if (attach_loop(s, aloop) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Server_get_worker(Server *s, void *closure)
+{
+    if (!s->srv)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(ps_server_worker(s->srv));
 }
 
 static PyObject *Server_stop(Server *s, PyObject *unused)
@@ -710,6 +838,11 @@ static PyMethodDef Server_methods[] = {
     {"use_message", (PyCFunction)Server_use_message, METH_O, "Channel message middleware."},
     {"start", (PyCFunction)(void (*)(void))Server_start, METH_VARARGS | METH_KEYWORDS,
      "start(loop, options, host, port) -> port: listens and starts driving libuv from loop."},
+    {"listen_workers", (PyCFunction)Server_listen_workers, METH_VARARGS,
+     "listen_workers(options, host, port, worker_main) -> port, in the supervisor only."},
+    {"supervise", (PyCFunction)Server_supervise, METH_NOARGS,
+     "Supervises the workers until they all exited; returns pulsec's status."},
+    {"adopt", (PyCFunction)Server_adopt, METH_O, "In a worker: drive its server from loop."},
     {"stop", (PyCFunction)Server_stop, METH_NOARGS,
      "Graceful stop; the `closed` future resolves when it is complete."},
     {"stats", (PyCFunction)Server_stats, METH_NOARGS, "pulsec's server counters."},
@@ -725,6 +858,8 @@ static PyGetSetDef Server_getset[] = {
     {"port", (getter)Server_get_port, NULL, "The bound port while serving, else None.", NULL},
     {"closed", (getter)Server_get_closed, NULL, "Future resolved when the stop completed.", NULL},
     {"serving", (getter)Server_get_serving, NULL, "Listening and not stopping.", NULL},
+    {"worker", (getter)Server_get_worker, NULL,
+     "This process's worker index; -1 in the supervisor; 0 without workers.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -217,3 +217,73 @@ async def test_system_exit_in_a_handler_is_not_swallowed(driver):
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+WORKERS_APP = textwrap.dedent("""
+    import os
+    import pulsec as ps
+
+    app = ps.App(workers=2, shutdown_grace_ms=500)
+
+    class Member(ps.State):
+        def __init__(self):
+            self.channel = ps.channel()
+            self.channel.join("everyone")
+            self.channel.on("shout", self.shout)
+
+        def shout(self, text):
+            app.publish("everyone", "heard", {"text": text, "worker": app.worker})
+            return app.worker
+
+        def on_dispose(self):
+            print("disposed", app.worker, flush=True)
+
+    @app.view("/v")
+    def view(props):
+        return {"channelId": Member().channel.id, "worker": app.worker, "pid": os.getpid()}
+
+    app.run(port=0)
+    print("supervisor returned", app.worker, flush=True)
+""")
+
+
+async def test_workers(driver):
+    """workers=2: two processes serve one port, each with its own asyncio loop driving its copy
+    of the server; a publish in one reaches channels in the other; SIGTERM to the supervisor
+    stops both gracefully (their on_dispose runs) and everything exits 0."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WORKERS_APP, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    clients = []
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert line.startswith("listening on http://127.0.0.1:"), line
+        url = line.split()[-1]
+        members = {}  # worker index -> (client, channel id)
+        for _ in range(40):  # the kernel spreads connections over the workers
+            c = await driver.client(url)
+            clients.append(c)
+            props = (await c.attach("/v"))["props"]
+            members.setdefault(props["worker"], (c, props["channelId"]))
+            if len(members) == 2:
+                break
+        assert sorted(members) == [0, 1], members
+        (a, ch_a), (b, ch_b) = members[0], members[1]
+        assert await a.request(ch_a, "shout", "hello") == {"ok": True, "payload": 0}
+        [m] = await b.wait(ch_b, "heard")  # published in worker 0, delivered in worker 1
+        assert m["payload"] == {"text": "hello", "worker": 0}
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()
+        lines = out.decode().splitlines()
+        assert lines[-1] == "supervisor returned None", lines
+        disposed = lines[:-1]
+        assert len(disposed) == len(clients)  # every view of every worker disposed, once
+        assert set(disposed) == {"disposed 0", "disposed 1"}, disposed
+        assert b"Traceback" not in err, err.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        for c in clients:
+            await c.disconnect()
