@@ -94,7 +94,7 @@ struct Server {
     bool stopping;     /* ps_server_stop called */
     bool soon_pending; /* a call_soon(_tick) is scheduled */
     bool reader_added;
-    bool in_worker;    /* a worker process of opts.workers: pulsec frees the server, not us */
+    bool in_worker;          /* a worker process of opts.workers: pulsec frees the server, not us */
     unsigned long thread_id; /* the thread of the asyncio loop */
     uint64_t timer_due;      /* uv_now() time the call_later handle fires at; 0 = none */
     PyObject *aloop;         /* the asyncio loop */

@@ -510,7 +510,10 @@ static PyObject *Server_use_message(Server *s, PyObject *fn)
     return add_middleware(s, fn, s->message_mw, false);
 }
 
-/* The loop, the C server and what was registered on it, not yet listening. 0 or -1. */
+static void destroy_server(Server *s);
+
+/* The loop, the C server and what was registered on it, not yet listening. 0, or -1 with
+ * nothing made (a server already running is left alone). */
 static int create_server(Server *s, PyObject *options, const char *host, int port,
                          bool workers_allowed)
 {
@@ -560,9 +563,12 @@ static int create_server(Server *s, PyObject *options, const char *host, int por
     s->soon_pending = false;
     s->in_worker = false;
     s->thread_id = PyThread_get_thread_ident();
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(s->routes); i++)
-        if (register_route(s, PyList_GET_ITEM(s->routes, i)) < 0)
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(s->routes); i++) {
+        if (register_route(s, PyList_GET_ITEM(s->routes, i)) < 0) {
+            destroy_server(s);
             return -1;
+        }
+    }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(s->connect_mw); i++)
         ps_use_connect(s->srv, connect_middleware, PyList_GET_ITEM(s->connect_mw, i));
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(s->message_mw); i++)
@@ -595,8 +601,7 @@ static void destroy_server(Server *s)
 
 static int listen_error(int rc, const char *host, int port)
 {
-    PyObject *msg =
-        PyUnicode_FromFormat("cannot listen on %s:%d: %s", host, port, ps_strerror(rc));
+    PyObject *msg = PyUnicode_FromFormat("cannot listen on %s:%d: %s", host, port, ps_strerror(rc));
     /* A UV_E* code is -errno on Unix: OSError(errno, ...) picks the subclass, as Python does. */
     PyObject *args = msg ? Py_BuildValue("(iO)", rc < 0 && rc > -4096 ? -rc : 0, msg) : NULL;
     if (args)
@@ -631,13 +636,11 @@ static PyObject *Server_start(Server *s, PyObject *args, PyObject *kw)
     PyObject *aloop, *options;
     const char *host;
     int port;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!si:start", names, &aloop, &PyDict_Type,
-                                     &options, &host, &port))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!si:start", names, &aloop, &PyDict_Type, &options,
+                                     &host, &port))
         return NULL;
-    if (create_server(s, options, host, port, false) < 0) {
-        destroy_server(s);
+    if (create_server(s, options, host, port, false) < 0)
         return NULL;
-    }
     Py_XSETREF(s->aloop, Py_NewRef(aloop));
     int rc = ps_server_listen(s->srv);
     if ((rc != 0 && listen_error(rc, host, port) < 0) || attach_loop(s, aloop) < 0) {
@@ -687,10 +690,8 @@ static PyObject *Server_listen_workers(Server *s, PyObject *args)
                           &main))
         return NULL;
     Py_XSETREF(s->worker_main, Py_NewRef(main));
-    if (create_server(s, options, host, port, true) < 0) {
-        destroy_server(s);
+    if (create_server(s, options, host, port, true) < 0)
         return NULL;
-    }
     /* Forks: only the supervisor returns from here. */
     int rc = ps_server_listen(s->srv);
     if (rc != 0) {

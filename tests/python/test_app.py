@@ -236,7 +236,7 @@ WORKERS_APP = textwrap.dedent("""
             return app.worker
 
         def on_dispose(self):
-            print("disposed", app.worker, flush=True)
+            os.write(1, f"disposed {app.worker}\\n".encode())  # one write: two workers share stdout
 
     @app.view("/v")
     def view(props):
