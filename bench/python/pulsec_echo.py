@@ -1,4 +1,4 @@
-"""The /echo view of `make bench` (bench/python.mjs) on pulsec's Python API: the protocol of
+"""The /echo view of `make bench` (bench/scenarios/python.mjs) on pulsec's Python API: the protocol of
 examples/echo's /echo view and of socketio_echo.py beside this file, written as the Channels
 page writes views (a ps.State with a channel and its handlers).
 

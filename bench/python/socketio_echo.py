@@ -1,4 +1,4 @@
-"""The Python baseline of `make bench` (bench/python.mjs): the /echo view and channel protocol
+"""The Python baseline of `make bench` (bench/scenarios/python.mjs): the /echo view and channel protocol
 of bench/baseline-socketio/server.js and examples/echo, written on python-socketio 5
 (AsyncServer) under uvicorn, the stack Pulse runs on, the way a user would write it: one
 "message" handler, a dict of views and a dict of channels per connection, the library's
