@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, AsyncIterator, Dict, Optional
 
@@ -205,7 +204,3 @@ def no_leftovers(caplog):
     live = ps._core.live_objects()
     leftovers = {k: v for k, v in live.items() if v and k != "servers"}
     assert not leftovers, f"live objects after the test: {live}"
-
-
-def python() -> str:
-    return sys.executable
