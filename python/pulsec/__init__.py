@@ -294,8 +294,9 @@ class App:
     ``max_body_size``, ``backlog``, ``websocket_only``, ``max_queued_bytes``,
     ``max_connections``, ``max_views_per_session``, ``max_channels_per_session``,
     ``max_pending_requests``, ``idle_timeout_ms``, ``max_topics_per_channel``, ``max_topics``,
-    ``trusted_proxies``, ``workers`` (with ``run()``) (docs/PYTHON.md; ps_server_opts in
-    include/pulsec.h).
+    ``trusted_proxies``, ``workers`` (with ``run()``), ``redis_url``, ``redis_prefix``,
+    ``max_redis_queued``, ``redis_timeout_ms``, ``close_timeout_ms``, ``max_unconnected``,
+    ``max_unconnected_per_address`` (docs/PYTHON.md; ps_server_opts in include/pulsec.h).
     """
 
     def __init__(self, **options: Any) -> None:

@@ -245,6 +245,13 @@ static const struct opt {
     OPT(max_topics, OPT_U32),
     OPT(trusted_proxies, OPT_STRLIST),
     OPT(workers, OPT_U32),
+    OPT(redis_url, OPT_STR),
+    OPT(redis_prefix, OPT_STR),
+    OPT(max_redis_queued, OPT_SIZE),
+    OPT(redis_timeout_ms, OPT_U32),
+    OPT(close_timeout_ms, OPT_U32),
+    OPT(max_unconnected, OPT_U32),
+    OPT(max_unconnected_per_address, OPT_U32),
 #undef OPT
 };
 
@@ -803,6 +810,16 @@ static PyObject *Server_stats(Server *s, PyObject *unused)
         {"topic_members", st.topic_members},
         {"published", st.published},
         {"deliveries", st.deliveries},
+        {"remote_out", st.remote_out},
+        {"remote_in", st.remote_in},
+        {"remote_lost", st.remote_lost},
+        {"remote_invalid", st.remote_invalid},
+        {"handed_over", st.handed_over},
+        {"taken_over", st.taken_over},
+        {"redis_up", st.redis_up},
+        {"redis_reconnects", st.redis_reconnects},
+        {"unconnected", st.unconnected},
+        {"unconnected_closed", st.unconnected_closed},
     };
     PyObject *d = PyDict_New();
     for (size_t i = 0; d && i < sizeof fields / sizeof fields[0]; i++) {

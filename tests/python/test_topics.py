@@ -5,7 +5,7 @@ topics; `skip` leaves the sender out."""
 import pytest
 
 import pulsec as ps
-from conftest import serving, until
+from conftest import DriverError, serving, until
 
 
 class Member(ps.State):
@@ -92,3 +92,56 @@ async def test_topic_errors(driver):
             ch.join("one")
         assert ch.leave("one") is False
         await c.disconnect()
+
+
+async def test_publish_across_nodes_through_redis(driver, tmp_path):
+    """Two Apps (two nodes: in one process, on one asyncio loop) with one redis-server (Debian's,
+    started here on a free port): a publish in one reaches a channel joined in the other."""
+    import asyncio
+    import shutil
+    import socket
+
+    redis = shutil.which("redis-server")
+    assert redis, "make deps-apt installs redis-server"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", str(tmp_path), stdout=asyncio.subprocess.DEVNULL)
+    apps = []
+    try:
+        for _ in range(2):
+            app = ps.App(redis_url=f"redis://127.0.0.1:{port}", redis_prefix="pytest")
+
+            @app.view("/room")
+            def room(props):
+                ch = ps.channel()
+                ch.join("lobby")
+                return {"channelId": ch.id}
+
+            apps.append(app)
+        async with serving(apps[0]) as url_a, serving(apps[1]) as url_b:
+            await until(lambda: all(a.stats()["redis_up"] for a in apps), "both nodes on Redis")
+            a = await driver.client(url_a)
+            b = await driver.client(url_b)
+            await a.attach("/room")
+            ch_b = (await b.attach("/room"))["props"]["channelId"]
+            # b's node subscribes when its channel joins: until Redis has that SUBSCRIBE, a
+            # publish is not for it (at most once). Publish until one arrives.
+            for attempt in range(100):
+                apps[0].publish("lobby", "news", {"from": "node a", "attempt": attempt})
+                try:
+                    [m] = await b.wait(ch_b, "news", timeout_ms=200)
+                    break
+                except DriverError:
+                    continue
+            else:
+                raise AssertionError("no publish reached the other node")
+            assert m["payload"]["from"] == "node a"
+            assert apps[0].stats()["remote_out"] >= 1 and apps[1].stats()["remote_in"] >= 1
+            await a.disconnect()
+            await b.disconnect()
+    finally:
+        proc.terminate()
+        await proc.wait()
