@@ -8,6 +8,9 @@ APT_PACKAGES := build-essential cmake pkg-config libuv1-dev libhttp-parser-dev l
                 python3-venv python3-pip python3-setuptools python3-wheel python3-pytest \
                 python3-pytest-asyncio python3-mypy python3-socketio python3-uvicorn \
                 python3-uvloop python3-httptools python3-websockets
+# TLS and metrics tests (issue 14): openssl mints throw-away certificates, certutil makes Chromium
+# trust them, promtool and the Python client's parser check /metrics.
+APT_PACKAGES += openssl libnss3-tools prometheus python3-prometheus-client
 JOBS   ?= 2
 PORT   ?= 8000
 HOST   ?= 127.0.0.1

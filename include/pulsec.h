@@ -217,6 +217,18 @@ typedef struct ps_server_opts {
      * has not polled 10 s after its handshake is ended too. */
     uint32_t max_unconnected;
     uint32_t max_unconnected_per_address;
+
+    /*
+     * TLS: PEM files of the certificate chain (leaf first) and of its private key turn the
+     * port into HTTPS and WSS (nothing else changes; plain HTTP on it gets a plain 400). Both
+     * or neither; NULL (the default): plain HTTP. TLS 1.2 and 1.3 only, ECDHE with AES-GCM or
+     * ChaCha20-Poly1305, ALPN http/1.1, no renegotiation. ps_server_new fails (logged) when
+     * they cannot be loaded; ps_server_reload_tls() reads them again (SIGHUP does it under
+     * ps_server_run). Costs memory per connection: docs/SECURITY.md.
+     */
+    const char *tls_cert_file;
+    const char *tls_key_file;
+    uint32_t tls_handshake_timeout_ms; /* a TLS handshake must be complete within; 10000 */
 } ps_server_opts;
 
 /*
@@ -263,9 +275,10 @@ PS_EXTERN void ps_server_stop(ps_server *srv);
 
 /*
  * Listens (if not yet), then runs the loop until the server has stopped; SIGINT and SIGTERM
- * call ps_server_stop(). Returns 0, or the UV_E* code of a failed listen. In the supervisor of
- * workers it supervises instead (see ps_server_listen) and returns once every worker has
- * exited: 0, or PS_EWORKER if one did not exit cleanly when stopped.
+ * call ps_server_stop(), and with TLS SIGHUP calls ps_server_reload_tls(). Returns 0, or the
+ * UV_E* code of a failed listen. In the supervisor of workers it supervises instead (see
+ * ps_server_listen) and returns once every worker has exited: 0, or PS_EWORKER if one did not
+ * exit cleanly when stopped.
  */
 PS_EXTERN int ps_server_run(ps_server *srv);
 
@@ -274,6 +287,14 @@ PS_EXTERN int ps_server_run(ps_server *srv);
  * ps_server_stop() (ps_server_run() returns at that point), or before ps_server_listen().
  */
 PS_EXTERN void ps_server_free(ps_server *srv);
+
+/*
+ * Reads the TLS certificate and key files again (the names given in the options): new
+ * connections get the new certificate, open ones keep theirs and are not dropped. Returns 0,
+ * or PS_EINVAL when the server has no TLS or the files do not load (the reason is logged and
+ * the current certificate stays). Under ps_server_run, SIGHUP calls it.
+ */
+PS_EXTERN int ps_server_reload_tls(ps_server *srv);
 
 /*
  * Runs fn(srv, arg) on the loop thread, soon. The only thread-safe function of pulsec. Returns
@@ -319,6 +340,9 @@ typedef struct ps_server_stats {
     uint64_t unconnected;      /* polling sessions without an accepted CONNECT now */
     uint64_t unconnected_closed; /* of those, ended by max_unconnected(_per_address) or for
                                     never polling */
+    uint64_t tls_handshakes;     /* TLS handshakes completed */
+    uint64_t tls_failures;       /* TLS connections that failed before their handshake completed:
+                                    bad input, plain HTTP, handshake timeout */
 } ps_server_stats;
 PS_EXTERN void ps_server_get_stats(const ps_server *srv, ps_server_stats *out);
 

@@ -7,7 +7,7 @@
 #ifndef PS_HTTP_H
 #define PS_HTTP_H
 
-#include "net.h"
+#include "tls.h"
 
 #include <http_parser.h>
 

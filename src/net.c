@@ -75,6 +75,8 @@ static void conn_on_close(uv_handle_t *h)
     ps__timer_free(c->linger);
     if (c->cbs && c->cbs->on_close)
         c->cbs->on_close(c);
+    if (c->filter)
+        c->filter->ops->free(c);
     ps__free(c);
     if (l->on_conn_gone)
         l->on_conn_gone(l);
@@ -113,7 +115,11 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     ps__conn *c = (ps__conn *)s;
     if (nread > 0) {
-        if (!c->closing && c->cbs && c->cbs->on_read)
+        if (c->closing)
+            return;
+        if (c->filter)
+            c->filter->ops->on_read(c, buf->base, (size_t)nread);
+        else if (c->cbs && c->cbs->on_read)
             c->cbs->on_read(c, buf->base, (size_t)nread);
         /* A full buffer means more may be waiting: that is for the next pass. */
         if ((size_t)nread == buf->len && !c->closing && !c->deferred)
@@ -406,12 +412,14 @@ static void conn_on_write(uv_write_t *req, int status)
     if (c->throttled && c->write_queued <= PS__CONN_HIGH_WATER / 2) {
         c->throttled = false;
         reading_update(c);
+        if (c->filter && !c->paused && !c->closing)
+            c->filter->ops->on_resume(c);
         if (!c->closing && c->cbs && c->cbs->on_drained)
             c->cbs->on_drained(c);
     }
 }
 
-int ps__conn_writev(ps__conn *c, const uv_buf_t *bufs, size_t n)
+static int writev_raw(ps__conn *c, const uv_buf_t *bufs, size_t n)
 {
     if (c->closing)
         return UV_EPIPE;
@@ -460,10 +468,39 @@ int ps__conn_writev(ps__conn *c, const uv_buf_t *bufs, size_t n)
     return 0;
 }
 
+int ps__conn_writev(ps__conn *c, const uv_buf_t *bufs, size_t n)
+{
+    if (c->filter)
+        return c->closing ? UV_EPIPE : c->filter->ops->writev(c, bufs, n);
+    return writev_raw(c, bufs, n);
+}
+
 int ps__conn_write(ps__conn *c, const void *data, size_t len)
 {
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
     return ps__conn_writev(c, &b, 1);
+}
+
+int ps__conn_write_raw(ps__conn *c, const void *data, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    return writev_raw(c, &b, 1);
+}
+
+void ps__conn_deliver(ps__conn *c, const char *data, size_t len)
+{
+    if (!c->closing && c->cbs && c->cbs->on_read)
+        c->cbs->on_read(c, data, len);
+}
+
+void ps__conn_deliver_eof(ps__conn *c)
+{
+    if (c->closing)
+        return;
+    if (c->cbs && c->cbs->on_eof)
+        c->cbs->on_eof(c);
+    else
+        ps__conn_abort(c);
 }
 
 /* ---- closing --------------------------------------------------------------------------- */
@@ -508,6 +545,8 @@ void ps__conn_close(ps__conn *c)
 {
     if (c->closing)
         return;
+    if (c->filter)
+        c->filter->ops->on_close(c);
     c->closing = true;
     if (c->deferred)
         undefer(c);
@@ -534,8 +573,11 @@ void ps__conn_pause(ps__conn *c)
 
 void ps__conn_resume(ps__conn *c)
 {
+    bool was = c->paused;
     c->paused = false;
     reading_update(c);
+    if (was && c->filter && !c->closing && !c->throttled)
+        c->filter->ops->on_resume(c); /* what it decrypted or kept while paused */
 }
 
 /* ---- IPC ------------------------------------------------------------------------------- */

@@ -13,6 +13,7 @@
 
 typedef struct ps__conn ps__conn;
 typedef struct ps__listener ps__listener;
+typedef struct ps__conn_filter ps__conn_filter;
 
 typedef struct ps__conn_cbs {
     /* Bytes arrived; `data` is valid only during the call. */
@@ -26,10 +27,35 @@ typedef struct ps__conn_cbs {
     void (*on_drained)(ps__conn *c);
 } ps__conn_cbs;
 
+/*
+ * A layer between the socket and the connection's owner (TLS, src/tls.c): it sees every byte
+ * read before the owner does and every byte the owner writes before the socket does, so the
+ * owner never knows it is there. net knows it only through this table.
+ */
+typedef struct ps__conn_filter_ops {
+    /* Bytes read from the socket; the filter passes what the owner should see to
+     * ps__conn_deliver (and an end to ps__conn_deliver_eof). */
+    void (*on_read)(ps__conn *c, const char *data, size_t len);
+    /* What the owner writes; the filter puts its own bytes on the wire with ps__conn_write_raw.
+     * Returns what ps__conn_writev returns. */
+    int (*writev)(ps__conn *c, const uv_buf_t *bufs, size_t n);
+    /* Reads go on after a pause or throttle: deliver what the filter still holds. */
+    void (*on_resume)(ps__conn *c);
+    /* A graceful close begins, before the FIN: the filter's last words (close_notify). */
+    void (*on_close)(ps__conn *c);
+    /* The connection is being freed, after the owner's on_close. */
+    void (*free)(ps__conn *c);
+} ps__conn_filter_ops;
+
+struct ps__conn_filter {
+    const ps__conn_filter_ops *ops;
+};
+
 struct ps__conn {
     uv_tcp_t tcp;             /* must stay first: libuv hands this pointer back */
     const ps__conn_cbs *cbs;  /* current owner's callbacks (changes on upgrade) */
     void *data;               /* current owner's object */
+    ps__conn_filter *filter;  /* NULL for plain TCP */
     ps__listener *listener;   /* the listener that accepted it */
     ps__list link;            /* in listener->conns */
     size_t write_queued;      /* bytes handed to libuv and not yet written */
@@ -41,7 +67,7 @@ struct ps__conn {
     bool lingering;           /* our FIN is out: only waiting for the peer's EOF */
     struct ps__timer *linger; /* from ps__conn_close on: the close's deadline */
     struct ipc_msg *handoff;  /* a hand-over waiting for this connection's output to drain */
-    char peer[48];            /* "127.0.0.1" */
+    char peer[40];            /* "127.0.0.1"; textual IPv6 is at most 39 characters */
 };
 
 struct ps__listener {
@@ -111,6 +137,12 @@ void ps__conn_start(ps__conn *c);
 
 /* Copies data and queues it; returns 0, or UV_EPIPE after close was requested. */
 int ps__conn_write(ps__conn *c, const void *data, size_t len);
+/* For a filter: writes to the socket, past the filter. */
+int ps__conn_write_raw(ps__conn *c, const void *data, size_t len);
+/* For a filter: hands bytes (valid during the call) to the owner, as a read would. */
+void ps__conn_deliver(ps__conn *c, const char *data, size_t len);
+/* For a filter: the peer is done (as an EOF would say); the owner decides how to finish. */
+void ps__conn_deliver_eof(ps__conn *c);
 /* Same for several pieces, written as one. */
 int ps__conn_writev(ps__conn *c, const uv_buf_t *bufs, size_t n);
 /*

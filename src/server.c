@@ -44,8 +44,9 @@ struct ps_server {
     ps__sessions sessions;
     ps__channels channels;
     ps__topics topics;
+    ps__tls *tls; /* NULL: plain HTTP */
     post_queue *posts;
-    uv_signal_t *signals[2];
+    uv_signal_t *signals[3]; /* SIGINT, SIGTERM, and SIGHUP with TLS */
     ps__timer *grace;
     uint64_t refused;
     bool listening;
@@ -110,6 +111,8 @@ static void apply_defaults(ps_server_opts *o)
         o->max_unconnected = 4096;
     if (!o->max_unconnected_per_address)
         o->max_unconnected_per_address = 256;
+    if (!o->tls_handshake_timeout_ms)
+        o->tls_handshake_timeout_ms = 10000;
     if (!o->max_topics_per_channel)
         o->max_topics_per_channel = 64;
     if (!o->max_topics)
@@ -148,7 +151,9 @@ static size_t server_body_limit(void *user, const char *url)
 static int server_route(void *user, const ps__http_req *req)
 {
     ps_server *srv = user;
-    if (!on_engine_path(srv, req->path))
+    /* A TLS connection stays where its handshake was (see ps_server_new): a sid of another
+     * worker is then just unknown here. */
+    if (srv->tls || !on_engine_path(srv, req->path))
         return -1;
     ps__buf sid;
     ps__buf_init(&sid);
@@ -380,6 +385,11 @@ static void server_on_conn(ps__listener *l, ps__conn *c)
     if (l->nconns - l->nlingering > srv->opts.max_connections) {
         /* Refused before any parsing or upgrade: the answer is all this connection costs. */
         srv->refused++;
+        if (srv->tls) {
+            /* No HTTP before a handshake, and a handshake is the CPU this refusal saves. */
+            ps__conn_close(c);
+            return;
+        }
         char head[160];
         int n = snprintf(head, sizeof head,
                          "HTTP/1.1 503 Service Unavailable\r\nDate: %s\r\nContent-Length: 0\r\n"
@@ -389,6 +399,8 @@ static void server_on_conn(ps__listener *l, ps__conn *c)
         ps__conn_close(c);
         return;
     }
+    if (srv->tls)
+        ps__tls_attach(srv->tls, c);
     ps__http_attach(c, &srv->http);
 }
 
@@ -471,6 +483,14 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
         PS__ERROR("invalid options: redis_prefix must be 1..64 bytes");
         return NULL;
     }
+    if (o.workers > 1 && o.tls_cert_file && !o.websocket_only) {
+        /* A polling request that reaches another worker than its session's is handed over
+         * with its socket; a TLS connection's keys live in the OpenSSL state of the worker that
+         * did the handshake and cannot follow it. WebSocket sessions never move. */
+        PS__ERROR("invalid options: TLS with workers needs websocket_only (long-polling requests "
+                  "move between workers, TLS connections cannot); or terminate TLS in front");
+        return NULL;
+    }
     size_t nproxies = 0;
     while (o.trusted_proxies && o.trusted_proxies[nproxies])
         nproxies++;
@@ -483,6 +503,11 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
             return NULL;
         }
     }
+    if (!o.tls_cert_file != !o.tls_key_file) {
+        PS__ERROR("invalid options: TLS needs both tls_cert_file and tls_key_file");
+        ps__free(proxies);
+        return NULL;
+    }
     char *root = NULL;
     if (o.static_dir) {
         char real[PATH_MAX];
@@ -493,12 +518,29 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
         }
         root = ps__strdup(real);
     }
+    ps__tls *tls = NULL;
+    if (o.tls_cert_file) {
+        char err[256];
+        /* The loop is only needed for handshake timers, made per connection later. */
+        tls = ps__tls_new(loop, o.tls_cert_file, o.tls_key_file, o.tls_handshake_timeout_ms, err,
+                          sizeof err);
+        if (!tls) {
+            PS__ERROR("TLS: %s", err);
+            ps__free(proxies);
+            ps__free(root);
+            return NULL;
+        }
+    }
     ps_server *srv = ps__calloc(1, sizeof *srv);
     if (!loop) {
         srv->own_loop = ps__malloc(sizeof *srv->own_loop);
         uv_loop_init(srv->own_loop);
         loop = srv->own_loop;
     }
+    srv->tls = tls;
+    if (tls)
+        ps__tls_set_loop(tls, loop);
+    srv->opts.tls_cert_file = srv->opts.tls_key_file = NULL; /* the caller's strings */
     srv->loop = loop;
     srv->opts = o;
     srv->host = ps__strdup(o.host ? o.host : "127.0.0.1");
@@ -537,6 +579,7 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
         ec.nallowed_origins = n;
     }
     srv->proxies = proxies;
+    ec.secure = tls != NULL;
     ec.trusted_proxies = proxies;
     ec.ntrusted_proxies = nproxies;
     srv->opts.trusted_proxies = NULL; /* not kept: the caller's array */
@@ -587,6 +630,7 @@ static int supervisor_listen(ps_server *srv)
 {
     int rc = ps__workers_prepare(&srv->workers, (int)srv->opts.workers, srv->host, srv->opts.port,
                                  &worker_cbs, srv);
+    srv->workers.hup_to_workers = srv->tls != NULL;
     if (rc == 0)
         rc = ps__workers_start(&srv->workers, 20000);
     if (rc != 0) {
@@ -680,7 +724,7 @@ static void maybe_finish(ps_server *srv)
     srv->stopped = true;
     ps__timer_free(srv->grace);
     srv->grace = NULL;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         if (srv->signals[i]) {
             uv_close((uv_handle_t *)srv->signals[i], signal_on_close);
             srv->signals[i] = NULL;
@@ -747,17 +791,34 @@ void ps_server_stop(ps_server *srv)
     maybe_finish(srv);
 }
 
+int ps_server_reload_tls(ps_server *srv)
+{
+    if (!srv->tls)
+        return PS_EINVAL;
+    char err[256];
+    if (ps__tls_reload(srv->tls, err, sizeof err) != 0) {
+        PS__ERROR("TLS reload failed, keeping the current certificate: %s", err);
+        return PS_EINVAL;
+    }
+    PS__INFO("TLS certificate reloaded");
+    return 0;
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     ps_server *srv = h->data;
+    if (signum == SIGHUP) {
+        ps_server_reload_tls(srv);
+        return;
+    }
     PS__INFO("signal %d: stopping", signum);
     ps_server_stop(srv);
 }
 
 static void start_signals(ps_server *srv)
 {
-    int signums[2] = {SIGINT, SIGTERM};
-    for (int i = 0; i < 2; i++) {
+    int signums[3] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < (srv->tls ? 3 : 2); i++) {
         srv->signals[i] = ps__malloc(sizeof(uv_signal_t));
         uv_signal_init(srv->loop, srv->signals[i]);
         srv->signals[i]->data = srv;
@@ -857,6 +918,7 @@ void ps_server_free(ps_server *srv)
     ps__free(srv->origins);
     ps__free(srv->proxies);
     ps__free(srv->redis_prefix);
+    ps__tls_free(srv->tls);
     ps__free(srv->host);
     ps__free(srv->path);
     ps__free(srv->http.static_root);
@@ -889,6 +951,11 @@ void ps_server_get_stats(const ps_server *srv, ps_server_stats *out)
     out->redis_up = ps__broker_up(srv->broker);
     out->redis_reconnects =
         srv->redis_reconnects + (srv->broker ? ps__broker_get_stats(srv->broker)->reconnects : 0);
+    if (srv->tls) {
+        const ps__tls_stats *ts = ps__tls_get_stats(srv->tls);
+        out->tls_handshakes = ts->handshakes;
+        out->tls_failures = ts->failures;
+    }
 }
 
 int ps_publish_except(ps_server *srv, const char *topic, const char *event, json_t *payload,

@@ -301,7 +301,11 @@ int ps__workers_supervise(ps__workers *w, uint32_t grace_ms)
                               .tv_nsec = (long)(ms % 1000) * 1000000};
         siginfo_t info;
         int sig = sigtimedwait(&set, &info, &ts);
-        if ((sig == SIGINT || sig == SIGTERM || sig == SIGHUP) && !w->stopping) {
+        if (sig == SIGHUP && w->hup_to_workers) {
+            /* Each worker holds its own TLS context: each reloads the files itself. */
+            PS__INFO("signal %d: passed on to %d workers", sig, w->n);
+            kill_all(w, SIGHUP);
+        } else if ((sig == SIGINT || sig == SIGTERM || sig == SIGHUP) && !w->stopping) {
             PS__INFO("signal %d: stopping %d workers", sig, w->n);
             w->stopping = true;
             kill_all(w, SIGTERM);

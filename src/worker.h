@@ -87,7 +87,8 @@ struct ps__workers {
     pid_t supervisor;
     ps__worker_proc *procs;
     bool stopping;
-    bool failed; /* a worker exited non-zero during the stop */
+    bool failed;         /* a worker exited non-zero during the stop */
+    bool hup_to_workers; /* SIGHUP is passed on to every worker (TLS reload) instead of stopping */
     /* worker */
     uv_loop_t *loop;
     ps__listener *listener;

@@ -36,8 +36,8 @@ static inline void example_log_json(ps_log_level level, const char *message, voi
     json_decref(line);
 }
 
-/* Listens, prints "listening on http://HOST:PORT" (what tests wait for), runs until SIGINT or
- * SIGTERM, frees the server. Returns the exit status. */
+/* Listens, prints "listening on http(s)://HOST:PORT" (what tests wait for), runs until SIGINT
+ * or SIGTERM (SIGHUP reloads a TLS certificate), frees the server. Returns the exit status. */
 static inline int example_serve(ps_server *srv, const char *name, const ps_server_opts *opts)
 {
     int rc = ps_server_listen(srv);
@@ -49,8 +49,8 @@ static inline int example_serve(ps_server *srv, const char *name, const ps_serve
     }
     /* An IPv6 address goes in brackets in a URL. */
     bool v6 = strchr(opts->host, ':') && opts->host[0] != '[';
-    printf("listening on http://%s%s%s:%d\n", v6 ? "[" : "", opts->host, v6 ? "]" : "",
-           ps_server_port(srv));
+    printf("listening on %s://%s%s%s:%d\n", opts->tls_cert_file ? "https" : "http", v6 ? "[" : "",
+           opts->host, v6 ? "]" : "", ps_server_port(srv));
     fflush(stdout);
     rc = ps_server_run(srv);
     ps_server_free(srv);
@@ -79,6 +79,8 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
         {"redis", required_argument, 0, 'r'},
         {"verbose", no_argument, 0, 'v'},
         {"log-json", no_argument, 0, 'J'},
+        {"tls-cert", required_argument, 0, 'C'},
+        {"tls-key", required_argument, 0, 'K'},
         {"help", no_argument, 0, '?'},
         {0, 0, 0, 0},
     };
@@ -102,11 +104,13 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
         case 'r': opts.redis_url = optarg; break;
         case 'v': ps_set_log_level(PS_LOG_DEBUG); break;
         case 'J': ps_set_log_fn(example_log_json, (void *)name); break;
+        case 'C': opts.tls_cert_file = optarg; break;
+        case 'K': opts.tls_key_file = optarg; break;
         default:
             fprintf(stderr,
                     "usage: %s [--host ADDR] [--port N] [--static DIR] [--ping-interval MS]\n"
                     "       [--ping-timeout MS] [--origin ORIGIN]... [--workers N] [--redis URL]\n"
-                    "       [--verbose] [--log-json]\n"
+                    "       [--verbose] [--log-json] [--tls-cert PEM --tls-key PEM]\n"
                     "  --origin: another browser origin allowed to connect (\"*\" = any, without\n"
                     "  credentials); without it only the server's own pages may connect\n",
                     name);

@@ -455,7 +455,11 @@ static void usage(FILE *f)
         "                          (repeatable)\n"
         "  --json-api              answer \"echo\" with a json_t handler (ps_on), not ps_on_raw\n"
         "  --verbose               log connections and errors\n"
-        "  --log-json              log as JSON lines on stderr\n");
+        "  --log-json              log as JSON lines on stderr\n"
+        "  --tls-cert PEM          HTTPS/WSS with this certificate chain (needs --tls-key;\n"
+        "                          SIGHUP reloads both)\n"
+        "  --tls-key PEM           the certificate's private key\n"
+        "  --tls-handshake-timeout MS  a TLS handshake must be done within (10000)\n");
 }
 
 int main(int argc, char **argv)
@@ -500,6 +504,9 @@ int main(int argc, char **argv)
         {"json-api", no_argument, 0, 'j'},
         {"verbose", no_argument, 0, 'v'},
         {"log-json", no_argument, 0, 'J'},
+        {"tls-cert", required_argument, 0, 'e'},
+        {"tls-key", required_argument, 0, 'k'},
+        {"tls-handshake-timeout", required_argument, 0, 'H'},
         {"help", no_argument, 0, '?'},
         {0, 0, 0, 0},
     };
@@ -548,6 +555,9 @@ int main(int argc, char **argv)
             break;
         case 'v': ps_set_log_level(PS_LOG_DEBUG); break;
         case 'J': ps_set_log_fn(example_log_json, "echo"); break;
+        case 'e': opts.tls_cert_file = optarg; break;
+        case 'k': opts.tls_key_file = optarg; break;
+        case 'H': opts.tls_handshake_timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         default: usage(ch == '?' && optopt == 0 ? stdout : stderr); return ch == '?' ? 0 : 2;
         }
     }

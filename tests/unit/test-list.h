@@ -25,6 +25,10 @@ TEST_DECLARE(net_linger)
 TEST_DECLARE(net_close_deadline)
 TEST_DECLARE(net_read_budget)
 
+/* test_tls.c */
+TEST_DECLARE(tls_context)
+TEST_DECLARE(tls_server)
+
 /* test_http.c */
 TEST_DECLARE(http_content_type)
 TEST_DECLARE(http_status_text)
@@ -138,6 +142,8 @@ TEST_ENTRY(net_backpressure)
 TEST_ENTRY(net_linger)
 TEST_ENTRY(net_close_deadline)
 TEST_ENTRY(net_read_budget)
+TEST_ENTRY(tls_context)
+TEST_ENTRY(tls_server)
 TEST_ENTRY(http_content_type)
 TEST_ENTRY(http_status_text)
 TEST_ENTRY(http_query_get)

@@ -135,11 +135,11 @@ export async function startServer(args = [], opts = {}) {
   running.add(server);
 
   const listening = new Promise((resolve, reject) => {
-    const re = /listening on http:\/\/(\[[^\]]+\]|[^\s:/]+):(\d+)/;
+    const re = /listening on (https?):\/\/(\[[^\]]+\]|[^\s:/]+):(\d+)/;
     const check = () => {
       const m = re.exec(out);
       if (m) {
-        resolve({ host: m[1], port: Number(m[2]) });
+        resolve({ scheme: m[1], host: m[2], port: Number(m[3]) });
         return true;
       }
       return false;
@@ -152,14 +152,14 @@ export async function startServer(args = [], opts = {}) {
   });
 
   try {
-    const { host, port } = await withTimeout(
+    const { scheme, host, port } = await withTimeout(
       Promise.race([listening, spawnError]),
       opts.startTimeoutMs ?? 10000,
       `"listening on" line from ${bin} ${fullArgs.join(' ')}`,
     );
     server.host = host;
     server.port = port;
-    server.url = `http://${host}:${port}`;
+    server.url = `${scheme}://${host}:${port}`;
   } catch (e) {
     proc.kill('SIGKILL');
     running.delete(server);
