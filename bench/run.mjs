@@ -179,7 +179,7 @@ function environment() {
 // ---- processes --------------------------------------------------------------------------
 
 // Starts a server pinned to SERVER_CORE (optionally under `wrap`, e.g. valgrind) and resolves
-// once it prints "listening on http://HOST:PORT".
+// once it prints "listening on http://HOST:PORT" (https:// for a TLS server).
 function startServer(server, wrap = []) {
   const argv = ["-c", SERVER_CORE, ...wrap, ...server.cmd, "--port", "0"];
   const proc = spawn(NICE[0], [...NICE.slice(1), ...argv], { stdio: ["ignore", "pipe", "inherit"] });
@@ -190,7 +190,7 @@ function startServer(server, wrap = []) {
     proc.on("exit", (code) => reject(new Error(`${server.name} exited with ${code} before listening`)));
     proc.stdout.on("data", (d) => {
       out += d;
-      const m = /listening on http:\/\/(\S+):(\d+)/.exec(out);
+      const m = /listening on https?:\/\/(\S+):(\d+)/.exec(out);
       if (m && timer) {
         clearTimeout(timer);
         proc.removeAllListeners("exit");

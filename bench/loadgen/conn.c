@@ -9,6 +9,8 @@
 #include "conn.h"
 
 #include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +42,10 @@ struct lg_conn {
     const uint8_t *in;           /* bytes being fed to wslay */
     size_t inlen;                /* how many are left */
     outbuf http;                 /* the HTTP response head while in ST_HTTP */
-    outbuf out;                  /* frames queued for the next write */
+    outbuf out;                  /* frames queued for the next write (plaintext with TLS) */
+    SSL *ssl;                    /* with TLS */
+    outbuf wire;                 /* with TLS: records waiting to be written */
+    bool tls_ready;              /* the TLS handshake is done */
     bool writing;                /* a uv_write is in flight */
     bool dirty;                  /* on net->dirty */
     lg_conn *next_dirty;         /* link in net->dirty */
@@ -120,8 +125,11 @@ static void on_handle_closed(uv_handle_t *h)
     }
     if (c->ws)
         wslay_event_context_free(c->ws);
+    if (c->ssl)
+        SSL_free(c->ssl);
     out_free(&c->http);
     out_free(&c->out);
+    out_free(&c->wire);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -194,6 +202,16 @@ static void on_write(uv_write_t *req, int status)
     flush(c);
 }
 
+/* Moves the records OpenSSL produced to the wire buffer. */
+static void tls_drain(lg_conn *c)
+{
+    BIO *w = SSL_get_wbio(c->ssl);
+    char tmp[16384];
+    int n;
+    while ((n = BIO_read(w, tmp, sizeof tmp)) > 0)
+        out_append(&c->wire, tmp, (size_t)n);
+}
+
 static void flush(lg_conn *c)
 {
     if (c->state == ST_DEAD)
@@ -202,9 +220,21 @@ static void flush(lg_conn *c)
         fail(c, LG_EIO);
         return;
     }
-    if (c->writing || c->out.len == 0)
+    outbuf *src = &c->out;
+    if (c->ssl) {
+        if (c->tls_ready && c->out.len) {
+            if (SSL_write(c->ssl, c->out.base, (int)c->out.len) <= 0) {
+                fail(c, LG_EIO);
+                return;
+            }
+            c->out.len = 0;
+            tls_drain(c);
+        }
+        src = &c->wire;
+    }
+    if (c->writing || src->len == 0)
         return;
-    uv_buf_t b = uv_buf_init(c->out.base, (unsigned)c->out.len);
+    uv_buf_t b = uv_buf_init(src->base, (unsigned)src->len);
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (n == UV_EAGAIN)
         n = 0;
@@ -212,13 +242,13 @@ static void flush(lg_conn *c)
         fail(c, LG_EIO);
         return;
     }
-    size_t rest = c->out.len - (size_t)n;
+    size_t rest = src->len - (size_t)n;
     if (rest > 0) {
         wreq *w = malloc(sizeof *w + rest);
         if (!w)
             abort();
         w->c = c;
-        memcpy(w->data, c->out.base + n, rest);
+        memcpy(w->data, src->base + n, rest);
         b = uv_buf_init(w->data, (unsigned)rest);
         if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
             free(w);
@@ -227,7 +257,7 @@ static void flush(lg_conn *c)
         }
         c->writing = true;
     }
-    c->out.len = 0;
+    src->len = 0;
 }
 
 static void on_check(uv_check_t *h)
@@ -454,6 +484,51 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(c->net->readbuf, sizeof c->net->readbuf);
 }
 
+static void on_plain(lg_conn *c, const char *p, size_t n)
+{
+    if (c->state == ST_HTTP)
+        on_http(c, p, n);
+    else
+        feed(c, p, n);
+}
+
+/* Raw bytes of a TLS connection: the handshake first, then records decrypted one by one. */
+static void on_tls(lg_conn *c, const char *p, size_t n)
+{
+    BIO_write(SSL_get_rbio(c->ssl), p, (int)n);
+    if (!c->tls_ready) {
+        int r = SSL_do_handshake(c->ssl);
+        tls_drain(c);
+        mark_dirty(c);
+        if (r != 1) {
+            if (SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ) {
+                ERR_clear_error();
+                fail(c, LG_EIO);
+            }
+            return;
+        }
+        c->tls_ready = true; /* the upgrade request waits in `out` for the next flush */
+    }
+    for (;;) {
+        int r = SSL_read(c->ssl, c->net->plain, sizeof c->net->plain);
+        if (r <= 0) {
+            int e = SSL_get_error(c->ssl, r);
+            if (e != SSL_ERROR_WANT_READ) {
+                ERR_clear_error();
+                end_conn(c, c->state == ST_CLOSING ? LG_EOK : LG_ECLOSED, false);
+            }
+            break;
+        }
+        on_plain(c, c->net->plain, (size_t)r);
+        if (c->state == ST_DEAD)
+            return;
+    }
+    if (BIO_ctrl_pending(SSL_get_wbio(c->ssl))) {
+        tls_drain(c);
+        mark_dirty(c);
+    }
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     lg_conn *c = (lg_conn *)s;
@@ -467,10 +542,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
                      false);
         return;
     }
-    if (c->state == ST_HTTP)
-        on_http(c, buf->base, (size_t)nread);
+    if (c->ssl)
+        on_tls(c, buf->base, (size_t)nread);
     else
-        feed(c, buf->base, (size_t)nread);
+        on_plain(c, buf->base, (size_t)nread);
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -514,6 +589,13 @@ static void on_connect(uv_connect_t *req, int status)
                      c->net->sio_path, c->net->host, key64);
     out_append(&c->out, req_text, (size_t)n);
     c->state = ST_HTTP;
+    if (c->net->tls) {
+        c->ssl = SSL_new(c->net->tls);
+        SSL_set_bio(c->ssl, BIO_new(BIO_s_mem()), BIO_new(BIO_s_mem()));
+        SSL_set_connect_state(c->ssl);
+        SSL_do_handshake(c->ssl); /* the ClientHello */
+        tls_drain(c);
+    }
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
         fail(c, LG_EIO);
         return;
@@ -601,4 +683,19 @@ int lg_net_init(lg_net *n, uv_loop_t *loop, const char *host, int port, const ch
 void lg_net_close(lg_net *n)
 {
     uv_close((uv_handle_t *)&n->flusher, NULL);
+    SSL_CTX_free(n->tls);
+    n->tls = NULL;
+}
+
+int lg_net_use_tls(lg_net *n)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx)
+        return -1;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    static const unsigned char alpn[] = "\x08http/1.1";
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
+    n->tls = ctx;
+    return 0;
 }

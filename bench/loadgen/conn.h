@@ -9,6 +9,8 @@
  *
  * Sends are queued in wslay and written once per loop iteration (a uv_check handle flushes every
  * connection that queued something), so a burst of replies to one read goes out in one write.
+ * With TLS (lg_net_use_tls), OpenSSL sits between the socket and all of that through memory BIOs:
+ * what is queued is encrypted at the flush, and what is read is decrypted before it is parsed.
  */
 #ifndef LG_CONN_H
 #define LG_CONN_H
@@ -67,12 +69,17 @@ typedef struct lg_net {
     lg_conn *all;        /* every connection not yet freed */
     uint64_t mask_state; /* xorshift state for WebSocket masking keys */
     size_t open;         /* connections not yet freed */
+    void *tls;           /* SSL_CTX * once lg_net_use_tls ran: every connection speaks TLS */
     char readbuf[65536]; /* shared: every read is consumed before the next */
+    char plain[16384];   /* shared: one decrypted TLS record at a time */
 } lg_net;
 
 int lg_net_init(lg_net *n, uv_loop_t *loop, const char *host, int port, const char *sio_path,
                 const char *view_path, const lg_hooks *hooks);
 void lg_net_close(lg_net *n);
+/* Makes every later connection TLS (wss://): TLS 1.2+, ALPN http/1.1, the server's certificate
+ * is not verified (a load generator on loopback measures cost, not trust). 0 or -1. */
+int lg_net_use_tls(lg_net *n);
 /* Resets every open connection (their `closed` hooks follow from the loop). */
 void lg_net_abort_all(lg_net *n);
 

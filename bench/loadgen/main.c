@@ -57,6 +57,7 @@ typedef struct opts {
     const char *label;    /* copied to the JSON line ("server") */
     bool strict;          /* exit 3 on any error or zero throughput */
     double timeline;      /* print completions and worst latency every this many s, 0 = no */
+    bool tls;             /* connect with TLS (wss://) */
 } opts;
 
 /* One connection's requests in flight: slot i is busy with id "i.gen[i]" sent at t[i]. */
@@ -690,7 +691,8 @@ static void usage(FILE *f)
                "  --server-pid PID         sample the server's RSS and CPU (/proc)\n"
                "  --label NAME             server name for the JSON line\n"
                "  --strict                 exit 3 on any error or zero throughput\n"
-               "  --timeline S             print throughput and worst latency every S seconds\n");
+               "  --timeline S             print throughput and worst latency every S seconds\n"
+               "  --tls                    wss:// (TLS 1.2+, certificate not verified)\n");
 }
 
 static void raise_nofile(void)
@@ -721,6 +723,7 @@ static int parse_opts(int argc, char **argv, opts *o)
         {"label", required_argument, 0, 'L'},
         {"strict", no_argument, 0, 's'},
         {"timeline", required_argument, 0, 't'},
+        {"tls", no_argument, 0, 'Z'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -753,6 +756,7 @@ static int parse_opts(int argc, char **argv, opts *o)
         case 'L': o->label = optarg; break;
         case 's': o->strict = true; break;
         case 't': o->timeline = strtod(optarg, NULL); break;
+        case 'Z': o->tls = true; break;
         case 'h': usage(stdout); exit(0);
         default: return -1;
         }
@@ -784,6 +788,10 @@ int main(int argc, char **argv)
     R.loop = uv_default_loop();
     if (lg_net_init(&R.net, R.loop, R.o.host, R.o.port, R.o.sio_path, R.o.view, &hooks) != 0) {
         fprintf(stderr, "loadgen: bad address %s\n", R.o.host);
+        return 2;
+    }
+    if (R.o.tls && lg_net_use_tls(&R.net) != 0) {
+        fprintf(stderr, "loadgen: no TLS context\n");
         return 2;
     }
     R.data = malloc(R.o.payload + 1);

@@ -3,5 +3,6 @@
 // interface) and add one import and one entry here.
 import core from "./core.mjs";
 import python from "./python.mjs";
+import tls from "./tls.mjs";
 
-export default [core, python];
+export default [core, python, tls];
