@@ -224,7 +224,8 @@ typedef struct ps_server_opts {
      * or neither; NULL (the default): plain HTTP. TLS 1.2 and 1.3 only, ECDHE with AES-GCM or
      * ChaCha20-Poly1305, ALPN http/1.1, no renegotiation. ps_server_new fails (logged) when
      * they cannot be loaded; ps_server_reload_tls() reads them again (SIGHUP does it under
-     * ps_server_run). Costs memory per connection: docs/SECURITY.md.
+     * ps_server_run, in every worker). With workers it needs websocket_only (a TLS connection
+     * cannot be handed to another worker). Costs memory per connection: docs/SECURITY.md.
      */
     const char *tls_cert_file;
     const char *tls_key_file;
