@@ -120,8 +120,20 @@ extern PyTypeObject ServerType;
 int server_after_call(Server *s);
 /* Raises RuntimeError unless called on the App's loop thread while it runs. 0 or -1. */
 int server_check_thread(Server *s);
-/* Starts `coro` as a task on the App's loop, kept alive until done. 0 or -1. */
+/* Starts `coro` as a task on the App's loop (in `context` if not NULL), kept alive until done:
+ * the task (new reference) or NULL; server_spawn returns 0 or -1 instead. */
+PyObject *server_spawn_task(Server *s, PyObject *coro, PyObject *context);
 int server_spawn(Server *s, PyObject *coro, PyObject *context);
+
+/* Python is shutting down: no more user code may run. */
+static inline int is_finalizing(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing();
+#else
+    return _Py_IsFinalizing();
+#endif
+}
 
 /* ---- views (view.c), channels, cleanups, replies, requests (channel.c), sessions ------- */
 

@@ -28,7 +28,7 @@ PyObject *json_to_py(json_t *v)
         json_t *value;
         json_object_keylen_foreach(v, key, klen, value)
         {
-            PyObject *k = PyUnicode_DecodeUTF8(key, (Py_ssize_t)klen, "surrogatepass");
+            PyObject *k = PyUnicode_DecodeUTF8(key, (Py_ssize_t)klen, NULL);
             PyObject *x = k ? json_to_py(value) : NULL;
             if (!x || PyDict_SetItem(d, k, x) < 0) {
                 Py_XDECREF(k);
@@ -57,8 +57,7 @@ PyObject *json_to_py(json_t *v)
         return l;
     }
     case JSON_STRING:
-        return PyUnicode_DecodeUTF8(json_string_value(v), (Py_ssize_t)json_string_length(v),
-                                    "surrogatepass");
+        return PyUnicode_DecodeUTF8(json_string_value(v), (Py_ssize_t)json_string_length(v), NULL);
     case JSON_INTEGER: return PyLong_FromLongLong(json_integer_value(v));
     case JSON_REAL: return PyFloat_FromDouble(json_real_value(v));
     case JSON_TRUE: Py_RETURN_TRUE;
@@ -93,16 +92,12 @@ static json_t *dict_to_json(PyObject *obj)
         const char *key = PyUnicode_AsUTF8AndSize(k, &klen);
         if (!key)
             goto fail;
-        /* The value may run Python code (a subclass's methods): hold the key's object. */
-        Py_INCREF(k);
         json_t *jv = py_to_json(v);
         if (!jv || json_object_setn_new_nocheck(o, key, (size_t)klen, jv) != 0) {
-            Py_DECREF(k);
             if (jv)
                 PyErr_NoMemory();
             goto fail;
         }
-        Py_DECREF(k);
     }
     return o;
 fail:

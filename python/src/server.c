@@ -29,15 +29,6 @@ static bool watchers_pending(uv_loop_t *loop)
     return q[0] != (void *)q;
 }
 
-static int is_finalizing(void)
-{
-#if PY_VERSION_HEX >= 0x030D0000
-    return Py_IsFinalizing();
-#else
-    return _Py_IsFinalizing();
-#endif
-}
-
 static int schedule_soon(Server *s)
 {
     if (s->soon_pending)
@@ -102,11 +93,11 @@ int server_check_thread(Server *s)
     return 0;
 }
 
-int server_spawn(Server *s, PyObject *coro, PyObject *context)
+PyObject *server_spawn_task(Server *s, PyObject *coro, PyObject *context)
 {
     PyObject *create = PyObject_GetAttrString(s->aloop, "create_task");
     if (!create)
-        return -1;
+        return NULL;
     PyObject *args = PyTuple_Pack(1, coro);
     PyObject *kw = context ? Py_BuildValue("{s:O}", "context", context) : NULL;
     PyObject *task = args && (kw || !context) ? PyObject_Call(create, args, kw) : NULL;
@@ -114,14 +105,25 @@ int server_spawn(Server *s, PyObject *coro, PyObject *context)
     Py_XDECREF(args);
     Py_XDECREF(kw);
     if (!task)
-        return -1;
+        return NULL;
+    /* asyncio keeps only weak references to tasks: the set holds each until it is done. */
     int rc = PySet_Add(s->tasks, task);
     PyObject *discard = rc == 0 ? PyObject_GetAttrString(s->tasks, "discard") : NULL;
     PyObject *r = discard ? PyObject_CallMethod(task, "add_done_callback", "O", discard) : NULL;
     Py_XDECREF(discard);
-    Py_XDECREF(r);
-    Py_DECREF(task);
-    return r ? 0 : -1;
+    if (!r) {
+        Py_DECREF(task);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return task;
+}
+
+int server_spawn(Server *s, PyObject *coro, PyObject *context)
+{
+    PyObject *task = server_spawn_task(s, coro, context);
+    Py_XDECREF(task);
+    return task ? 0 : -1;
 }
 
 /* ---- the stop ------------------------------------------------------------------------- */

@@ -149,27 +149,7 @@ int view_init(ps_view *pv, json_t *props, void *user)
         }
         if (ok)
             coro = PyObject_CallFunctionObjArgs(hooks.build_view, (PyObject *)v, r, NULL);
-        PyObject *task = NULL;
-        if (coro) {
-            PyObject *create = PyObject_GetAttrString(srv->aloop, "create_task");
-            PyObject *a = create ? PyTuple_Pack(1, coro) : NULL;
-            PyObject *kw = a ? Py_BuildValue("{s:O}", "context", ctx) : NULL;
-            task = kw ? PyObject_Call(create, a, kw) : NULL;
-            Py_XDECREF(create);
-            Py_XDECREF(a);
-            Py_XDECREF(kw);
-            if (task && PySet_Add(srv->tasks, task) == 0) {
-                PyObject *discard = PyObject_GetAttrString(srv->tasks, "discard");
-                PyObject *x =
-                    discard ? PyObject_CallMethod(task, "add_done_callback", "O", discard) : NULL;
-                Py_XDECREF(discard);
-                if (!x)
-                    Py_CLEAR(task);
-                Py_XDECREF(x);
-            } else {
-                Py_CLEAR(task);
-            }
-        }
+        PyObject *task = coro ? server_spawn_task(srv, coro, ctx) : NULL;
         Py_XDECREF(coro);
         Py_XDECREF(ctx);
         if (!task) {
