@@ -296,7 +296,8 @@ class App:
     ``max_pending_requests``, ``idle_timeout_ms``, ``max_topics_per_channel``, ``max_topics``,
     ``trusted_proxies``, ``workers`` (with ``run()``), ``redis_url``, ``redis_prefix``,
     ``max_redis_queued``, ``redis_timeout_ms``, ``close_timeout_ms``, ``max_unconnected``,
-    ``max_unconnected_per_address`` (docs/PYTHON.md; ps_server_opts in include/pulsec.h).
+    ``max_unconnected_per_address``, ``tls_cert_file``, ``tls_key_file``,
+    ``tls_handshake_timeout_ms`` (docs/PYTHON.md; ps_server_opts in include/pulsec.h).
     """
 
     def __init__(self, **options: Any) -> None:
@@ -345,6 +346,15 @@ class App:
         `skip` (the sender, for "everyone but me"). The payload is serialised once."""
         self._core.publish(topic, event, payload, skip)
 
+    def reload_tls(self) -> None:
+        """Reads tls_cert_file and tls_key_file again (a renewed certificate): new connections
+        get it, open ones keep theirs. ``run()`` does it on SIGHUP."""
+        self._core.reload_tls()
+
+    @property
+    def _scheme(self) -> str:
+        return "https" if self._options.get("tls_cert_file") else "http"
+
     def stats(self) -> Dict[str, int]:
         """The C core's counters: connections, sessions, views, channels, messages..."""
         return self._core.stats()
@@ -382,7 +392,8 @@ class App:
 
     def run(self, host: str = "127.0.0.1", port: int = 8000) -> None:
         """Serves until SIGINT or SIGTERM, then stops gracefully. Prints
-        ``listening on http://HOST:PORT`` once it accepts connections (port 0: a free one).
+        ``listening on http://HOST:PORT`` once it accepts connections (port 0: a free one;
+        https with TLS, where SIGHUP reloads the certificate).
 
         With the option ``workers=N`` (N > 1), N processes serve the port, each running its own
         asyncio loop with the views, handlers and middleware registered before run(); this
@@ -394,10 +405,13 @@ class App:
         async def main() -> None:
             loop = asyncio.get_running_loop()
             await self.start(host, port)
-            print(f"listening on http://{host}:{self.port}", flush=True)
-            signals = (signal.SIGINT, signal.SIGTERM)
+            print(f"listening on {self._scheme}://{host}:{self.port}", flush=True)
+            signals = [signal.SIGINT, signal.SIGTERM]
             for sig in signals:
                 loop.add_signal_handler(sig, self.stop)
+            if self._scheme == "https":
+                signals.append(signal.SIGHUP)
+                loop.add_signal_handler(signal.SIGHUP, self._reload_logged)
             try:
                 await self.wait_closed()
             finally:
@@ -405,6 +419,13 @@ class App:
                     loop.remove_signal_handler(sig)
 
         asyncio.run(main())
+
+    def _reload_logged(self) -> None:
+        try:
+            self.reload_tls()
+            log.info("TLS certificate reloaded")
+        except ValueError as exc:
+            log.error("TLS reload failed: %s", exc)
 
     def _run_workers(self, host: str, port: int) -> None:
         def worker_main(index: int) -> None:
@@ -423,6 +444,6 @@ class App:
                 loop.close()
 
         bound = self._core.listen_workers(self._options, host, port, worker_main)
-        print(f"listening on http://{host}:{bound}", flush=True)
+        print(f"listening on {self._scheme}://{host}:{bound}", flush=True)
         if self._core.supervise() != 0:
             raise SystemExit("pulsec: a worker did not exit cleanly")

@@ -254,6 +254,9 @@ static const struct opt {
     OPT(close_timeout_ms, OPT_U32),
     OPT(max_unconnected, OPT_U32),
     OPT(max_unconnected_per_address, OPT_U32),
+    OPT(tls_cert_file, OPT_STR),
+    OPT(tls_key_file, OPT_STR),
+    OPT(tls_handshake_timeout_ms, OPT_U32),
 #undef OPT
 };
 
@@ -787,6 +790,19 @@ static PyObject *Server_publish(Server *s, PyObject *args, PyObject *kw)
     Py_RETURN_NONE;
 }
 
+static PyObject *Server_reload_tls(Server *s, PyObject *unused)
+{
+    if (!s->srv)
+        return PyErr_Format(PyExc_RuntimeError, "the app is not serving");
+    if (server_check_thread(s) < 0)
+        return NULL;
+    if (ps_server_reload_tls(s->srv) != 0)
+        return PyErr_Format(PyExc_ValueError,
+                            "no TLS, or the certificate or key does not load (pulsec logged "
+                            "why; the current certificate stays)");
+    Py_RETURN_NONE;
+}
+
 static PyObject *Server_stats(Server *s, PyObject *unused)
 {
     ps_server_stats st = {0};
@@ -822,6 +838,8 @@ static PyObject *Server_stats(Server *s, PyObject *unused)
         {"redis_reconnects", st.redis_reconnects},
         {"unconnected", st.unconnected},
         {"unconnected_closed", st.unconnected_closed},
+        {"tls_handshakes", st.tls_handshakes},
+        {"tls_failures", st.tls_failures},
     };
     PyObject *d = PyDict_New();
     for (size_t i = 0; d && i < sizeof fields / sizeof fields[0]; i++) {
@@ -866,6 +884,8 @@ static PyMethodDef Server_methods[] = {
     {"stop", (PyCFunction)Server_stop, METH_NOARGS,
      "Graceful stop; the `closed` future resolves when it is complete."},
     {"stats", (PyCFunction)Server_stats, METH_NOARGS, "pulsec's server counters."},
+    {"reload_tls", (PyCFunction)Server_reload_tls, METH_NOARGS,
+     "Reads the TLS certificate and key again; open connections keep theirs."},
     {"publish", (PyCFunction)(void (*)(void))Server_publish, METH_VARARGS | METH_KEYWORDS,
      "publish(topic, event, payload=None, skip=None): to every channel joined to topic."},
     {"_on_ready", (PyCFunction)Server_on_ready, METH_NOARGS, NULL},

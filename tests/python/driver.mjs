@@ -12,7 +12,8 @@
 // per client; "wait" resolves once the log holds what a test waits for.
 //
 // Operations (fields beyond "id" and "op"):
-//   connect  client url [auth] [query] [headers]   -> sid | error, data (connect_error)
+//   connect  client url [auth] [query] [headers] [insecure] -> sid | error, data (connect_error);
+//            insecure: accept any TLS certificate (the test's own, self-signed)
 //   attach   client path [props] [attachId]        -> props | error (attach_error)
 //   detach   client attachId
 //   emit     client channel event [payload]
@@ -151,7 +152,7 @@ class Client {
   }
 }
 
-function connect(url, { auth, query, headers } = {}) {
+function connect(url, { auth, query, headers, insecure } = {}) {
   return new Promise((resolve) => {
     const socket = io(url, {
       transports: ["websocket"],
@@ -160,6 +161,7 @@ function connect(url, { auth, query, headers } = {}) {
       auth: auth ?? {},
       query: query ?? {},
       extraHeaders: headers ?? {},
+      rejectUnauthorized: !insecure, // a test's own self-signed certificate
     });
     socket.once("connect", () => resolve({ ok: true, socket }));
     socket.once("connect_error", (err) => {

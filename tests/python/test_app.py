@@ -287,3 +287,55 @@ async def test_workers(driver):
             await proc.wait()
         for c in clients:
             await c.disconnect()
+
+
+async def test_tls(driver, tmp_path):
+    """tls_cert_file / tls_key_file: the port speaks HTTPS and WSS (a certificate minted here by
+    openssl); reload_tls() reads a renewed one without dropping the open connection."""
+    import shutil
+
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl (Debian's, with libssl-dev) mints the test's certificate"
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+
+    async def mint():
+        p = await asyncio.create_subprocess_exec(
+            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        assert await p.wait() == 0
+
+    await mint()
+    app = ps.App(tls_cert_file=cert, tls_key_file=key)
+
+    @app.view("/v")
+    def view(props):
+        ch = ps.channel()
+        ch.on("echo", lambda p: p)
+        return {"channelId": ch.id}
+
+    port = await app.start("127.0.0.1", 0)
+    try:
+        url = f"https://127.0.0.1:{port}"
+        c = await driver.client(url, insecure=True)
+        ch = (await c.attach("/v"))["props"]["channelId"]
+        assert await c.request(ch, "echo", "over wss") == {"ok": True, "payload": "over wss"}
+        await mint()  # renewed
+        app.reload_tls()
+        assert await c.request(ch, "echo", "still open") == {"ok": True, "payload": "still open"}
+        d = await driver.client(url, insecure=True)
+        await d.attach("/v")
+        assert app.stats()["tls_handshakes"] == 2
+        await c.disconnect()
+        await d.disconnect()
+    finally:
+        app.stop()
+        await app.wait_closed()
+    with pytest.raises(ValueError):
+        plain = ps.App()
+        await plain.start("127.0.0.1", 0)
+        try:
+            plain.reload_tls()
+        finally:
+            plain.stop()
+            await plain.wait_closed()

@@ -73,6 +73,7 @@ async def main() -> None:
     port: int = await app.start("127.0.0.1", 0)
     print(port, app.port, app.serving, app.stats()["sessions"])
     app.publish("lobby", "news", {"n": 1})
+    app.reload_tls()
     app.stop()
     await app.wait_closed()
     await app.serve(port=0)
