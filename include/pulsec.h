@@ -230,6 +230,17 @@ typedef struct ps_server_opts {
     const char *tls_cert_file;
     const char *tls_key_file;
     uint32_t tls_handshake_timeout_ms; /* a TLS handshake must be complete within; 10000 */
+
+    /*
+     * GET /metrics in the Prometheus text format (docs/API.md#metrics): every counter and gauge
+     * of ps_server_stats, queued bytes, TLS counters, and histograms of client request handling
+     * and of the server's request round trips. false (the default): not served. With
+     * metrics_listen ("127.0.0.1:9100", "[::1]:0"; port 0 = any, see ps_server_metrics_port)
+     * it is served there, in plain HTTP, and not on the main port (metrics_listen alone enables
+     * it); with workers it must have that address, and worker i serves it on the port + i.
+     */
+    bool metrics;
+    const char *metrics_listen;
 } ps_server_opts;
 
 /*
@@ -260,6 +271,9 @@ PS_EXTERN int ps_server_listen(ps_server *srv);
 
 /* The bound port (useful with port 0), or -1 before ps_server_listen succeeded. */
 PS_EXTERN int ps_server_port(const ps_server *srv);
+
+/* The port of metrics_listen's listener once listening (useful with port 0), or -1. */
+PS_EXTERN int ps_server_metrics_port(const ps_server *srv);
 
 /* This process's worker index (0..workers-1); 0 without workers; -1 in the supervisor. */
 PS_EXTERN int ps_server_worker(const ps_server *srv);
@@ -311,7 +325,11 @@ PS_EXTERN int ps_server_post(ps_server *srv, ps_post_fn fn, void *arg);
  */
 PS_EXTERN size_t ps_session_queued(const ps_session *s);
 
-/* Counters since the server started, for monitoring and tests. */
+/*
+ * Counters since the server started, for monitoring and tests. GET /metrics (opts.metrics)
+ * exposes every field: one added here needs its line in src/metrics.c, and a unit test
+ * (metrics_stats_complete) fails until it has one. Fields are uint64_t only.
+ */
 typedef struct ps_server_stats {
     uint64_t connections;      /* TCP connections open now */
     uint64_t sessions;         /* Socket.IO namespace connections open now */

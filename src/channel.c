@@ -33,6 +33,7 @@ typedef struct reply_state {
     int refs;         /* the dispatch's handle and every kept handle */
     bool answered;
     bool on_heap;
+    uint64_t started_ns; /* arrival, when the layer measures requests (0: not measured) */
 } reply_state;
 
 struct ps_reply {
@@ -46,6 +47,7 @@ typedef struct pending_req {
     ps__timer *timer;
     ps_response_cb cb;
     void *user;
+    uint64_t sent_ns; /* when the layer measures requests */
     char id[PS__HEX_ID_LEN + 1];
 } pending_req;
 
@@ -295,6 +297,9 @@ static int reply_answer(reply_state *st, json_t *payload, const char *text, size
     if (st->answered)
         return PS_EALREADY;
     st->answered = true;
+    ps__histogram *h = st->ch->layer->request_seconds;
+    if (h && st->started_ns)
+        ps__histogram_observe(h, ps__now_ns() - st->started_ns);
     return send_response(st->ch->session, st->ch->id, st->request_id, payload, text, len, error);
 }
 
@@ -366,6 +371,14 @@ static void request_complete(pending_req *pr, int status, json_t *payload, const
     ps__list_remove(&pr->link);
     ch->npending--;
     ps__timer_free(pr->timer);
+    int outcome = status == PS_OK          ? PS__REQ_OK
+                  : status == PS_EREMOTE   ? PS__REQ_ERROR
+                  : status == PS_ETIMEDOUT ? PS__REQ_TIMEOUT
+                  : status == PS_ECANCELED ? PS__REQ_CANCELLED
+                                           : PS__REQ_CLOSED;
+    ch->layer->server_requests[outcome]++;
+    if (pr->sent_ns && (outcome == PS__REQ_OK || outcome == PS__REQ_ERROR))
+        ps__histogram_observe(ch->layer->server_request_seconds, ps__now_ns() - pr->sent_ns);
     ps__view_ref(ch->view);
     pr->cb(ch, status, payload, error, pr->user);
     ps__view_unref(ch->view);
@@ -392,6 +405,8 @@ int ps_request(ps_channel *ch, const char *event, json_t *payload, uint32_t time
     pr->ch = ch;
     pr->cb = cb;
     pr->user = user;
+    if (ch->layer->server_request_seconds)
+        pr->sent_ns = ps__now_ns();
     ps__random_hex_id(pr->id);
     ps__list_insert_tail(&ch->pending, &pr->link);
     ch->npending++;
@@ -616,6 +631,8 @@ static void dispatch(ps_channel *ch, const char *event, msg_payload *pl, const c
 {
     reply_state local = {.ch = ch, .request_id = (char *)request_id, .refs = 1};
     ps_reply handle = {0};
+    if (request_id && ch->layer->request_seconds)
+        local.started_ns = ps__now_ns();
     if (request_id) {
         ps__list_insert_tail(&ch->replies, &local.link);
         ch->nreplies++;

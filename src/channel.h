@@ -8,6 +8,16 @@
 
 #include "view.h"
 
+/* How the server's requests to clients (ps_request) ended. */
+enum {
+    PS__REQ_OK,
+    PS__REQ_ERROR,
+    PS__REQ_TIMEOUT,
+    PS__REQ_CLOSED,
+    PS__REQ_CANCELLED,
+    PS__REQ_OUTCOMES
+};
+
 typedef struct ps__channels {
     ps__views views;
     struct {
@@ -19,6 +29,10 @@ typedef struct ps__channels {
     uint64_t dropped;      /* channel messages dropped: bad fields, closed or unknown channel */
     uint32_t max_channels; /* open channels per session; 0 = no bound */
     uint32_t max_pending;  /* requests in flight per channel and direction; 0 = no bound */
+    /* GET /metrics: NULL when not measured (then no clock is read per request). */
+    ps__histogram *request_seconds;             /* client requests, arrival to answer sent */
+    ps__histogram *server_request_seconds;      /* ps_request, sent to answered (ok or error) */
+    uint64_t server_requests[PS__REQ_OUTCOMES]; /* ps_request completions by outcome */
     /* The layer beside channels (topics): told when a channel with ext data closes. */
     void (*on_channel_close)(ps_channel *ch, void *user);
     void *ext_user;

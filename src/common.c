@@ -1196,6 +1196,24 @@ void ps__log(int level, const char *fmt, ...)
     }
 }
 
+/* ---- latency histograms --------------------------------------------------------------- */
+
+const double ps__hist_bounds[PS__HIST_BUCKETS] = {
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05,    0.1,    0.25,    0.5,    1,     2.5,    5,     10,
+};
+
+void ps__histogram_observe(ps__histogram *h, uint64_t ns)
+{
+    double s = (double)ns / 1e9;
+    size_t i = 0;
+    while (i < PS__HIST_BUCKETS && s > ps__hist_bounds[i])
+        i++;
+    h->buckets[i]++;
+    h->count++;
+    h->sum_ns += ns;
+}
+
 /* ---- trusted proxies ------------------------------------------------------------------- */
 
 /* IPv4 addresses are kept as IPv4-mapped IPv6 (::ffff:a.b.c.d), so that a peer seen by a

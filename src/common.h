@@ -179,6 +179,19 @@ uint64_t ps__now_ms(void);
 /* Monotonic nanoseconds, for latency histograms. */
 uint64_t ps__now_ns(void);
 
+/* ---- latency histograms (GET /metrics) ---------------------------------------------- */
+
+/* Upper bounds of the buckets in seconds, ascending: 50 us to 10 s (Prometheus's "le"). */
+#define PS__HIST_BUCKETS 17
+extern const double ps__hist_bounds[PS__HIST_BUCKETS];
+typedef struct ps__histogram {
+    uint64_t
+        buckets[PS__HIST_BUCKETS + 1]; /* observations per bucket, not cumulative; last: +Inf */
+    uint64_t count;
+    uint64_t sum_ns;
+} ps__histogram;
+void ps__histogram_observe(ps__histogram *h, uint64_t ns);
+
 /* ---- trusted proxies ------------------------------------------------------------------- */
 
 /* An address block ("10.0.0.0/8", "::1", "192.0.2.7"); IPv4 is held IPv4-mapped. */

@@ -1166,6 +1166,17 @@ void ps__eio_server_shutdown(ps__eio_server *es)
     }
 }
 
+size_t ps__eio_server_queued(const ps__eio_server *es)
+{
+    size_t total = 0;
+    ps__list *pos;
+    ps__list_foreach(pos, &es->sessions)
+    {
+        total += ps__eio_queued(PS__CONTAINER_OF(pos, ps__eio, link));
+    }
+    return total;
+}
+
 /* ---- accessors ------------------------------------------------------------------------- */
 
 bool ps__eio_closed(const ps__eio *e)

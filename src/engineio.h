@@ -99,6 +99,8 @@ void ps__eio_server_free(ps__eio_server *es);
 /* Handles a request whose path is on the Engine.IO endpoint. Always answers, defers or takes
  * it. */
 void ps__eio_handle_request(ps__eio_server *es, ps__http_req *req);
+/* Bytes accepted for clients and not yet written (or polled), over every session. */
+size_t ps__eio_server_queued(const ps__eio_server *es);
 /* Closes every session (WebSockets with 1001; their on_close calls follow from the loop). */
 void ps__eio_server_shutdown(ps__eio_server *es);
 

@@ -5,6 +5,7 @@
  * period, then release the server's own handles so that the loop runs out of work.
  */
 #include "broker.h"
+#include "metrics.h"
 #include "worker.h"
 
 #include <hiredis/hiredis.h>
@@ -45,6 +46,16 @@ struct ps_server {
     ps__channels channels;
     ps__topics topics;
     ps__tls *tls; /* NULL: plain HTTP */
+    /* GET /metrics: on the main port (metrics_on_main), or on a listener of its own. */
+    bool metrics_on_main;
+    char *metrics_host;  /* metrics_listen's host; NULL: no listener of its own */
+    int metrics_port;    /* its port (0: any; with workers, worker i takes port + i) */
+    bool metrics_inited; /* metrics_listener's handle exists */
+    ps__listener metrics_listener;
+    ps__http_config metrics_http;
+    ps__histogram hist_requests;
+    ps__histogram hist_server_requests;
+    double start_time;
     post_queue *posts;
     uv_signal_t *signals[3]; /* SIGINT, SIGTERM, and SIGHUP with TLS */
     ps__timer *grace;
@@ -129,9 +140,87 @@ static bool on_engine_path(const ps_server *srv, const char *target)
            (target[cmp] == '\0' || target[cmp] == '/' || target[cmp] == '?');
 }
 
+/* ---- metrics ---------------------------------------------------------------------------- */
+
+static void serve_metrics(ps_server *srv, ps__http_req *req)
+{
+    if (req->method_id != HTTP_GET && req->method_id != HTTP_HEAD) {
+        ps__http_respond(req, 405, "text/plain; charset=utf-8",
+                         PS__STRLIT("405 Method Not Allowed\n"), "Allow: GET, HEAD\r\n");
+        return;
+    }
+    ps__metrics_input in = {
+        .queued_bytes = ps__eio_server_queued(&srv->sessions.sio.eio),
+        .request_seconds = &srv->hist_requests,
+        .server_request_seconds = &srv->hist_server_requests,
+        .server_requests = srv->channels.server_requests,
+        .tls = srv->tls != NULL,
+        .tls_reloads = srv->tls ? ps__tls_get_stats(srv->tls)->reloads : 0,
+        .start_time = srv->start_time,
+        .worker = ps_server_worker(srv),
+    };
+    ps_server_get_stats(srv, &in.stats);
+    ps__buf body;
+    ps__buf_init(&body);
+    ps__metrics_render(&body, &in);
+    ps__http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", body.base, body.len,
+                     "Cache-Control: no-store\r\n");
+    ps__buf_free(&body);
+}
+
+static bool metrics_on_request(void *user, ps__http_req *req)
+{
+    if (strcmp(req->path, "/metrics") != 0)
+        return false; /* 404 (and /healthz is http's own) */
+    serve_metrics(user, req);
+    return true;
+}
+
+/* The metrics address is for a scraper, not for the world: a small bound, no parsing first. */
+#define METRICS_MAX_CONNECTIONS 64
+
+static void metrics_on_conn(ps__listener *l, ps__conn *c)
+{
+    ps_server *srv = l->data;
+    if (l->nconns - l->nlingering > METRICS_MAX_CONNECTIONS) {
+        ps__conn_close(c);
+        return;
+    }
+    ps__http_attach(c, &srv->metrics_http);
+}
+
+/* "127.0.0.1:9100", "[::1]:9100", "localhost:0" into a host (allocated) and a port. */
+static int parse_listen_address(const char *s, char **host, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || !colon[1])
+        return -1;
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p < 0 || p > 65535)
+        return -1;
+    const char *h = s;
+    size_t hlen = (size_t)(colon - s);
+    if (h[0] == '[') {
+        if (hlen < 3 || h[hlen - 1] != ']')
+            return -1;
+        h++;
+        hlen -= 2;
+    } else if (memchr(h, ':', hlen)) {
+        return -1; /* IPv6 needs its brackets here */
+    }
+    *host = ps__strndup(h, hlen);
+    *port = (int)p;
+    return 0;
+}
+
 static bool server_on_request(void *user, ps__http_req *req)
 {
     ps_server *srv = user;
+    if (srv->metrics_on_main && strcmp(req->path, "/metrics") == 0) {
+        serve_metrics(srv, req);
+        return true;
+    }
     if (!on_engine_path(srv, req->path))
         return false;
     ps__eio_handle_request(&srv->sessions.sio.eio, req);
@@ -483,6 +572,19 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
         PS__ERROR("invalid options: redis_prefix must be 1..64 bytes");
         return NULL;
     }
+    char *metrics_host = NULL;
+    int metrics_port = 0;
+    if (o.metrics_listen && parse_listen_address(o.metrics_listen, &metrics_host, &metrics_port)) {
+        PS__ERROR("invalid options: metrics_listen \"%s\" is not HOST:PORT", o.metrics_listen);
+        return NULL;
+    }
+    ps__free(metrics_host); /* parsed again below, once nothing else can fail */
+    if (o.workers > 1 && o.metrics && !o.metrics_listen) {
+        /* On the main port a scrape would reach whichever worker the kernel picked. */
+        PS__ERROR("invalid options: metrics with workers need metrics_listen (worker i serves "
+                  "them on its port + i)");
+        return NULL;
+    }
     if (o.workers > 1 && o.tls_cert_file && !o.websocket_only) {
         /* A polling request that reaches another worker than its session's is handed over
          * with its socket; a TLS connection's keys live in the OpenSSL state of the worker that
@@ -540,6 +642,13 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
     srv->tls = tls;
     if (tls)
         ps__tls_set_loop(tls, loop);
+    if (o.metrics_listen)
+        parse_listen_address(o.metrics_listen, &srv->metrics_host, &srv->metrics_port);
+    srv->metrics_on_main = o.metrics && !o.metrics_listen;
+    srv->opts.metrics_listen = NULL; /* the caller's string */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    srv->start_time = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
     srv->opts.tls_cert_file = srv->opts.tls_key_file = NULL; /* the caller's strings */
     srv->loop = loop;
     srv->opts = o;
@@ -586,6 +695,10 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
     ps__sessions_init(&srv->sessions, srv, loop, &ec, o.connect_timeout_ms);
     srv->sessions.sio.engine_echo = o.engineio_echo;
     ps__channels_init(&srv->channels, &srv->sessions);
+    if (o.metrics || o.metrics_listen) {
+        srv->channels.request_seconds = &srv->hist_requests;
+        srv->channels.server_request_seconds = &srv->hist_server_requests;
+    }
     srv->channels.views.max_views =
         o.max_views_per_session == UINT32_MAX ? 0 : o.max_views_per_session;
     srv->channels.max_channels =
@@ -657,6 +770,30 @@ int ps_server_listen(ps_server *srv)
         return srv->listen_rc; /* the handle is spent: binding it again is not allowed */
     if (srv->opts.workers > 1 && !in_worker(srv))
         return supervisor_listen(srv);
+    if (srv->metrics_host) {
+        /* First, so that a metrics address that cannot be bound fails the listen as a whole. */
+        ps__listener_init(&srv->metrics_listener, srv->loop);
+        srv->metrics_inited = true;
+        srv->metrics_listener.on_conn = metrics_on_conn;
+        srv->metrics_listener.data = srv;
+        srv->metrics_http = (ps__http_config){
+            .max_header_size = srv->opts.max_header_size,
+            .max_body_size = 4096,
+            .idle_timeout_ms = 10000,
+            .on_request = metrics_on_request,
+            .user = srv,
+        };
+        int port =
+            srv->metrics_port ? srv->metrics_port + (in_worker(srv) ? srv->workers.self : 0) : 0;
+        int mrc = ps__listener_start(&srv->metrics_listener, srv->metrics_host, port, 64);
+        if (mrc != 0) {
+            PS__ERROR("metrics address %s:%d: %s", srv->metrics_host, port, ps_strerror(mrc));
+            srv->listener_failed = true;
+            srv->listen_rc = mrc;
+            ps__listener_init(&srv->listener, srv->loop); /* closed with the rest by the stop */
+            return mrc;
+        }
+    }
     /* Handles are made here, not in ps_server_new, so that a server freed before listening
      * leaves nothing on a loop it does not own (and a supervisor forks from a bare loop). */
     ps__listener_init(&srv->listener, srv->loop);
@@ -692,6 +829,11 @@ int ps_server_listen(ps_server *srv)
     return 0;
 }
 
+int ps_server_metrics_port(const ps_server *srv)
+{
+    return srv->metrics_inited && srv->metrics_listener.listening ? srv->metrics_listener.port : -1;
+}
+
 int ps_server_port(const ps_server *srv)
 {
     if (srv->supervising)
@@ -720,6 +862,8 @@ static void signal_on_close(uv_handle_t *h)
 static void maybe_finish(ps_server *srv)
 {
     if (srv->stopped || !srv->stopping || srv->listener.nconns > 0 || !srv->listener.closed)
+        return;
+    if (srv->metrics_inited && (srv->metrics_listener.nconns > 0 || !srv->metrics_listener.closed))
         return;
     srv->stopped = true;
     ps__timer_free(srv->grace);
@@ -753,6 +897,12 @@ static void grace_expired(ps__timer *t, void *data)
     {
         ps__conn_abort(PS__CONTAINER_OF(pos, ps__conn, link));
     }
+    if (srv->metrics_inited) {
+        ps__list_foreach_safe(pos, tmp, &srv->metrics_listener.conns)
+        {
+            ps__conn_abort(PS__CONTAINER_OF(pos, ps__conn, link));
+        }
+    }
 }
 
 void ps_server_stop(ps_server *srv)
@@ -774,6 +924,11 @@ void ps_server_stop(ps_server *srv)
     }
     srv->listener.on_conn_gone = on_conn_gone;
     ps__listener_close(&srv->listener, on_listener_closed);
+    if (srv->metrics_inited) {
+        srv->metrics_listener.on_conn_gone = on_conn_gone;
+        ps__listener_close(&srv->metrics_listener, on_listener_closed);
+        ps__http_close_idle(&srv->metrics_listener);
+    }
     if (in_worker(srv))
         ps__workers_leave(&srv->workers);
     if (srv->broker) {
@@ -919,6 +1074,7 @@ void ps_server_free(ps_server *srv)
     ps__free(srv->proxies);
     ps__free(srv->redis_prefix);
     ps__tls_free(srv->tls);
+    ps__free(srv->metrics_host);
     ps__free(srv->host);
     ps__free(srv->path);
     ps__free(srv->http.static_root);

@@ -51,6 +51,12 @@ static inline int example_serve(ps_server *srv, const char *name, const ps_serve
     bool v6 = strchr(opts->host, ':') && opts->host[0] != '[';
     printf("listening on %s://%s%s%s:%d\n", opts->tls_cert_file ? "https" : "http", v6 ? "[" : "",
            opts->host, v6 ? "]" : "", ps_server_port(srv));
+    if (ps_server_metrics_port(srv) >= 0) {
+        /* The metrics address's host as given: metrics_listen is "HOST:PORT". */
+        const char *colon = strrchr(opts->metrics_listen, ':');
+        printf("metrics on http://%.*s:%d/metrics\n", (int)(colon - opts->metrics_listen),
+               opts->metrics_listen, ps_server_metrics_port(srv));
+    }
     fflush(stdout);
     rc = ps_server_run(srv);
     ps_server_free(srv);
@@ -79,6 +85,8 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
         {"redis", required_argument, 0, 'r'},
         {"verbose", no_argument, 0, 'v'},
         {"log-json", no_argument, 0, 'J'},
+        {"metrics", no_argument, 0, 'M'},
+        {"metrics-listen", required_argument, 0, 'N'},
         {"tls-cert", required_argument, 0, 'C'},
         {"tls-key", required_argument, 0, 'K'},
         {"help", no_argument, 0, '?'},
@@ -104,6 +112,8 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
         case 'r': opts.redis_url = optarg; break;
         case 'v': ps_set_log_level(PS_LOG_DEBUG); break;
         case 'J': ps_set_log_fn(example_log_json, (void *)name); break;
+        case 'M': opts.metrics = true; break;
+        case 'N': opts.metrics_listen = optarg; break;
         case 'C': opts.tls_cert_file = optarg; break;
         case 'K': opts.tls_key_file = optarg; break;
         default:
@@ -111,6 +121,7 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
                     "usage: %s [--host ADDR] [--port N] [--static DIR] [--ping-interval MS]\n"
                     "       [--ping-timeout MS] [--origin ORIGIN]... [--workers N] [--redis URL]\n"
                     "       [--verbose] [--log-json] [--tls-cert PEM --tls-key PEM]\n"
+                    "       [--metrics] [--metrics-listen HOST:PORT]\n"
                     "  --origin: another browser origin allowed to connect (\"*\" = any, without\n"
                     "  credentials); without it only the server's own pages may connect\n",
                     name);

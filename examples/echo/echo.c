@@ -456,6 +456,8 @@ static void usage(FILE *f)
         "  --json-api              answer \"echo\" with a json_t handler (ps_on), not ps_on_raw\n"
         "  --verbose               log connections and errors\n"
         "  --log-json              log as JSON lines on stderr\n"
+        "  --metrics               serve GET /metrics (Prometheus text format)\n"
+        "  --metrics-listen ADDR   serve it on HOST:PORT instead of the main port\n"
         "  --tls-cert PEM          HTTPS/WSS with this certificate chain (needs --tls-key;\n"
         "                          SIGHUP reloads both)\n"
         "  --tls-key PEM           the certificate's private key\n"
@@ -504,6 +506,8 @@ int main(int argc, char **argv)
         {"json-api", no_argument, 0, 'j'},
         {"verbose", no_argument, 0, 'v'},
         {"log-json", no_argument, 0, 'J'},
+        {"metrics", no_argument, 0, 'M'},
+        {"metrics-listen", required_argument, 0, 'N'},
         {"tls-cert", required_argument, 0, 'e'},
         {"tls-key", required_argument, 0, 'k'},
         {"tls-handshake-timeout", required_argument, 0, 'H'},
@@ -555,6 +559,8 @@ int main(int argc, char **argv)
             break;
         case 'v': ps_set_log_level(PS_LOG_DEBUG); break;
         case 'J': ps_set_log_fn(example_log_json, "echo"); break;
+        case 'M': opts.metrics = true; break;
+        case 'N': opts.metrics_listen = optarg; break;
         case 'e': opts.tls_cert_file = optarg; break;
         case 'k': opts.tls_key_file = optarg; break;
         case 'H': opts.tls_handshake_timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;

@@ -124,6 +124,11 @@ TEST_DECLARE(http_hand_over)
 TEST_DECLARE(redis_url)
 TEST_DECLARE(broker_redis)
 
+/* test_metrics.c */
+TEST_DECLARE(metrics_stats_complete)
+TEST_DECLARE(metrics_histogram)
+TEST_DECLARE(metrics_render)
+
 TASK_LIST_START
 TEST_ENTRY(common_buf)
 TEST_ENTRY(common_list)
@@ -215,4 +220,7 @@ TEST_ENTRY(net_ipc_hostile_frames)
 TEST_ENTRY(http_hand_over)
 TEST_ENTRY(redis_url)
 TEST_ENTRY(broker_redis)
+TEST_ENTRY(metrics_stats_complete)
+TEST_ENTRY(metrics_histogram)
+TEST_ENTRY(metrics_render)
 TASK_LIST_END
