@@ -6,6 +6,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
+import net from 'node:net';
 import {
   startServer, stopClean, killAll, closeClients, makeClient, waitConnect, ackRoundTrip, httpRaw,
   request, sleep, withTimeout,
@@ -213,5 +214,35 @@ describe('metrics off and on their own address', () => {
 
   test('a --metrics-listen address that does not parse or bind: the server refuses to start', async () => {
     await assert.rejects(startServer(['--metrics-listen', 'nonsense']), /exited before listening/);
+  });
+});
+
+describe('metrics with workers', () => {
+  test('each worker serves its own figures on the metrics port + its index; on the main port it is refused', { timeout: 60000 }, async () => {
+    await assert.rejects(startServer(['--workers', '2', '--metrics']), /exited before listening/);
+    // Two free ports in a row for the two workers (retried: another process may take one).
+    let srv, base;
+    for (let attempt = 0; attempt < 5 && !srv; attempt++) {
+      base = await new Promise((resolve) => {
+        const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+      });
+      if (base > 65000) continue;
+      try {
+        srv = await startServer(['--workers', '2', '--metrics-listen', `127.0.0.1:${base}`]);
+      } catch {
+        srv = null;
+      }
+    }
+    assert.ok(srv, 'a server with two workers and a metrics port');
+    const workers = new Set();
+    for (const port of [base, base + 1]) {
+      const r = await scrape({ host: '127.0.0.1', port });
+      assert.equal(r.status, 200);
+      assert.ok(promtool(r.text).ok);
+      const fams = pyParse(r.text);
+      workers.add(fams.pulsec_build_info.samples[0][1].worker);
+    }
+    assert.deepEqual([...workers].sort(), ['0', '1']);
+    await stopClean(srv, 'echo --workers 2 --metrics-listen');
   });
 });
