@@ -41,12 +41,14 @@
 #include "../common/example.h"
 
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 static bool socketio_echo;
+static bool custom_allocator;
 static bool json_api;
 
 static int on_connect(ps_session *s, const ps_handshake *hs, void *user)
@@ -412,6 +414,64 @@ static void echo_view_dispose(ps_view *view, void *user)
     counters.views_disposed++;
 }
 
+/* ---- --custom-allocator -------------------------------------------------------------- */
+
+/*
+ * --custom-allocator (the integration tests' PULSEC_TEST_ALLOCATOR=1): every allocation of
+ * pulsec and of jansson goes through ps_set_allocator to these, which put a header before each
+ * block. Memory released by the wrong allocator cannot pass unnoticed: free() of one of these
+ * blocks is no block glibc (or AddressSanitizer) handed out, and a block from malloc() has no
+ * header here; either aborts. At exit every block must have come back.
+ */
+#define CA_MAGIC 0x70756c7365632a41ull
+typedef struct ca_head {
+    uint64_t magic;
+    uint64_t size; /* keeps the header 16 bytes: blocks stay aligned as malloc's are */
+} ca_head;
+static uint64_t ca_live;
+
+static ca_head *ca_head_of(void *p, const char *what)
+{
+    ca_head *h = (ca_head *)p - 1;
+    if (h->magic != CA_MAGIC) {
+        fprintf(stderr, "echo: %s of %p, which the custom allocator did not hand out\n", what, p);
+        abort();
+    }
+    return h;
+}
+
+static void *ca_malloc(size_t n)
+{
+    ca_head *h = malloc(sizeof *h + n);
+    if (!h)
+        return NULL;
+    h->magic = CA_MAGIC;
+    h->size = n;
+    ca_live++;
+    return h + 1;
+}
+
+static void *ca_realloc(void *p, size_t n)
+{
+    if (!p)
+        return ca_malloc(n);
+    ca_head *h = realloc(ca_head_of(p, "realloc"), sizeof *h + n);
+    if (!h)
+        return NULL;
+    h->size = n;
+    return h + 1;
+}
+
+static void ca_free(void *p)
+{
+    if (!p)
+        return;
+    ca_head *h = ca_head_of(p, "free");
+    h->magic = 0;
+    ca_live--;
+    free(h);
+}
+
 static void usage(FILE *f)
 {
     fprintf(
@@ -456,6 +516,7 @@ static void usage(FILE *f)
         "  --json-api              answer \"echo\" with a json_t handler (ps_on), not ps_on_raw\n"
         "  --verbose               log connections and errors\n"
         "  --log-json              log as JSON lines on stderr\n"
+        "  --custom-allocator      allocate through ps_set_allocator with checked headers\n"
         "  --metrics               serve GET /metrics (Prometheus text format)\n"
         "  --metrics-listen ADDR   serve it on HOST:PORT instead of the main port\n"
         "  --tls-cert PEM          HTTPS/WSS with this certificate chain (needs --tls-key;\n"
@@ -506,6 +567,7 @@ int main(int argc, char **argv)
         {"json-api", no_argument, 0, 'j'},
         {"verbose", no_argument, 0, 'v'},
         {"log-json", no_argument, 0, 'J'},
+        {"custom-allocator", no_argument, 0, 'Q'},
         {"metrics", no_argument, 0, 'M'},
         {"metrics-listen", required_argument, 0, 'N'},
         {"tls-cert", required_argument, 0, 'e'},
@@ -559,6 +621,7 @@ int main(int argc, char **argv)
             break;
         case 'v': ps_set_log_level(PS_LOG_DEBUG); break;
         case 'J': ps_set_log_fn(example_log_json, "echo"); break;
+        case 'Q': custom_allocator = true; break;
         case 'M': opts.metrics = true; break;
         case 'N': opts.metrics_listen = optarg; break;
         case 'e': opts.tls_cert_file = optarg; break;
@@ -567,6 +630,8 @@ int main(int argc, char **argv)
         default: usage(ch == '?' && optopt == 0 ? stdout : stderr); return ch == '?' ? 0 : 2;
         }
     }
+    if (custom_allocator)
+        ps_set_allocator(ca_malloc, ca_realloc, ca_free); /* before any server, as it must be */
     ps_server *srv = ps_server_new(NULL, &opts);
     if (!srv)
         return 2;
@@ -577,5 +642,10 @@ int main(int argc, char **argv)
         ps_view_type echo_type = {.init = echo_view_init, .dispose = echo_view_dispose};
         ps_route(srv, "/echo", &echo_type);
     }
-    return example_serve(srv, "echo", &opts);
+    int rc = example_serve(srv, "echo", &opts);
+    if (custom_allocator && ca_live != 0) {
+        fprintf(stderr, "echo: %" PRIu64 " blocks of the custom allocator never freed\n", ca_live);
+        return 1;
+    }
+    return rc;
 }

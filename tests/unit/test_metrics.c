@@ -66,7 +66,8 @@ TEST_IMPL(metrics_render)
 
     ASSERT(contains(t, "# HELP pulsec_connections TCP connections open now.\n"
                        "# TYPE pulsec_connections gauge\npulsec_connections 3\n"));
-    ASSERT(contains(t, "# TYPE pulsec_sessions_accepted_total counter\npulsec_sessions_accepted_total 41\n"));
+    ASSERT(contains(
+        t, "# TYPE pulsec_sessions_accepted_total counter\npulsec_sessions_accepted_total 41\n"));
     ASSERT(contains(t, "pulsec_messages_received_total 1000\n"));
     ASSERT(contains(t, "pulsec_queued_bytes 12345\n"));
     char info[128];

@@ -79,7 +79,10 @@ export async function startServer(args = [], opts = {}) {
   if (!fs.existsSync(bin)) {
     throw new Error(`server binary ${bin} not found: build it (make build-asan) and set PULSEC_BUILD_DIR`);
   }
-  const fullArgs = ['--host', opts.hostArg || HOST, '--port', '0', ...args];
+  // PULSEC_TEST_ALLOCATOR=1 (make test-integration-allocator): the echo fixture allocates
+  // through ps_set_allocator with checked headers (--custom-allocator).
+  const alloc = !opts.bin && process.env.PULSEC_TEST_ALLOCATOR === '1' ? ['--custom-allocator'] : [];
+  const fullArgs = ['--host', opts.hostArg || HOST, '--port', '0', ...alloc, ...args];
   const env = { ...process.env, ...(opts.env || {}) };
   // Keep LeakSanitizer on (it is the default on Linux; be explicit) without overriding a caller's choice.
   if (!env.ASAN_OPTIONS) env.ASAN_OPTIONS = 'detect_leaks=1';
