@@ -19,7 +19,8 @@ ASAN   := build-asan
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps deps-apt deps-npm build build-asan web run run-playground test test-unit test-asan \
-        test-integration test-js test-e2e clean format format-check python run-python test-python
+        test-integration test-integration-allocator test-install test-js test-e2e clean format \
+        format-check python run-python test-python
 
 all: build
 
@@ -67,7 +68,8 @@ run-playground: build web
 	@echo "pulsec channel playground (Ctrl-C stops it)"
 	./$(BUILD)/examples/playground --host $(HOST) --port $(PORT) --static $(BUILD)/web/playground
 
-test: format-check test-unit test-asan test-js test-integration test-e2e test-python bench-smoke fuzz-smoke
+test: format-check test-unit test-asan test-js test-integration test-integration-allocator \
+      test-install test-e2e test-python bench-smoke fuzz-smoke
 
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -81,6 +83,33 @@ test-asan: build-asan
 # tests beside them, whose bounds are milliseconds.
 test-integration: build-asan deps-npm
 	PULSEC_BUILD_DIR=$(CURDIR)/$(ASAN) node --test --test-concurrency=1 tests/integration/
+
+# Suites that cover most of the stack, again with the echo fixture allocating through
+# ps_set_allocator with a checked header per block (--custom-allocator): memory released by the
+# wrong allocator aborts the server, and every block must be back by its exit (issue 14).
+ALLOCATOR_SUITES := channels socketio polling-engine polling-http http websocket edges tls metrics
+test-integration-allocator: build-asan deps-npm
+	PULSEC_BUILD_DIR=$(CURDIR)/$(ASAN) PULSEC_TEST_ALLOCATOR=1 node --test --test-concurrency=1 \
+	  $(ALLOCATOR_SUITES:%=tests/integration/%.test.mjs)
+
+# The library as an adopter gets it (issue 14): installed into a temporary prefix, then
+# examples/find-package built against it with find_package(pulsec) (shared and static
+# library), and the same program with pkg-config, and each run.
+INSTALL_TEST := $(BUILD)/install-test
+test-install: build
+	rm -rf $(INSTALL_TEST)
+	cmake --install $(BUILD) --prefix $(CURDIR)/$(INSTALL_TEST)/prefix >/dev/null
+	cmake -S examples/find-package -B $(INSTALL_TEST)/app \
+	  -DCMAKE_PREFIX_PATH=$(CURDIR)/$(INSTALL_TEST)/prefix >/dev/null
+	cmake --build $(INSTALL_TEST)/app
+	$(INSTALL_TEST)/app/app
+	$(INSTALL_TEST)/app/app_static
+	PKG_CONFIG_PATH=$(CURDIR)/$(INSTALL_TEST)/prefix/lib/pkgconfig; export PKG_CONFIG_PATH; \
+	  cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-parameter -Werror \
+	    examples/find-package/app.c \
+	    $$(pkg-config --cflags pulsec) -o $(INSTALL_TEST)/app-pc \
+	    $$(pkg-config --static --libs pulsec | sed 's/-lpulsec/-l:libpulsec.a/') && \
+	  $(INSTALL_TEST)/app-pc
 
 # The demo apps in headless Chromium (Debian's, driven by playwright-core), against the
 # sanitizer build of the example servers: each must also exit 0 on SIGTERM, leak-free.

@@ -1117,9 +1117,7 @@ const char *ps_err_name(int err)
 
 const char *ps_version_string(void)
 {
-#define PS__STR2(x) #x
-#define PS__STR(x) PS__STR2(x)
-    return PS__STR(PS_VERSION_MAJOR) "." PS__STR(PS_VERSION_MINOR) "." PS__STR(PS_VERSION_PATCH);
+    return PS_VERSION_STRING;
 }
 
 /* ---- logging --------------------------------------------------------------------------- */
