@@ -132,7 +132,10 @@ typedef struct ps_reply ps_reply;         /* the answer owed to a client request
  * `ps_server_opts o = {0};` then setting a few fields is the intended use. Strings are copied.
  */
 typedef struct ps_server_opts {
-    const char *host;            /* address to bind; NULL = "127.0.0.1" */
+    /* Address to bind: IPv4, IPv6 ("::1", "[::1]", "::") or a host name, which
+     * ps_server_listen resolves synchronously (getaddrinfo) and binds the first address of:
+     * listen before the loop runs, or give a numeric address; NULL = "127.0.0.1". */
+    const char *host;
     int port;                    /* 0 = let the kernel pick a free port (see ps_server_port) */
     const char *path;            /* Socket.IO endpoint; NULL = "/socket.io/" */
     const char *static_dir;      /* serve files from here; NULL = no static files */
