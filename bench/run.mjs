@@ -539,6 +539,8 @@ const cpuRow = (runs) => row("↳ server CPU per operation (user + system, the s
 
 // What scenario modules get: the plan, the servers, and the helpers of this file.
 const CTX = { PLAN, Q, ROOT, BUILD, LOADGEN, WORK, SERVERS, COLUMNS, fmt, ms, kb, ratio, row, cpuRow, cpuCell, latencyCell, cpuUsPerOp, userUsPerOp, sysUsPerOp };
+// For steps that measure themselves (`run`): pinned servers, the pinned loadgen, the quiet wait.
+Object.assign(CTX, { startServer, stopServer, loadgen, waitQuiet, LOADGEN_CORE });
 
 function report(env, res, modules, targets, prof) {
   const L = [];

@@ -67,6 +67,20 @@ for server in "$echo_bin" "$floor_bin"; do
   run "$label events"    events  -c 4  -k 2   -d 1 -w 0.2
   run "$label idle"      idle    -c 50        -d 0.5 -w 0.2
   run "$label connect"   connect -c 4         -d 1 -w 0.2
+  if [ "$server" = "$echo_bin" ]; then
+    # The fairness scenario's module (bench/scenarios/fairness.mjs): two heavy senders.
+    if out=$(timeout 60 node "$(dirname "$0")/scenarios/fairness.mjs" --port "$port" --loadgen "$loadgen" \
+        --seconds 1 --heavy 2 2>"$tmp/out.txt") && echo "$out" | grep -q '"errors":0' \
+        && ! echo "$out" | grep -q '"heavy_messages":0[,}]'; then
+      passed=$((passed + 1))
+      echo "ok   $label fairness: $out"
+    else
+      failed=$((failed + 1))
+      echo "FAIL $label fairness:"
+      sed 's/^/     /' "$tmp/out.txt"
+      echo "     $out"
+    fi
+  fi
   stop
 done
 

@@ -48,12 +48,14 @@ static void reading_update(ps__conn *c)
         uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
 }
 
+/* No longer busy (closing, or its peer is done): out of the turns. */
 static void undefer(ps__conn *c)
 {
     ps__listener *l = c->listener;
-    for (size_t i = 0; i < l->ndeferred; i++) {
-        if (l->deferred[i] == c) {
-            l->deferred[i] = l->deferred[--l->ndeferred];
+    for (size_t i = 0; i < l->nbusy; i++) {
+        if (l->busy[i] == c) {
+            memmove(l->busy + i, l->busy + i + 1, (l->nbusy - i - 1) * sizeof *l->busy);
+            l->nbusy--;
             break;
         }
     }
@@ -82,31 +84,37 @@ static void conn_on_close(uv_handle_t *h)
         l->on_conn_gone(l);
 }
 
-/* The end of a loop pass (the check phase, after I/O): connections that used up their read
- * budget in it may read again, in the next pass. */
-static void pass_end(uv_check_t *h)
+/* The start of each loop pass while connections are busy: the next ones in line may read. The
+ * active idle handle also keeps the loop from blocking in poll while they wait, their input
+ * ready in the kernel but not watched. */
+static void give_turns(uv_idle_t *h)
 {
-    ps__listener *l = PS__CONTAINER_OF(h, ps__listener, pass_end);
-    while (l->ndeferred > 0) {
-        ps__conn *c = l->deferred[--l->ndeferred];
-        c->deferred = false;
-        reading_update(c);
+    ps__listener *l = PS__CONTAINER_OF(h, ps__listener, turns);
+    size_t n = l->nbusy < PS__CONN_BUSY_TURNS ? l->nbusy : PS__CONN_BUSY_TURNS;
+    ps__conn *next[PS__CONN_BUSY_TURNS];
+    memcpy(next, l->busy, n * sizeof *next);
+    memmove(l->busy, l->busy + n, (l->nbusy - n) * sizeof *l->busy);
+    l->nbusy -= n;
+    for (size_t i = 0; i < n; i++) {
+        next[i]->deferred = false;
+        reading_update(next[i]);
     }
-    uv_check_stop(h);
+    if (l->nbusy == 0)
+        uv_idle_stop(h);
 }
 
 static void defer(ps__conn *c)
 {
     ps__listener *l = c->listener;
-    if (l->handles < 2 || uv_is_closing((uv_handle_t *)&l->pass_end))
-        return; /* no passes to wait for: the server is stopping (or no pass_end handle) */
-    if (l->ndeferred == l->deferred_cap) {
-        l->deferred_cap = l->deferred_cap ? 2 * l->deferred_cap : 16;
-        l->deferred = ps__realloc(l->deferred, l->deferred_cap * sizeof *l->deferred);
+    if (l->handles < 2 || uv_is_closing((uv_handle_t *)&l->turns))
+        return; /* no turns to wait for: the server is stopping (or a listener without them) */
+    if (l->nbusy == l->busy_cap) {
+        l->busy_cap = l->busy_cap ? 2 * l->busy_cap : 16;
+        l->busy = ps__realloc(l->busy, l->busy_cap * sizeof *l->busy);
     }
-    if (l->ndeferred == 0)
-        uv_check_start(&l->pass_end, pass_end);
-    l->deferred[l->ndeferred++] = c;
+    if (l->nbusy == 0)
+        uv_idle_start(&l->turns, give_turns);
+    l->busy[l->nbusy++] = c;
     c->deferred = true;
     reading_update(c);
 }
@@ -121,7 +129,7 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             c->filter->ops->on_read(c, buf->base, (size_t)nread);
         else if (c->cbs && c->cbs->on_read)
             c->cbs->on_read(c, buf->base, (size_t)nread);
-        /* A full buffer means more may be waiting: that is for the next pass. */
+        /* A full buffer means more may be waiting: that waits for the connection's turn. */
         if ((size_t)nread == buf->len && !c->closing && !c->deferred)
             defer(c);
         return;
@@ -194,7 +202,7 @@ int ps__listener_init(ps__listener *l, uv_loop_t *loop)
     int rc = uv_tcp_init(loop, &l->tcp);
     if (rc != 0)
         return rc;
-    uv_check_init(loop, &l->pass_end);
+    uv_idle_init(loop, &l->turns);
     l->handles = 2;
     return 0;
 }
@@ -363,8 +371,8 @@ static void listener_handle_closed(ps__listener *l)
 {
     if (--l->handles > 0)
         return;
-    ps__free(l->deferred);
-    l->deferred = NULL;
+    ps__free(l->busy);
+    l->busy = NULL;
     l->closed = true;
     if (l->on_closed)
         l->on_closed(l);
@@ -375,9 +383,9 @@ static void listener_on_close(uv_handle_t *h)
     listener_handle_closed((ps__listener *)h);
 }
 
-static void pass_end_on_close(uv_handle_t *h)
+static void turns_on_close(uv_handle_t *h)
 {
-    listener_handle_closed(PS__CONTAINER_OF((uv_check_t *)h, ps__listener, pass_end));
+    listener_handle_closed(PS__CONTAINER_OF((uv_idle_t *)h, ps__listener, turns));
 }
 
 void ps__listener_close(ps__listener *l, void (*on_closed)(ps__listener *l))
@@ -387,9 +395,10 @@ void ps__listener_close(ps__listener *l, void (*on_closed)(ps__listener *l))
     }
     l->on_closed = on_closed;
     l->listening = false;
-    /* What is left is the stop's: connections that were waiting for the next pass read now. */
-    pass_end(&l->pass_end);
-    uv_close((uv_handle_t *)&l->pass_end, pass_end_on_close);
+    /* What is left is the stop's: connections waiting for their turn all read now. */
+    while (l->nbusy > 0)
+        give_turns(&l->turns);
+    uv_close((uv_handle_t *)&l->turns, turns_on_close);
     uv_close((uv_handle_t *)&l->tcp, listener_on_close);
 }
 

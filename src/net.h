@@ -63,7 +63,7 @@ struct ps__conn {
     bool paused;              /* reads stopped by the owner */
     bool throttled;           /* reads stopped while the peer is slow to take our output */
     bool peer_done;           /* EOF or a read error seen: nothing more will arrive */
-    bool deferred;            /* read its budget this loop pass: reads resume at the pass's end */
+    bool deferred;            /* filled its read budget: waits for its turn (listener->busy) */
     bool lingering;           /* our FIN is out: only waiting for the peer's EOF */
     struct ps__timer *linger; /* from ps__conn_close on: the close's deadline */
     struct ipc_msg *handoff;  /* a hand-over waiting for this connection's output to drain */
@@ -82,33 +82,37 @@ struct ps__listener {
     int port;
     bool listening;
     bool closed;
-    /* Connections that used up their read budget this loop pass; the check handle, which runs
-     * after each pass's I/O, lets them read again (see PS__CONN_READ_BUDGET). */
-    uv_check_t pass_end;
-    ps__conn **deferred;
-    size_t ndeferred, deferred_cap;
-    int handles; /* of tcp and pass_end, not yet closed */
+    /* Busy connections (see PS__CONN_READ_BUDGET), in the order they read last, waiting for
+     * their turn; the idle handle gives turns at the start of each loop pass. */
+    uv_idle_t turns;
+    ps__conn **busy;
+    size_t nbusy, busy_cap;
+    int handles; /* of tcp and turns, not yet closed */
     void (*on_closed)(ps__listener *l);
     void (*on_conn_gone)(ps__listener *l); /* optional: after each connection is freed */
     char readbuf[64 * 1024]; /* reads are consumed synchronously, so one buffer serves all */
 };
 
 /*
- * Fairness: a connection reads at most this much per loop pass. libuv would read up to 32
- * times 64 KiB from one socket before serving the next, so a few clients sending large
- * messages as fast as they can would hold every other client for whole seconds. A read that
- * fills the budget stops the connection's reads until the end of the pass (the loop's check
- * phase); the rest of its input waits in the kernel, in order, and it reads again in the next
- * pass, after every other ready connection had its turn. One place for the whole stack: every
+ * Fairness. A connection reads at most PS__CONN_READ_BUDGET per loop pass (libuv would read up
+ * to 32 times 64 KiB from one socket before serving the next). A read that fills it makes the
+ * connection busy: it stops reading, the rest of its input waits in the kernel, in order, and
+ * busy connections then read in turns, PS__CONN_BUSY_TURNS of them per pass, the one that read
+ * longest ago first. Connections that are not busy (every client whose messages are smaller
+ * than the budget) read whenever they have input. So a pass does the work of at most that many
+ * budgets of heavy input, plus the rest: when twenty clients send 1 MB messages as fast as they
+ * can, the messages they complete are spread over passes instead of landing in one, and a
+ * light client beside them waits for at most one of them. One place for the whole stack: every
  * byte a connection processes (HTTP, WebSocket, Engine.IO, TLS) comes through here.
  */
 #define PS__CONN_READ_BUDGET (64u * 1024u)
+#define PS__CONN_BUSY_TURNS 1
 
 int ps__listener_init(ps__listener *l, uv_loop_t *loop);
 /* Binds host:port (port 0 picks one) and starts accepting; returns 0 or a UV_E* code. */
 int ps__listener_start(ps__listener *l, const char *host, int port, int backlog);
 /* Stops accepting and closes the listening socket; on_closed runs when it is released.
- * Connections still open go on without a read budget. */
+ * Connections still open go on without turns. */
 void ps__listener_close(ps__listener *l, void (*on_closed)(ps__listener *l));
 
 /*

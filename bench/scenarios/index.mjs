@@ -4,5 +4,6 @@
 import core from "./core.mjs";
 import python from "./python.mjs";
 import tls from "./tls.mjs";
+import fairness from "./fairness.mjs";
 
-export default [core, python, tls];
+export default [core, python, tls, fairness];
