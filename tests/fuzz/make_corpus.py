@@ -336,6 +336,11 @@ def server_seeds():
         "polling-nsp-invalid-utf8": req("GET", eio + "polling")
         + seg(1, poll("POST", b"40/\xff\xfe,")) + seg(0, poll("GET")),
         "polling-stop": req("GET", eio + "polling") + seg(0, poll("GET")) + seg(65, poll("POST", b"40")),
+        # Handshakes beyond max_unconnected_per_address (2 in fuzz_server): the first session
+        # (SID) is ended and answers 400; one that polled is kept longer.
+        "polling-unconnected": req("GET", eio + "polling") + seg(1, poll("GET"))
+        + seg(0, req("GET", eio + "polling") * 4)
+        + seg(2, poll("POST", b"40")) + seg(2, poll("GET")),
         "http-misc": req("GET", "/healthz") + req("GET", "/nothing") + b"BAD\r\n\r\n",
         "many-connections": b"".join(seg(c | 8, ws + text("40")) for c in (0, 1, 2, 3))
         + b"".join(seg(c | 4, text("41")) for c in (3, 2, 1, 0)) + seg(0, ws),
