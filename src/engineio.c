@@ -51,9 +51,10 @@ struct ps__eio {
     ps__timer *linger;    /* closed polling session kept to answer the next GET with "1" */
     ps__buf outq;         /* polling: packets not yet taken by a GET */
     void *up;
-    ps__list link;  /* in srv->sessions while open */
-    ps__eio *hnext; /* sid hash chain, while open */
-    ps__timer *heartbeat;
+    ps__list link;      /* in srv->sessions while open */
+    ps__eio *hnext;     /* sid hash chain, while open */
+    ps__list beat_link; /* in srv->beat_wait or beat_pong while the heartbeat runs */
+    uint64_t beat_due;  /* loop time of its next ping, or of its pong's deadline */
     ps__timer *notify_timer;
     unconnected *uc; /* polling session without a CONNECT yet */
     int refs;        /* the session's own, plus one per WebSocket pointing here */
@@ -497,11 +498,13 @@ static void handshake_free(ps__eio_handshake *hs)
 
 /* ---- lifetime -------------------------------------------------------------------------- */
 
+static void beat_stop(ps__eio *e);
+
 static void eio_unref(ps__eio *e)
 {
     if (--e->refs > 0)
         return;
-    ps__timer_free(e->heartbeat);
+    beat_stop(e);
     ps__timer_free(e->notify_timer);
     ps__timer_free(e->upgrade_timer);
     ps__timer_free(e->linger);
@@ -540,7 +543,7 @@ static void mark_closed(ps__eio *e, const char *reason)
     e->closed = true;
     if (!e->close_reason)
         e->close_reason = reason;
-    ps__timer_stop(e->heartbeat);
+    beat_stop(e);
     ps__list_remove(&e->link);
     table_remove(e->srv, e);
     e->srv->nsessions--;
@@ -556,18 +559,82 @@ static void mark_closed(ps__eio *e, const char *reason)
 
 static int send_any(ps__eio *e, bool binary, const char *data, size_t len);
 
-static void heartbeat_fire(ps__timer *t, void *data)
+static void beat_fire(ps__timer *t, void *data);
+
+/* Arms the server's heartbeat timer for `due` unless it fires before that already. */
+static void beat_arm(ps__eio_server *es, uint64_t due)
 {
-    ps__eio *e = data;
-    if (e->closed)
+    uint64_t now = ps__loop_now(es->loop);
+    if (ps__timer_active(es->beat) && es->beat_at <= due)
         return;
-    if (e->awaiting_pong) {
-        ps__eio_close(e, PS__WS_NORMAL, "ping timeout");
+    es->beat_at = due;
+    ps__timer_start(es->beat, due > now ? due - now : 0);
+}
+
+/* (Re)schedules a session's heartbeat: its next ping, or with `pong`, its pong's deadline. */
+static void beat_schedule(ps__eio *e, bool pong)
+{
+    ps__eio_server *es = e->srv;
+    if (ps__list_empty(&e->beat_link) && es->nbeating++ == 0)
+        es->beat = ps__timer_new(es->loop, beat_fire, es);
+    ps__list_remove(&e->beat_link);
+    e->beat_due =
+        ps__loop_now(es->loop) + (pong ? es->cfg.ping_timeout_ms : es->cfg.ping_interval_ms);
+    ps__list_insert_tail(pong ? &es->beat_pong : &es->beat_wait, &e->beat_link);
+    beat_arm(es, e->beat_due);
+}
+
+static void beat_stop(ps__eio *e)
+{
+    ps__eio_server *es = e->srv;
+    if (ps__list_empty(&e->beat_link))
         return;
+    ps__list_remove(&e->beat_link);
+    if (--es->nbeating == 0) {
+        ps__timer_free(es->beat);
+        es->beat = NULL;
     }
-    e->awaiting_pong = true;
-    send_any(e, false, "2", 1);
-    ps__timer_start(t, e->srv->cfg.ping_timeout_ms);
+}
+
+static ps__eio *beat_head(ps__list *l, uint64_t now)
+{
+    if (ps__list_empty(l))
+        return NULL;
+    ps__eio *e = PS__CONTAINER_OF(l->next, ps__eio, beat_link);
+    return e->beat_due <= now ? e : NULL;
+}
+
+/* Every session whose pong is overdue ends; every one whose ping is due gets it. */
+static void beat_fire(ps__timer *t, void *data)
+{
+    ps__eio_server *es = data;
+    uint64_t now = ps__loop_now(es->loop);
+    ps__eio *e;
+    while ((e = beat_head(&es->beat_pong, now))) {
+        beat_stop(e);
+        ps__eio_close(e, PS__WS_NORMAL, "ping timeout");
+    }
+    while ((e = beat_head(&es->beat_wait, now))) {
+        e->awaiting_pong = true;
+        beat_schedule(e, true); /* first: the send may end the session (a slow consumer) */
+        send_any(e, false, "2", 1);
+    }
+    if (!es->beat)
+        return; /* the last session went */
+    ps__eio *w = ps__list_empty(&es->beat_wait)
+                     ? NULL
+                     : PS__CONTAINER_OF(es->beat_wait.next, ps__eio, beat_link);
+    ps__eio *p = ps__list_empty(&es->beat_pong)
+                     ? NULL
+                     : PS__CONTAINER_OF(es->beat_pong.next, ps__eio, beat_link);
+    if (w || p) {
+        uint64_t due = !p                          ? w->beat_due
+                       : !w                        ? p->beat_due
+                       : w->beat_due < p->beat_due ? w->beat_due
+                                                   : p->beat_due;
+        es->beat_at = due;
+        ps__timer_start(es->beat, due > now ? due - now : 0);
+    }
 }
 
 /* ---- packets from the client ----------------------------------------------------------- */
@@ -590,7 +657,7 @@ static int on_packet(ps__eio *e, bool binary, const char *data, size_t len)
     case PS__EIO_PONG:
         if (e->awaiting_pong && len == 1) {
             e->awaiting_pong = false;
-            ps__timer_start(e->heartbeat, e->srv->cfg.ping_interval_ms);
+            beat_schedule(e, false);
         }
         return 0;
     case PS__EIO_CLOSE: ps__eio_close(e, PS__WS_NORMAL, "client close"); return 0;
@@ -908,6 +975,7 @@ static ps__eio *session_new(ps__eio_server *es, ps__http_req *req, int transport
     e->transport = transport;
     e->refs = 1;
     ps__list_init(&e->link);
+    ps__list_init(&e->beat_link);
     handshake_copy(&e->hs, &es->cfg, req);
     ps__random_sid(e->sid);
     if (es->cfg.sid_worker)
@@ -921,8 +989,7 @@ static void session_start(ps__eio_server *es, ps__eio *e)
     ps__list_insert_tail(&es->sessions, &e->link);
     table_add(es, e);
     es->nsessions++;
-    e->heartbeat = ps__timer_new(es->loop, heartbeat_fire, e);
-    ps__timer_start(e->heartbeat, es->cfg.ping_interval_ms);
+    beat_schedule(e, false);
     e->up = es->cbs->on_open(e, es->user);
 }
 
@@ -1136,6 +1203,8 @@ void ps__eio_server_init(ps__eio_server *es, uv_loop_t *loop, const ps__eio_conf
     es->cbs = cbs;
     es->user = user;
     ps__list_init(&es->sessions);
+    ps__list_init(&es->beat_wait);
+    ps__list_init(&es->beat_pong);
     ps__list_init(&es->lingering);
     ps__list_init(&es->never_polled);
     ps__list_init(&es->polled);

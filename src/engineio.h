@@ -90,6 +90,15 @@ struct ps__eio_server {
     size_t naddr_buckets;
     ps__timer *first_poll; /* while never_polled is not empty: its oldest's deadline */
     ps__ws_pool wspool;
+    /* Heartbeats: a session waits on beat_wait for its next ping (due ping_interval after the
+     * last pong) or on beat_pong for its pong (due ping_timeout after the ping). The delays are
+     * the same for every session, so each list is in the order of its deadlines and one timer
+     * serves them all: a timer per session cost an idle connection 170 bytes. */
+    ps__list beat_wait;
+    ps__list beat_pong;
+    size_t nbeating;  /* sessions on either list */
+    ps__timer *beat;  /* exists while nbeating > 0 */
+    uint64_t beat_at; /* when `beat` fires, while it is active */
     bool shutting_down;
 };
 

@@ -1133,3 +1133,8 @@ void ps__timer_free(ps__timer *t)
     uv_timer_stop(&t->h);
     uv_close((uv_handle_t *)&t->h, timer_on_close);
 }
+
+uint64_t ps__loop_now(uv_loop_t *loop)
+{
+    return uv_now(loop);
+}

@@ -241,5 +241,7 @@ bool ps__timer_active(const ps__timer *t);
 /* Milliseconds until an active timer fires (0 if it is not active). */
 uint64_t ps__timer_due_in(const ps__timer *t);
 void ps__timer_free(ps__timer *t);
+/* The loop's time in milliseconds (uv_now): what timers count from. */
+uint64_t ps__loop_now(uv_loop_t *loop);
 
 #endif

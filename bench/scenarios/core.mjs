@@ -14,6 +14,8 @@ export default {
     return [
       // The peak decides the CPU target and the paced rates: always the better of two runs.
       { key: "rrPeak", scenario: "rr", argv: () => ["-k", P.inflight, ...rr], est: loaded, runs: 2 },
+      // The same load on the fixture's json_t handlers (ps_on), beside its raw-payload ones.
+      { key: "rrJson", scenario: "rr", argv: () => ["-k", P.inflight, ...rr], est: loaded, servers: [jsonServer(ctx)] },
       { key: "rrHalf", scenario: "rr", argv: (res) => paced(res, 1 / 2), est: loaded },
       { key: "rrQuarter", scenario: "rr", argv: (res) => paced(res, 1 / 4), est: loaded },
       { key: "rrLight", scenario: "rr", argv: () => ["-c", P.lightConns, "-k", 1, "-d", Math.min(5, P.duration), "-w", 1], est: 9 },
@@ -35,6 +37,12 @@ export default {
     const withLat = (r) => `${perSec(r)}; ${ctx.latencyCell(r)}`;
     rows.push(row(`**rr**: ${fmt(P.conns)} connections × ${P.inflight} requests in flight`, res.rrPeak, withLat, tp));
     rows.push(ctx.cpuRow(res.rrPeak));
+    if (res.rrJson) {
+      // pulsec's column is the fixture on ps_on (json_t payloads); the others are the rr row's.
+      const json = { ...res.rrPeak, pulsec: res.rrJson[jsonServer(ctx).name] };
+      rows.push(row(`**rr, json_t API**: the same load, the fixture's \`echo\` on \`ps_on\` (\`--json-api\`); floor and socket.io as above`, json, withLat, tp));
+      rows.push(ctx.cpuRow(json));
+    }
     for (const [key, what] of [["rrHalf", "half"], ["rrQuarter", "a quarter"]])
       rows.push(row(`**rr paced** at ${fmt(res[key].pulsec.rate)} round trips/s (${what} of pulsec's peak), ${fmt(P.conns)} connections; ratio of p99`, res[key], (r) => `${fmt(r.per_sec)}/s achieved; ${ctx.latencyCell(r)}`, p99), ctx.cpuRow(res[key]));
     rows.push(row(`**rr light**: ${P.lightConns} connections × 1 in flight`, res.rrLight, withLat, tp), ctx.cpuRow(res.rrLight));
@@ -43,7 +51,7 @@ export default {
     rows.push(row(`**idle**: ${fmt(P.idleConns)} attached connections, server RSS per connection`, res.idle, (r) => `${kb(idleB(r))} (${fmt(r.server_proc.rss_before_kb / 1024, 1)} → ${fmt(r.server_proc.rss_held_kb / 1024, 1)} MiB, ${fmt(r.connected)} attached in ${fmt(r.ramp_s, 1)} s)`, idleB));
     const extra = (name) => activeExtra(res, name);
     const activeB = (r) => ((r.server_proc.rss_end_kb - r.server_proc.rss_before_kb) * 1024) / r.connected;
-    rows.push(row(`**active**: the same ${fmt(P.idleConns)} connections each sending a request a second; server RSS per connection (ratio of these)`, res.active, (r) => `${kb(activeB(r))}: ${kb(extra(r.server))} more than idle (p99 ${ms(r.latency_us.p99)})`, activeB));
+    rows.push(row(`**active**: the same ${fmt(P.idleConns)} connections each sending a request a second; server RSS per connection (ratio of these)`, res.active, (r) => `${kb(activeB(r))}: ${kb(extra(r.server))} more than idle (${fmt(r.per_sec)} requests/s achieved; p99 ${ms(r.latency_us.p99)})`, activeB));
     rows.push(row(`**connect**: ${P.connectors} parallel connectors, handshake + CONNECT + attach + close`, res.connect, (r) => `${perSec(r)}; p50 ${ms(r.latency_us.p50)} · p99 ${ms(r.latency_us.p99)}`, tp), ctx.cpuRow(res.connect));
     return rows;
   },
@@ -92,6 +100,11 @@ export default {
       "(the server closes TCP, so TIME_WAIT stays on its side). The rate counts attach_acks.",
   ],
 };
+
+// The echo fixture with --json-api: its "echo" answered by a ps_on handler with a json_t payload.
+function jsonServer(ctx) {
+  return { name: "pulsec-json", cmd: [...ctx.SERVERS.pulsec.cmd, "--json-api"] };
+}
 
 // RSS per connection of the active run beyond the idle run's, in bytes.
 function activeExtra(res, name) {
