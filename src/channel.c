@@ -202,10 +202,17 @@ static ps__buf *text_begin(ps_session *s, const char *channel)
     ps__buf *b = &layer_of(s)->out;
     ps__buf_reset(b);
     ps__buf_reserve(b, 256);
-    ps__buf_appends(b, "{\"type\":\"channel_message\",\"channel\":");
+    PS__BUF_PUT_LIT(b, "{\"type\":\"channel_message\",\"channel\":");
     ps__json_escape(b, channel);
     return b;
 }
+
+/* A literal field name ("," and quotes included), appended without strlen. */
+#define PUT_KEY(b, lit)                                                                            \
+    do {                                                                                           \
+        ps__buf_reserve((b), sizeof(lit));                                                         \
+        PS__BUF_PUT_LIT((b), lit);                                                                 \
+    } while (0)
 
 static int text_send(ps_session *s, ps__buf *b)
 {
@@ -240,12 +247,12 @@ static int send_event(ps_channel *ch, const char *event, json_t *payload, const 
         return send_envelope(ch->session, env);
     }
     ps__buf *b = text_begin(ch->session, ch->id);
-    ps__buf_appends(b, ",\"event\":");
+    PUT_KEY(b, ",\"event\":");
     ps__json_escape(b, event);
-    ps__buf_appends(b, ",\"payload\":");
+    PUT_KEY(b, ",\"payload\":");
     append_payload(b, payload, text, len);
     if (request_id) {
-        ps__buf_appends(b, ",\"requestId\":");
+        PUT_KEY(b, ",\"requestId\":");
         ps__json_escape(b, request_id);
     }
     return text_send(ch->session, b);
@@ -261,14 +268,14 @@ static int send_response(ps_session *s, const char *channel, const char *request
         return send_envelope(s, env);
     }
     ps__buf *b = text_begin(s, channel);
-    ps__buf_appends(b, ",\"responseTo\":");
+    PUT_KEY(b, ",\"responseTo\":");
     ps__json_escape(b, request_id);
     if (error) {
-        ps__buf_appends(b, ",\"error\":");
+        PUT_KEY(b, ",\"error\":");
         /* A WebSocket text frame must be UTF-8, or the client drops the whole connection. */
         ps__json_escape(b, ps__utf8_valid((const uint8_t *)error, strlen(error)) ? error : "error");
     } else {
-        ps__buf_appends(b, ",\"payload\":");
+        PUT_KEY(b, ",\"payload\":");
         append_payload(b, payload, text, len);
     }
     return text_send(s, b);

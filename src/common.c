@@ -425,7 +425,8 @@ long ps__base64_decode(const char *in, size_t n, ps__buf *out)
 
 /* The length of the run at p of bytes a JSON string holds as they are, eight at a time: no
  * quote, backslash or control byte; `ascii` stops at bytes >= 0x80 too. */
-static inline size_t plain_run(const uint8_t *p, size_t n, bool ascii)
+static inline __attribute__((always_inline)) size_t plain_run(const uint8_t *p, size_t n,
+                                                              bool ascii)
 {
     size_t i = 0;
     for (; n - i >= 8; i += 8) {
@@ -453,10 +454,12 @@ void ps__json_escape(ps__buf *b, const char *s)
     const uint8_t *p = (const uint8_t *)s, *end = p + len;
     for (;;) {
         size_t run = plain_run(p, (size_t)(end - p), false);
-        ps__buf_append(b, p, run);
+        ps__buf_put(b, p, run);
         p += run;
         if (p == end)
             break;
+        /* An escape takes up to six bytes for one: room for them and what is left. */
+        ps__buf_reserve(b, 6 + (size_t)(end - p));
         unsigned char c = *p++;
         char esc[6] = {'\\', (char)c};
         size_t n = 2;
@@ -472,9 +475,10 @@ void ps__json_escape(ps__buf *b, const char *s)
             esc[1] = 'u', esc[2] = '0', esc[3] = '0', esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
             n = 6;
         }
-        ps__buf_append(b, esc, n);
+        ps__buf_put(b, esc, n);
     }
-    ps__buf_appendc(b, '"');
+    b->base[b->len++] = '"';
+    ps__buf_terminate(b);
 }
 
 static int json_append_cb(const char *buffer, size_t size, void *data)
@@ -760,7 +764,8 @@ out:
 
 /* The string whose opening quote is at *pp; on success *pp is past its closing quote. A key
  * may not hold U+0000 (ps__json_parse refuses such keys). */
-static bool scan_string(const uint8_t **pp, const uint8_t *end, bool key, bool *escaped)
+static inline __attribute__((always_inline)) bool
+scan_string(const uint8_t **pp, const uint8_t *end, bool key, bool *escaped)
 {
     const uint8_t *p = *pp + 1;
     for (;;) {
@@ -871,8 +876,8 @@ static bool scan_literal(const uint8_t **pp, const uint8_t *end, const char *lit
     while ((p) < (end) && (*(p) == ' ' || *(p) == '\t' || *(p) == '\n' || *(p) == '\r'))           \
     (p)++
 
-static void span_put(ps__json_span *spans, size_t *n, size_t cap, const uint8_t *a,
-                     const uint8_t *b, uint64_t *esc, bool escaped)
+static inline void span_put(ps__json_span *spans, size_t *n, size_t cap, const uint8_t *a,
+                            const uint8_t *b, uint64_t *esc, bool escaped)
 {
     if (*n < cap)
         spans[*n] = (ps__json_span){(const char *)a, (size_t)(b - a)};
@@ -881,7 +886,10 @@ static void span_put(ps__json_span *spans, size_t *n, size_t cap, const uint8_t 
     (*n)++;
 }
 
-int ps__json_scan(const char *text, size_t len, ps__json_index *ix)
+/* The scanner's body, made twice by the compiler: with an index (the hot path) and without
+ * (a text only checked), so that neither pays for the other's tests. */
+static inline __attribute__((always_inline)) int scan(const char *text, size_t len,
+                                                      ps__json_index *ix)
 {
     const uint8_t *p = (const uint8_t *)text, *end = p + len;
     uint8_t stack[PS__JSON_MAX_DEPTH]; /* '[' or '{' of each open container */
@@ -999,6 +1007,11 @@ key:
     p++;
     SKIP_WS(p, end);
     goto value;
+}
+
+int ps__json_scan(const char *text, size_t len, ps__json_index *ix)
+{
+    return ix ? scan(text, len, ix) : scan(text, len, NULL);
 }
 
 size_t ps__json_unescape(const char *s, size_t len, char *out)

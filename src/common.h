@@ -48,6 +48,18 @@ int ps__buf_tryreserve(ps__buf *b, size_t extra);
 void ps__buf_append(ps__buf *b, const void *data, size_t len);
 void ps__buf_appendc(ps__buf *b, char c);
 void ps__buf_appends(ps__buf *b, const char *s);
+/* Appends into room already reserved (ps__buf_reserve): no checks, and no NUL written, so a run
+ * of these ends with ps__buf_terminate. For the hot paths that reserve once for a message. */
+static inline void ps__buf_put(ps__buf *b, const void *data, size_t len)
+{
+    memcpy(b->base + b->len, data, len);
+    b->len += len;
+}
+static inline void ps__buf_terminate(ps__buf *b)
+{
+    b->base[b->len] = '\0';
+}
+#define PS__BUF_PUT_LIT(b, lit) ps__buf_put((b), (lit), sizeof(lit) - 1)
 void ps__buf_printf(ps__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Drops the first n bytes (consumed input). */
 void ps__buf_consume(ps__buf *b, size_t n);

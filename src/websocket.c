@@ -511,9 +511,10 @@ int ps__ws_sendv(ps__ws *ws, bool binary, const uv_buf_t *parts, size_t nparts)
     size_t hlen = frame_header(h, binary ? OP_BINARY : OP_TEXT, len);
     if (ws->in_proceed) {
         ps__buf_reserve(&ws->out, hlen + len);
-        ps__buf_append(&ws->out, h, hlen);
+        ps__buf_put(&ws->out, h, hlen);
         for (size_t i = 0; i < nparts; i++)
-            ps__buf_append(&ws->out, parts[i].base, parts[i].len);
+            ps__buf_put(&ws->out, parts[i].base, parts[i].len);
+        ps__buf_terminate(&ws->out);
         return 0;
     }
     uv_buf_t bufs[1 + PS__WS_MAX_PARTS];
