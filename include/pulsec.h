@@ -143,9 +143,8 @@ typedef struct ps_server_opts {
     uint32_t ping_timeout_ms;    /* pong deadline after each ping; 0 = 20000 */
     uint32_t connect_timeout_ms; /* Socket.IO CONNECT deadline after the handshake; 0 = 45000 */
     uint32_t shutdown_grace_ms;  /* how long ps_server_stop waits for close replies; 0 = 2000 */
-    /* A WebSocket quiet this long between messages frees its framing buffers (8.5 KiB, most of
-     * an idle connection's memory) and takes new ones with the next frame it receives; 0 = 1000,
-     * UINT32_MAX = never. */
+    /* Kept for compatibility; no longer has an effect: a WebSocket holds an input buffer only
+     * while a frame cut off by the end of a read, or a fragmented message, is incomplete. */
     uint32_t ws_idle_release_ms;
     size_t max_payload;     /* largest WebSocket message accepted; 0 = 1 MiB (close 1009) */
     size_t max_header_size; /* request line + headers; 0 = 8 KiB (431) */

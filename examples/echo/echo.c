@@ -499,7 +499,7 @@ static void usage(FILE *f)
         "  --close-timeout MS      a closing connection's output and FIN, at most (10000)\n"
         "  --max-unconnected N     polling sessions without a CONNECT (4096)\n"
         "  --max-unconnected-per-address N   ... from one address (256)\n"
-        "  --ws-idle-release MS    quiet WebSockets free their framing buffers (1000)\n"
+        "  --ws-idle-release MS    kept for compatibility (no longer has an effect)\n"
         "  --max-topics-per-channel N  topics one channel may join (64)\n"
         "  --max-topics N          distinct topics with members in one process (100000)\n"
         "  --workers N             worker processes serving the port (1)\n"
