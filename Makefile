@@ -18,7 +18,7 @@ BUILD  := build
 ASAN   := build-asan
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps deps-apt deps-npm build build-asan web run run-playground test test-unit test-asan \
+.PHONY: all deps deps-apt deps-npm build build-asan web run run-cluster run-playground test test-unit test-asan \
         test-integration test-integration-allocator test-install test-js test-e2e clean format \
         format-check python run-python test-python
 
@@ -63,6 +63,12 @@ web: deps-npm
 run: build web
 	@echo "pulsec chat demo (Ctrl-C stops it)"
 	./$(BUILD)/examples/chat --host $(HOST) --port $(PORT) --static $(BUILD)/web/chat
+
+# The chat on two nodes sharing one Redis (Debian's redis-server on a private unix socket), on
+# PORT and PORT+1; WORKERS=2 gives each node two workers. Prints both addresses.
+WORKERS ?= 1
+run-cluster: build web
+	examples/chat/run-cluster.sh $(BUILD) $(BUILD)/web/chat $(HOST) $(PORT) $(WORKERS)
 
 run-playground: build web
 	@echo "pulsec channel playground (Ctrl-C stops it)"
@@ -159,7 +165,7 @@ test-python: python web deps-npm build-asan
 .PHONY: bench bench-smoke
 bench: deps-apt bench/baseline-socketio/node_modules/.pulsec-stamp
 	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DPULSEC_BUILD_TESTS=OFF >/dev/null
-	cmake --build build-release -j $(JOBS) --target echo loadgen floor pulsec_static
+	cmake --build build-release -j $(JOBS) --target echo loadgen floor fanout pulsec_static
 	$(call py-install,build-release)
 	node bench/run.mjs --build build-release --out BENCHMARKS.md
 bench/baseline-socketio/node_modules/.pulsec-stamp: bench/baseline-socketio/package-lock.json \

@@ -106,5 +106,22 @@ else
   run "rr tls"    rr      -c 4  -k 2   -d 1 -w 0.2 --tls
 fi
 
+# The topic scenario's client (bench/fanout) against echo, alone and with two workers.
+fanout="$build/bench/fanout"
+for workers in 1 2; do
+  [ -x "$fanout" ] || break
+  start "$echo_bin" --workers "$workers" || continue
+  if timeout 60 "$fanout" -c 20 -k 2 -d 1 -w 0.2 --port "$port" >"$tmp/out.json" 2>"$tmp/out.txt" &&
+      grep -q '"missing":0,' "$tmp/out.json"; then
+    passed=$((passed + 1))
+    echo "ok   echo fanout ($workers worker(s)): $(head -1 "$tmp/out.txt")"
+  else
+    failed=$((failed + 1))
+    echo "FAIL echo fanout ($workers worker(s)):"
+    sed 's/^/     /' "$tmp/out.txt" "$tmp/out.json"
+  fi
+  stop
+done
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

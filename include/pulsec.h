@@ -705,14 +705,34 @@ PS_EXTERN int ps_leave(ps_channel *ch, const char *topic);
  * Publishes `event` with `payload` (borrowed; NULL = null) to every channel joined to `topic`.
  * Members in this process receive it before this returns (queued on their connections like any
  * ps_emit); members in other processes receive it later, if at all (see docs/API.md#topics for
- * the guarantees). May be called from any pulsec callback. `event` must be a valid channel event
- * name other than "__close__". Returns 0, PS_EINVAL (invalid topic or event), or PS_ECLOSED once
- * the server is stopping.
+ * the guarantees). May be called from any pulsec callback, dispose callbacks of a stop included
+ * (the goodbyes of a stop still reach other nodes). `event` must be a valid channel event name
+ * other than "__close__". Returns 0, PS_EINVAL (invalid topic or event), PS_ELIMIT (nested too
+ * deep in ps_subscribe handlers), or PS_ECLOSED once the server has stopped (and in the
+ * supervisor of workers, which serves nothing).
  */
 PS_EXTERN int ps_publish(ps_server *srv, const char *topic, const char *event, json_t *payload);
 /* The same, skipping the channel `except` (the sender, for "everyone but me"); NULL skips none. */
 PS_EXTERN int ps_publish_except(ps_server *srv, const char *topic, const char *event,
                                 json_t *payload, ps_channel *except);
+
+/*
+ * Server-side subscription: `fn` sees every publish to `topic` that reaches this process, its
+ * own (called inside ps_publish, after the channels) and those of other workers and nodes, so
+ * that state the process keeps (a cache, view props) can follow what is published elsewhere.
+ * `payload` is borrowed until fn returns. fn may publish to other topics; publishes nested
+ * deeper than 8 are refused (PS_ELIMIT), so a handler that publishes to its own topic cannot
+ * recurse forever. A subscription keeps the topic (and its Redis subscription) alive like a
+ * member. Made before ps_server_listen(), it exists in every worker. Returns NULL for an invalid
+ * topic or fn; freed by ps_unsubscribe() or with the server.
+ */
+typedef struct ps_subscription ps_subscription;
+typedef void (*ps_topic_fn)(ps_server *srv, const char *topic, const char *event, json_t *payload,
+                            void *user);
+PS_EXTERN ps_subscription *ps_subscribe(ps_server *srv, const char *topic, ps_topic_fn fn,
+                                        void *user);
+/* Ends the subscription (fn is not called again); safe inside fn. NULL is ignored. */
+PS_EXTERN void ps_unsubscribe(ps_subscription *sub);
 
 /*
  * Sends one command to the Redis of opts.redis_url, on this process's own connection (the one

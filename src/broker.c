@@ -260,6 +260,7 @@ struct ps__broker {
     int state;
     ps__resolve_req *resolving;
     ps__timer *timer; /* connect deadline, then pings, then the backoff while down */
+    bool reaping;     /* the free is scheduled */
     uint32_t backoff_ms;
     uint64_t ping_sent;   /* loop ms of the PING outstanding, 0 = none */
     size_t inflight;      /* bytes of commands sent and not answered */
@@ -483,6 +484,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
 }
 
+static void schedule_reap(ps__broker *b);
+
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
     ps__broker *b = ac->data;
@@ -492,6 +495,11 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         b->pub = NULL;
     else if (ac == b->sub)
         b->sub = NULL;
+    if (b->state == B_CLOSED) {
+        if (!b->pub && !b->sub)
+            schedule_reap(b); /* the closing flush is done */
+        return;
+    }
     go_down(b, "connection lost");
 }
 
@@ -584,6 +592,10 @@ static void on_timer(ps__timer *t, void *data)
     case B_RESOLVING:
     case B_CONNECTING: go_down(b, "Redis did not answer in time"); break;
     case B_DOWN: broker_connect(b); break;
+    case B_CLOSED: /* the closing flush took too long */
+        drop_contexts(b);
+        schedule_reap(b);
+        break;
     case B_UP: {
         uint64_t now = ps__now_ms();
         if (b->ping_sent && now - b->ping_sent >= b->cfg.timeout_ms) {
@@ -712,17 +724,38 @@ static void reap(ps__timer *t, void *data)
     broker_free(data);
 }
 
-void ps__broker_close(ps__broker *b)
+static void schedule_reap(ps__broker *b)
+{
+    if (b->reaping)
+        return;
+    b->reaping = true;
+    ps__timer_stop(b->timer);
+    ps__timer *t = ps__timer_new(b->loop, reap, b);
+    ps__timer_start(t, 0);
+}
+
+void ps__broker_close(ps__broker *b, uint32_t grace_ms)
 {
     if (!b || b->state == B_CLOSED)
         return;
+    bool flush = b->state == B_UP && b->pub && grace_ms > 0;
     b->state = B_CLOSED;
     if (b->resolving) {
         ps__resolve_cancel(b->resolving);
         b->resolving = NULL;
     }
     ps__timer_stop(b->timer);
+    free_ctx(&b->sub);
+    if (flush) {
+        /* What a stop sent last (members leaving, their publishes) is written and answered
+         * first, for grace_ms at most; hiredis disconnects once nothing is pending. */
+        redisAsyncDisconnect(b->pub);
+        if (b->pub)
+            arm(b, grace_ms);
+        else
+            schedule_reap(b);
+        return;
+    }
     drop_contexts(b);
-    ps__timer *t = ps__timer_new(b->loop, reap, b);
-    ps__timer_start(t, 0);
+    schedule_reap(b);
 }

@@ -122,7 +122,11 @@ int ps__broker_command(ps__broker *b, int argc, const char **argv, const size_t 
                        ps__broker_reply_cb cb, void *user);
 bool ps__broker_up(const ps__broker *b);
 const ps__broker_stats *ps__broker_get_stats(const ps__broker *b);
-/* Disconnects and frees (on the loop, soon); pending commands complete with PS_ECLOSED. */
-void ps__broker_close(ps__broker *b);
+/*
+ * Disconnects and frees, on the loop. With grace_ms, a broker that is up first writes what was
+ * sent and waits for its answers (grace_ms at most); then, or at once without, pending commands
+ * complete with PS_ECLOSED.
+ */
+void ps__broker_close(ps__broker *b, uint32_t grace_ms);
 
 #endif

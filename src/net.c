@@ -61,6 +61,7 @@ static void undefer(ps__conn *c)
     }
     c->deferred = false;
 }
+static void cork_drop(ps__conn *c);
 
 static void conn_on_close(uv_handle_t *h)
 {
@@ -68,6 +69,8 @@ static void conn_on_close(uv_handle_t *h)
     ps__listener *l = c->listener;
     if (c->handoff)
         ipc_handoff_conn_gone(c);
+    if (c->cork)
+        cork_drop(c);
     ps__list_remove(&c->link);
     l->nconns--;
     if (c->deferred)
@@ -199,6 +202,7 @@ int ps__listener_init(ps__listener *l, uv_loop_t *loop)
     l->loop = loop;
     l->port = -1;
     ps__list_init(&l->conns);
+    ps__list_init(&l->dirty);
     int rc = uv_tcp_init(loop, &l->tcp);
     if (rc != 0)
         return rc;
@@ -288,13 +292,6 @@ int ps__listener_start(ps__listener *l, const char *host, int port, int backlog)
     return 0;
 }
 
-static int sockaddr_of(const char *host, int port, struct sockaddr_storage *ss)
-{
-    if (strchr(host, ':'))
-        return uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss);
-    return uv_ip4_addr(host, port, (struct sockaddr_in *)ss);
-}
-
 static int bound_port(int fd)
 {
     struct sockaddr_storage ss;
@@ -306,10 +303,10 @@ static int bound_port(int fd)
 }
 
 /* A TCP socket bound to host:port with SO_REUSEADDR and SO_REUSEPORT; fd or UV_E*. */
-static int reuseport_socket(const char *host, int port)
+static int reuseport_socket(uv_loop_t *loop, const char *host, int port)
 {
     struct sockaddr_storage ss;
-    int rc = sockaddr_of(host, port, &ss);
+    int rc = resolve_bind_address(loop, host, port, &ss);
     if (rc != 0)
         return rc;
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -328,9 +325,9 @@ static int reuseport_socket(const char *host, int port)
     return fd;
 }
 
-int ps__port_reserve(const char *host, int port, int *bound)
+int ps__port_reserve(uv_loop_t *loop, const char *host, int port, int *bound)
 {
-    int fd = reuseport_socket(host, port);
+    int fd = reuseport_socket(loop, host, port);
     if (fd < 0)
         return fd;
     int p = bound_port(fd);
@@ -345,7 +342,7 @@ int ps__port_reserve(const char *host, int port, int *bound)
 int ps__listener_start_shared(ps__listener *l, const char *host, int port, int backlog)
 {
     ignore_sigpipe();
-    int fd = reuseport_socket(host, port);
+    int fd = reuseport_socket(l->loop, host, port);
     if (fd < 0)
         return fd;
     int rc = uv_tcp_open(&l->tcp, fd);
@@ -366,6 +363,8 @@ int ps__loop_fork(uv_loop_t *loop)
 {
     return uv_loop_fork(loop);
 }
+
+static void corker_close(ps__listener *l);
 
 static void listener_handle_closed(ps__listener *l)
 {
@@ -395,6 +394,7 @@ void ps__listener_close(ps__listener *l, void (*on_closed)(ps__listener *l))
     }
     l->on_closed = on_closed;
     l->listening = false;
+    corker_close(l);
     /* What is left is the stop's: connections waiting for their turn all read now. */
     while (l->nbusy > 0)
         give_turns(&l->turns);
@@ -406,16 +406,9 @@ void ps__listener_close(ps__listener *l, void (*on_closed)(ps__listener *l))
 
 static void ipc_drained(ps__conn *c);
 
-static void conn_on_write(uv_write_t *req, int status)
+/* Output went out: move a waiting hand-over on, resume reading a throttled connection. */
+static void write_progress(ps__conn *c)
 {
-    write_req *w = PS__CONTAINER_OF(req, write_req, req);
-    ps__conn *c = w->conn;
-    c->write_queued -= w->len;
-    if (status < 0 && status != UV_ECANCELED && !c->closing) {
-        PS__DEBUG("write to %s: %s", c->peer, uv_strerror(status));
-        ps__conn_abort(c);
-    }
-    ps__free(w);
     if (c->handoff && c->write_queued == 0)
         ipc_drained(c);
     if (c->throttled && c->write_queued <= PS__CONN_HIGH_WATER / 2) {
@@ -428,6 +421,128 @@ static void conn_on_write(uv_write_t *req, int status)
     }
 }
 
+static void conn_on_write(uv_write_t *req, int status)
+{
+    write_req *w = PS__CONTAINER_OF(req, write_req, req);
+    ps__conn *c = w->conn;
+    c->write_queued -= w->len;
+    if (status < 0 && status != UV_ECANCELED && !c->closing) {
+        PS__DEBUG("write to %s: %s", c->peer, uv_strerror(status));
+        ps__conn_abort(c);
+    }
+    ps__free(w);
+    write_progress(c);
+}
+
+/* ---- corking ----------------------------------------------------------------------------- */
+
+typedef struct cork_buf {
+    ps__list link; /* in listener->dirty */
+    ps__conn *conn;
+    ps__buf data;
+} cork_buf;
+
+/* An idle handle, not a check or prepare one: while it is active the loop does not block in
+ * its poll, and uv_backend_timeout() is 0, so a loop driven from outside (the Python binding's)
+ * also runs the pass that flushes, when a publish came from outside any loop callback. */
+struct corker {
+    uv_idle_t idle;
+    ps__listener *l;
+    bool closing;
+};
+
+static int conn_write_now(ps__conn *c, const uv_buf_t *bufs, size_t n, size_t total);
+
+static void cork_drop(ps__conn *c)
+{
+    cork_buf *k = c->cork;
+    c->cork = NULL;
+    c->write_queued -= k->data.len;
+    ps__list_remove(&k->link);
+    ps__buf_free(&k->data);
+    ps__free(k);
+}
+
+/* Writes what c gathered, now, the normal way (try first, queue the rest). */
+static void cork_flush_conn(ps__conn *c)
+{
+    cork_buf *k = c->cork;
+    c->cork = NULL;
+    ps__list_remove(&k->link);
+    c->write_queued -= k->data.len;
+    if (k->data.len) {
+        uv_buf_t b = uv_buf_init(k->data.base, (unsigned)k->data.len);
+        conn_write_now(c, &b, 1, k->data.len);
+    }
+    ps__buf_free(&k->data);
+    ps__free(k);
+    write_progress(c);
+}
+
+static void corks_flush(ps__listener *l)
+{
+    l->corked = false;
+    while (!ps__list_empty(&l->dirty))
+        cork_flush_conn(PS__CONTAINER_OF(l->dirty.next, cork_buf, link)->conn);
+    if (l->corker && !l->corker->closing)
+        uv_idle_stop(&l->corker->idle);
+}
+
+static void on_cork_idle(uv_idle_t *h)
+{
+    corks_flush(((struct corker *)h->data)->l);
+}
+
+void ps__listener_cork(ps__listener *l)
+{
+    if (l->corked || !l->listening)
+        return;
+    if (!l->corker) {
+        l->corker = ps__calloc(1, sizeof *l->corker);
+        l->corker->l = l;
+        uv_idle_init(l->loop, &l->corker->idle);
+        l->corker->idle.data = l->corker;
+    }
+    l->corked = true;
+    uv_idle_start(&l->corker->idle, on_cork_idle);
+}
+
+static void corker_on_close(uv_handle_t *h)
+{
+    ps__free(h->data);
+}
+
+static void corker_close(ps__listener *l)
+{
+    corks_flush(l);
+    if (!l->corker)
+        return;
+    struct corker *k = l->corker;
+    l->corker = NULL;
+    k->closing = true;
+    uv_close((uv_handle_t *)&k->idle, corker_on_close);
+}
+
+/* Gathers bufs for c until the pass ends; the bytes count as queued at once. */
+static int cork_append(ps__conn *c, const uv_buf_t *bufs, size_t n, size_t total)
+{
+    if (!c->cork) {
+        c->cork = ps__calloc(1, sizeof *c->cork);
+        c->cork->conn = c;
+        ps__buf_init(&c->cork->data);
+        ps__list_insert_tail(&c->listener->dirty, &c->cork->link);
+    }
+    ps__buf_reserve(&c->cork->data, total);
+    for (size_t i = 0; i < n; i++)
+        ps__buf_append(&c->cork->data, bufs[i].base, bufs[i].len);
+    c->write_queued += total;
+    if (c->write_queued > PS__CONN_HIGH_WATER && !c->throttled) {
+        c->throttled = true;
+        reading_update(c);
+    }
+    return 0;
+}
+
 static int writev_raw(ps__conn *c, const uv_buf_t *bufs, size_t n)
 {
     if (c->closing)
@@ -437,6 +552,14 @@ static int writev_raw(ps__conn *c, const uv_buf_t *bufs, size_t n)
         total += bufs[i].len;
     if (total == 0)
         return 0;
+    /* Gathered output is written first: once a connection holds some, everything joins it. */
+    if (c->cork || (c->listener && c->listener->corked && !c->handoff))
+        return cork_append(c, bufs, n, total);
+    return conn_write_now(c, bufs, n, total);
+}
+
+static int conn_write_now(ps__conn *c, const uv_buf_t *bufs, size_t n, size_t total)
+{
     /* Most writes fit the socket buffer at once: trying first spares the copy, the allocation,
      * and libuv's epoll re-registration after every queued write (BENCHMARKS.md). Only when
      * nothing is queued, so that bytes stay in order. */
@@ -556,6 +679,8 @@ void ps__conn_close(ps__conn *c)
         return;
     if (c->filter)
         c->filter->ops->on_close(c);
+    if (c->cork)
+        cork_flush_conn(c); /* the FIN goes after everything written before it (close_notify) */
     c->closing = true;
     if (c->deferred)
         undefer(c);

@@ -67,6 +67,7 @@ struct ps__conn {
     bool lingering;           /* our FIN is out: only waiting for the peer's EOF */
     struct ps__timer *linger; /* from ps__conn_close on: the close's deadline */
     struct ipc_msg *handoff;  /* a hand-over waiting for this connection's output to drain */
+    struct cork_buf *cork;    /* output gathered during a corked loop pass (ps__listener_cork) */
     char peer[40];            /* "127.0.0.1"; textual IPv6 is at most 39 characters */
 };
 
@@ -90,6 +91,9 @@ struct ps__listener {
     int handles; /* of tcp and turns, not yet closed */
     void (*on_closed)(ps__listener *l);
     void (*on_conn_gone)(ps__listener *l); /* optional: after each connection is freed */
+    bool corked;                           /* writes are gathered until the end of this loop pass */
+    ps__list dirty;                        /* cork_buf of connections holding gathered output */
+    struct corker *corker;   /* the check and prepare handles that flush, made by the first cork */
     char readbuf[64 * 1024]; /* reads are consumed synchronously, so one buffer serves all */
 };
 
@@ -124,13 +128,24 @@ int ps__listener_start_shared(ps__listener *l, const char *host, int port, int b
 /*
  * A socket bound to host:port with SO_REUSEPORT that never listens: it holds the port (port 0
  * picks one, stored in *bound_port) for processes that bind it with ps__listener_start_shared.
+ * host is resolved as ps__listener_start resolves it (on `loop`, synchronously).
  * Returns the descriptor (close-on-exec) or a UV_E* code.
  */
-int ps__port_reserve(const char *host, int port, int *bound_port);
+int ps__port_reserve(uv_loop_t *loop, const char *host, int port, int *bound_port);
 /* In a child after fork(): gives the inherited loop kernel state of its own (uv_loop_fork). */
 int ps__loop_fork(uv_loop_t *loop);
 /* Starts reading a connection that came from ps__ipc, once its owner is attached. */
 void ps__conn_start(ps__conn *c);
+
+/*
+ * Corks the listener's connections until the end of this loop pass: from now on, what is
+ * written to any of them is gathered per connection and written once, by an idle handle at the
+ * start of the next pass (the loop does not block in between). A topic fan-out calls it, so that
+ * the members reached by N publishes in one pass (a publisher's burst) cost one write(2) each
+ * instead of N. Order per connection is kept; gathered bytes count as queued (backpressure, slow
+ * consumers).
+ */
+void ps__listener_cork(ps__listener *l);
 
 /*
  * Output a peer has not taken yet beyond which its connection stops being read (and so stops

@@ -367,6 +367,15 @@ static void server_on_publish(void *user, const char *topic, size_t tlen, const 
     ps__buf_free(&msg);
 }
 
+/* A fan-out is about to write to many members: gather each member's output until the end of
+ * this loop pass, so that a burst of publishes costs each member one write (net.h). */
+static void server_cork(void *user)
+{
+    ps_server *srv = user;
+    if (srv->listening && !srv->supervising)
+        ps__listener_cork(&srv->listener);
+}
+
 /* ---- Redis ----------------------------------------------------------------------------- */
 
 static void server_on_first(void *user, const char *topic, size_t len)
@@ -725,6 +734,9 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
         srv->http.health = server_health;
     }
     ps__topics_set_ext(&srv->topics, &tx);
+    srv->topics.server = srv;
+    srv->topics.before_send = server_cork;
+    srv->topics.before_send_user = srv;
     srv->workers.self = -1;
     ps__random_bytes(srv->node, sizeof srv->node);
 
@@ -741,8 +753,8 @@ static const ps__worker_cbs worker_cbs = {server_on_worker_message, run_worker};
 /* The supervisor's listen: reserve the port, fork the workers, wait until they listen. */
 static int supervisor_listen(ps_server *srv)
 {
-    int rc = ps__workers_prepare(&srv->workers, (int)srv->opts.workers, srv->host, srv->opts.port,
-                                 &worker_cbs, srv);
+    int rc = ps__workers_prepare(&srv->workers, srv->loop, (int)srv->opts.workers, srv->host,
+                                 srv->opts.port, &worker_cbs, srv);
     srv->workers.hup_to_workers = srv->tls != NULL;
     if (rc == 0)
         rc = ps__workers_start(&srv->workers, 20000);
@@ -866,6 +878,13 @@ static void maybe_finish(ps_server *srv)
     if (srv->metrics_inited && (srv->metrics_listener.nconns > 0 || !srv->metrics_listener.closed))
         return;
     srv->stopped = true;
+    if (srv->broker) {
+        /* Only now: the views disposed by the stop have said goodbye through it (publishes,
+         * the app's own commands), and those get written and answered first. */
+        srv->redis_reconnects += ps__broker_get_stats(srv->broker)->reconnects;
+        ps__broker_close(srv->broker, srv->opts.shutdown_grace_ms);
+        srv->broker = NULL;
+    }
     ps__timer_free(srv->grace);
     srv->grace = NULL;
     for (int i = 0; i < 3; i++) {
@@ -931,12 +950,6 @@ void ps_server_stop(ps_server *srv)
     }
     if (in_worker(srv))
         ps__workers_leave(&srv->workers);
-    if (srv->broker) {
-        /* Local delivery needs no Redis: the views disposed below only leave their topics. */
-        srv->redis_reconnects += ps__broker_get_stats(srv->broker)->reconnects;
-        ps__broker_close(srv->broker);
-        srv->broker = NULL;
-    }
     ps__sessions_shutdown(&srv->sessions);
     ps__http_close_idle(&srv->listener);
     srv->grace = ps__timer_new(srv->loop, grace_expired, srv);
@@ -1119,9 +1132,14 @@ int ps_publish_except(ps_server *srv, const char *topic, const char *event, json
 {
     if (!srv)
         return PS_EINVAL;
-    if (srv->stopping)
+    if (srv->stopped || srv->supervising)
         return PS_ECLOSED;
     return ps__topics_publish(&srv->topics, topic, event, payload, except);
+}
+
+ps_subscription *ps_subscribe(ps_server *srv, const char *topic, ps_topic_fn fn, void *user)
+{
+    return srv ? ps__topics_subscribe(&srv->topics, topic, fn, user) : NULL;
 }
 
 int ps_publish(ps_server *srv, const char *topic, const char *event, json_t *payload)

@@ -17,6 +17,8 @@ struct ps__topic {
     ps__topic *hnext; /* hash chain */
     ps__list members; /* membership.topic_link, in join order */
     size_t nmembers;
+    ps__list subs; /* ps_subscription.link, in subscription order */
+    size_t nsubs;  /* of them, not removed */
     size_t len;
     char name[]; /* NUL-terminated */
 };
@@ -27,6 +29,15 @@ typedef struct membership {
     ps__topic *topic;
     ps_channel *ch;
 } membership;
+
+struct ps_subscription {
+    ps__list link; /* in topic->subs until freed */
+    ps__topics *ts;
+    ps__topic *topic;
+    ps_topic_fn fn;
+    void *user;
+    bool removed; /* ps_unsubscribe'd; freed once no handler runs */
+};
 
 typedef struct chan_topics {
     ps__list list; /* membership.chan_link */
@@ -93,6 +104,8 @@ static ps__topic *topic_new(ps__topics *ts, const char *name, size_t len)
     ps__topic *t = ps__malloc(sizeof *t + len + 1);
     ps__list_init(&t->members);
     t->nmembers = 0;
+    ps__list_init(&t->subs);
+    t->nsubs = 0;
     t->len = len;
     memcpy(t->name, name, len);
     t->name[len] = '\0';
@@ -127,7 +140,7 @@ static void membership_remove(ps__topics *ts, membership *m, chan_topics *ct)
     ct->n--;
     ts->nmembers--;
     ps__free(m);
-    if (t->nmembers == 0)
+    if (t->nmembers == 0 && ps__list_empty(&t->subs))
         topic_free(ts, t);
 }
 
@@ -216,6 +229,84 @@ static void on_channel_close(ps_channel *ch, void *user)
     ps__channel_set_ext_data(ch, NULL);
 }
 
+/* ---- server-side subscriptions --------------------------------------------------------- */
+
+ps_subscription *ps__topics_subscribe(ps__topics *ts, const char *topic, ps_topic_fn fn, void *user)
+{
+    if (!topic || !fn)
+        return NULL;
+    size_t len = strlen(topic);
+    if (!ps__topic_valid(topic, len))
+        return NULL;
+    ps__topic *t = table_find(ts, topic, len);
+    if (!t)
+        t = topic_new(ts, topic, len);
+    ps_subscription *sub = ps__calloc(1, sizeof *sub);
+    sub->ts = ts;
+    sub->topic = t;
+    sub->fn = fn;
+    sub->user = user;
+    ps__list_insert_tail(&t->subs, &sub->link);
+    t->nsubs++;
+    return sub;
+}
+
+/* Frees the removed subscriptions of t once no handler runs; frees t if nothing is left. */
+static void subs_sweep(ps__topics *ts, ps__topic *t)
+{
+    if (ts->dispatching > 0)
+        return;
+    ps__list *pos, *tmp;
+    ps__list_foreach_safe(pos, tmp, &t->subs)
+    {
+        ps_subscription *sub = PS__CONTAINER_OF(pos, ps_subscription, link);
+        if (sub->removed) {
+            ps__list_remove(&sub->link);
+            ps__free(sub);
+        }
+    }
+    if (t->nmembers == 0 && ps__list_empty(&t->subs))
+        topic_free(ts, t);
+}
+
+void ps_unsubscribe(ps_subscription *sub)
+{
+    if (!sub || sub->removed)
+        return;
+    sub->removed = true;
+    sub->topic->nsubs--;
+    if (sub->ts->dispatching > 0)
+        sub->ts->unswept++;
+    else
+        subs_sweep(sub->ts, sub->topic);
+}
+
+static void subs_call(ps__topics *ts, ps__topic *t, const char *event, json_t *payload)
+{
+    if (t->nsubs == 0)
+        return;
+    ts->dispatching++;
+    /* Subscriptions added by a handler wait for the next publish, as listeners do. */
+    ps__list *last = t->subs.prev;
+    for (ps__list *pos = t->subs.next; pos != &t->subs; pos = pos->next) {
+        ps_subscription *sub = PS__CONTAINER_OF(pos, ps_subscription, link);
+        if (!sub->removed)
+            sub->fn(ts->server, t->name, event, payload ? payload : json_null(), sub->user);
+        if (pos == last)
+            break;
+    }
+    ts->dispatching--;
+    /* What handlers unsubscribed (of any topic) is freed once the outermost one returned. */
+    if (ts->dispatching == 0 && ts->unswept > 0) {
+        ts->unswept = 0;
+        for (size_t i = 0; i < ts->nbuckets; i++)
+            for (ps__topic *u = ts->buckets[i], *next; u; u = next) {
+                next = u->hnext;
+                subs_sweep(ts, u);
+            }
+    }
+}
+
 /* ---- delivering ------------------------------------------------------------------------ */
 
 /* Appends ",\"event\":E,\"payload\":" + payload + "}": the part every member's message shares. */
@@ -283,6 +374,8 @@ int ps__topics_publish(ps__topics *ts, const char *topic, const char *event, jso
     size_t tlen = strlen(topic), elen = strlen(event);
     if (!ps__topic_valid(topic, tlen) || !event_valid(event, elen))
         return PS_EINVAL;
+    if (ts->depth >= 8)
+        return PS_ELIMIT; /* a subscription handler publishing to its own topic */
     ts->published++;
     ps__topic *t = table_find(ts, topic, tlen);
     bool binary = payload && ps__json_has_binary(payload);
@@ -306,6 +399,11 @@ int ps__topics_publish(ps__topics *ts, const char *topic, const char *event, jso
     if (ts->ext.on_publish)
         ts->ext.on_publish(ts->ext.user, topic, tlen, event, text.base, text.len, binary);
     ps__buf_free(&text);
+    if (t) {
+        ts->depth++;
+        subs_call(ts, t, event, payload);
+        ts->depth--;
+    }
     return 0;
 }
 
@@ -322,7 +420,7 @@ long ps__topics_deliver(ps__topics *ts, const char *topic, size_t tlen, const ch
      * is once per process per message, like the serialisation it replaces. */
     json_t *value = NULL;
     bool binary = memmem(payload, plen, "\"$binary\"", 9) != NULL;
-    if (untrusted || binary) {
+    if (untrusted || binary || (t && t->nsubs > 0)) {
         value = ps__json_parse(payload, plen);
         if (!value)
             return -1;
@@ -341,6 +439,15 @@ long ps__topics_deliver(ps__topics *ts, const char *topic, size_t tlen, const ch
         build_tail(&tail, event, elen, payload, plen);
         n = deliver_text(ts, t, tail.base, tail.len, NULL);
         ps__buf_free(&tail);
+    }
+    if (t && t->nsubs > 0) {
+        ps__buf ev;
+        ps__buf_init(&ev);
+        ps__buf_append(&ev, event, elen);
+        ts->depth++;
+        subs_call(ts, t, ev.base, value);
+        ts->depth--;
+        ps__buf_free(&ev);
     }
     json_decref(value);
     return n;
@@ -383,6 +490,11 @@ void ps__topics_free(ps__topics *ts)
                 ps__list_remove(&m->topic_link);
                 ps__list_remove(&m->chan_link);
                 ps__free(m);
+            }
+            while (!ps__list_empty(&t->subs)) {
+                ps_subscription *sub = PS__CONTAINER_OF(t->subs.next, ps_subscription, link);
+                ps__list_remove(&sub->link);
+                ps__free(sub);
             }
             ps__free(t);
         }

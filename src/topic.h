@@ -42,6 +42,10 @@ typedef struct ps__topics {
     ps__buf scratch;              /* one member's message, reused */
     void (*before_send)(void *u); /* optional: called once before a delivery to many members */
     void *before_send_user;
+    ps_server *server; /* handed to ps_subscribe's handlers */
+    int depth;         /* publishes nested in subscription handlers */
+    int dispatching;   /* subscription handlers on the stack (ps_unsubscribe defers frees) */
+    size_t unswept;    /* subscriptions removed while handlers ran, not yet freed */
 } ps__topics;
 
 /* Longest topic name in bytes (PS_TOPIC_MAX in pulsec.h). */
@@ -70,11 +74,15 @@ int ps__topics_publish(ps__topics *ts, const char *topic, const char *event, jso
 long ps__topics_deliver(ps__topics *ts, const char *topic, size_t tlen, const char *event,
                         size_t elen, const char *payload, size_t plen, bool untrusted);
 
+/* ps_subscribe (server.c passes its table). */
+ps_subscription *ps__topics_subscribe(ps__topics *ts, const char *topic, ps_topic_fn fn,
+                                      void *user);
+
 /* Calls fn for every topic with members (re-subscribing after a broker reconnect). */
 void ps__topics_foreach(ps__topics *ts, void (*fn)(void *user, const char *topic, size_t len),
                         void *user);
 
-/* Members of a topic in this process (0 when it has none). */
+/* Members of a topic in this process (0 when it has none; subscriptions do not count). */
 size_t ps__topics_members(ps__topics *ts, const char *topic, size_t len);
 
 #endif

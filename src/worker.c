@@ -48,7 +48,7 @@ static void sig_block_set(sigset_t *set)
     sigaddset(set, SIGHUP);
 }
 
-int ps__workers_prepare(ps__workers *w, int n, const char *host, int port,
+int ps__workers_prepare(ps__workers *w, uv_loop_t *loop, int n, const char *host, int port,
                         const ps__worker_cbs *cbs, void *user)
 {
     memset(w, 0, sizeof *w);
@@ -61,7 +61,7 @@ int ps__workers_prepare(ps__workers *w, int n, const char *host, int port,
     w->supervisor = getpid();
     if (n < 2 || n > PS__MAX_WORKERS)
         return PS_EINVAL;
-    int rc = ps__port_reserve(host, port, &w->port);
+    int rc = ps__port_reserve(loop, host, port, &w->port);
     if (rc < 0)
         return rc;
     w->reserved_fd = rc;

@@ -106,7 +106,7 @@ struct ps__workers {
  * Reserves host:port (0 picks a port) and the private directory for n workers. Returns 0 or a
  * UV_E* code; w->port is the port. cbs->run_worker runs in each forked child.
  */
-int ps__workers_prepare(ps__workers *w, int n, const char *host, int port,
+int ps__workers_prepare(ps__workers *w, uv_loop_t *loop, int n, const char *host, int port,
                         const ps__worker_cbs *cbs, void *user);
 /* Forks every worker and waits (at most timeout_ms) until each has reported its listen result
  * with ps__worker_ready. Returns 0, or the first failure (every worker is then stopped). */

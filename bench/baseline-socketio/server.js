@@ -12,6 +12,10 @@
 //   any other request                    -> response null
 //   event "echo"                         -> event "echo" back with the same payload
 //   event "__close__"                    -> the channel is released
+//   request "join" {topic}               -> socket.join(topic), response {ok: true}
+//   request "publish" {topic,event,payload,exceptSelf}
+//                                        -> io.to(topic).emit (socket.to with exceptSelf) of
+//                                           one envelope for the whole room, response {ok: true}
 //   request on an unknown/closed channel -> error response "Channel closed"
 //
 // Usage: node server.js [--host 127.0.0.1] [--port 8000]   (--port 0 picks a free port)
@@ -65,7 +69,16 @@ io.on("connection", (socket) => {
     if (typeof requestId === "string") {
       if (event === "echo") respond(channel, requestId, payload);
       else if (event === "fail") respond(channel, requestId, undefined, `failed: ${payload?.text ?? ""}`);
-      else respond(channel, requestId, null);
+      else if (event === "join" && typeof payload?.topic === "string") {
+        socket.join(payload.topic);
+        respond(channel, requestId, { ok: true });
+      } else if (event === "publish" && typeof payload?.topic === "string") {
+        // Socket.IO's own fan-out: one packet, encoded once, written to every socket of the
+        // room. The envelope cannot name each member's channel, so it names the topic.
+        const msg = { type: "channel_message", channel: payload.topic, event: payload.event, payload: payload.payload ?? null };
+        (payload.exceptSelf ? socket.to(payload.topic) : io.to(payload.topic)).emit("message", msg);
+        respond(channel, requestId, { ok: true });
+      } else respond(channel, requestId, null);
     } else if (event === "echo") {
       send({ type: "channel_message", channel, event: "echo", payload });
     }

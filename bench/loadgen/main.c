@@ -58,6 +58,8 @@ typedef struct opts {
     bool strict;          /* exit 3 on any error or zero throughput */
     double timeline;      /* print completions and worst latency every this many s, 0 = no */
     bool tls;             /* connect with TLS (wss://) */
+    int more_pids[15];    /* further --server-pid: their CPU is added (a server's workers) */
+    int nmore_pids;
 } opts;
 
 /* One connection's requests in flight: slot i is busy with id "i.gen[i]" sent at t[i]. */
@@ -153,6 +155,20 @@ static proc_sample sample_proc(int pid)
             if (sscanf(buf, "VmRSS: %ld kB", &s.rss_kb) == 1)
                 break;
         fclose(f);
+    }
+    return s;
+}
+
+/* The server's sample: the first --server-pid's, with the CPU of the others added. */
+static proc_sample sample_server(void)
+{
+    proc_sample s = sample_proc(R.o.server_pid);
+    for (int i = 0; i < R.o.nmore_pids && s.cpu_s >= 0; i++) {
+        proc_sample m = sample_proc(R.o.more_pids[i]);
+        if (m.cpu_s >= 0) {
+            s.cpu_s += m.cpu_s;
+            s.user_s += m.user_s;
+        }
     }
     return s;
 }
@@ -358,7 +374,7 @@ static void enter_done(void)
     R.ph = PH_DONE;
     R.t_end = uv_hrtime();
     getrusage(RUSAGE_SELF, &R.ru_end);
-    R.srv_end = sample_proc(R.o.server_pid);
+    R.srv_end = sample_server();
     R.busy_end = machine_busy();
     if (R.o.sc == SC_IDLE) {
         R.rss_held_kb = R.srv_end.rss_kb;
@@ -390,7 +406,7 @@ static void enter_measure(void)
     R.completed = R.sent = 0;
     R.t_measure = uv_hrtime();
     getrusage(RUSAGE_SELF, &R.ru_measure);
-    R.srv_measure = sample_proc(R.o.server_pid);
+    R.srv_measure = sample_server();
     R.busy_measure = machine_busy();
     uv_timer_start(&R.timer, on_timer, (uint64_t)(R.o.duration * 1000), 0);
     if (R.o.timeline > 0) {
@@ -688,7 +704,8 @@ static void usage(FILE *f)
                "  --payload BYTES          size of the payload's data string (32)\n"
                "  --connect-concurrency N  handshakes in progress at once in the ramp (256)\n"
                "  --ramp-timeout S         stop waiting for the ramp after S seconds (120)\n"
-               "  --server-pid PID         sample the server's RSS and CPU (/proc)\n"
+               "  --server-pid PID         sample the server's RSS and CPU (/proc); repeated, the\n"
+               "                           CPU of the others is added (a server's workers)\n"
                "  --label NAME             server name for the JSON line\n"
                "  --strict                 exit 3 on any error or zero throughput\n"
                "  --timeline S             print throughput and worst latency every S seconds\n"
@@ -752,7 +769,12 @@ static int parse_opts(int argc, char **argv, opts *o)
         case 'b': o->payload = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'C': o->concurrency = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'T': o->ramp_timeout = strtod(optarg, NULL); break;
-        case 'S': o->server_pid = atoi(optarg); break;
+        case 'S':
+            if (!o->server_pid)
+                o->server_pid = atoi(optarg);
+            else if (o->nmore_pids < (int)(sizeof o->more_pids / sizeof o->more_pids[0]))
+                o->more_pids[o->nmore_pids++] = atoi(optarg);
+            break;
         case 'L': o->label = optarg; break;
         case 's': o->strict = true; break;
         case 't': o->timeline = strtod(optarg, NULL); break;
@@ -802,7 +824,7 @@ int main(int argc, char **argv)
     uv_timer_init(R.loop, &R.timer);
     uv_timer_init(R.loop, &R.tl_timer);
     R.pacer_fd = -1;
-    R.srv_before = sample_proc(R.o.server_pid);
+    R.srv_before = sample_server();
     R.t_ramp = uv_hrtime();
 
     if (R.o.sc == SC_CONNECT) {

@@ -5,5 +5,6 @@ import core from "./core.mjs";
 import python from "./python.mjs";
 import tls from "./tls.mjs";
 import fairness from "./fairness.mjs";
+import scale from "./scale.mjs";
 
-export default [core, python, tls, fairness];
+export default [core, python, tls, fairness, scale];

@@ -1,14 +1,20 @@
 /*
- * chat: the seed's chat example, multi-user. One room for the whole server. Every browser tab
- * attaches the view "/chat" with {"name": ...}; the room keeps the message list and pushes it to
- * every member as view props (the server-rendered list), while each member's chat widget talks
- * over its own channel:
- *   client:send {text}   -> appended, then server:message {user,text,at} to every member
+ * chat: the seed's chat example, multi-user. One room. Every browser tab attaches the view
+ * "/chat" with {"name": ...}; the room's message list and members are the view's props, pushed to
+ * every member on each change, while each member's chat widget talks over its own channel:
+ *   client:send {text}   -> server:message {user,text,at} to every member
  *   (join / leave)       -> server:join / server:leave {user} to every member, props updated
  *   client:clear         -> server:confirm {question,timeoutMs} request (5 s timeout) to that
  *                           member; on {"confirm": true} the history is cleared for everyone,
  *                           otherwise server:notice says why not ("Cancelled" or "No answer
  *                           within 5 s: history kept").
+ *
+ * The room is shared by every process that serves it (--workers N, and every node on one Redis
+ * with --redis URL): a change is never applied directly but published on the topic "chat:room",
+ * and each process's subscription to it (ps_subscribe) applies it to that process's copy of the
+ * room and pushes it to its own members; a single process just hears its own publishes. With
+ * Redis the history (list chat:history) and the members (hash chat:members, name -> tabs) are
+ * kept there as well, and a page attaching anywhere reads them, whatever its process missed.
  */
 #include "../common/example.h"
 
@@ -18,30 +24,34 @@
 #define MAX_MEMBERS 1024
 #define MAX_HISTORY 200 /* the whole list travels in every props push: keep the newest */
 #define CONFIRM_TIMEOUT_MS 5000
+#define ROOM "chat:room"
 
 typedef struct member {
     ps_view *view;
     ps_channel *channel;
+    bool attached; /* false during init: no bridge on the client yet */
     char name[64];
 } member;
 
 static struct {
-    json_t *messages; /* [{user, text, at}] */
+    ps_server *srv;
+    json_t *messages; /* [{user, text, at}], newest last */
+    json_t *counts;   /* {name: open tabs} of every process */
     member *members[MAX_MEMBERS];
-    size_t nmembers;
+    size_t nmembers; /* this process's */
 } room;
 
 static json_t *member_names(void)
 {
     json_t *names = json_array();
-    for (size_t i = 0; i < room.nmembers; i++)
-        json_array_append_new(names, json_string(room.members[i]->name));
+    const char *name;
+    json_t *n;
+    json_object_foreach(room.counts, name, n) json_array_append_new(names, json_string(name));
     return names;
 }
 
-/* Pushes the server-rendered state to every member and `event` (if any) on every channel but
- * `skip`'s: a member still in init has no attach_ack yet, so its client has no bridge. */
-static void broadcast(const char *event, json_t *payload, const member *skip)
+/* Pushes the room to this process's members, and `event` (if any) on their channels. */
+static void broadcast(const char *event, json_t *payload)
 {
     json_t *names = member_names();
     for (size_t i = 0; i < room.nmembers; i++) {
@@ -50,11 +60,100 @@ static void broadcast(const char *event, json_t *payload, const member *skip)
                                   m->name, "members", names, "messages", room.messages);
         ps_view_set_props(m->view, props);
         json_decref(props);
-        if (event && m != skip)
+        if (event && m->attached)
             ps_emit(m->channel, event, payload);
     }
     json_decref(names);
 }
+
+static void count(const char *name, int delta)
+{
+    json_int_t n = json_integer_value(json_object_get(room.counts, name)) + delta;
+    if (n > 0)
+        json_object_set_new(room.counts, name, json_integer(n));
+    else
+        json_object_del(room.counts, name);
+}
+
+static void ignore_reply(ps_server *srv, int status, json_t *reply, void *user) {}
+
+/* Fire and forget: without --redis (PS_EINVAL) or while Redis is down (PS_ECLOSED) the room
+ * goes on in memory. */
+static void redis(json_t *argv)
+{
+    ps_redis_command(room.srv, argv, ignore_reply, NULL);
+    json_decref(argv);
+}
+
+/* The one place the room changes: every process hears every change here. */
+static void on_room(ps_server *srv, const char *topic, const char *event, json_t *p, void *user)
+{
+    if (strcmp(event, "message") == 0) {
+        json_array_append(room.messages, p);
+        if (json_array_size(room.messages) > MAX_HISTORY)
+            json_array_remove(room.messages, 0);
+        broadcast("server:message", p);
+    } else if (strcmp(event, "join") == 0 || strcmp(event, "leave") == 0) {
+        const char *name = json_string_value(json_object_get(p, "user"));
+        if (!name)
+            return;
+        count(name, event[0] == 'j' ? 1 : -1);
+        broadcast(event[0] == 'j' ? "server:join" : "server:leave", p);
+    } else if (strcmp(event, "cleared") == 0) {
+        json_array_clear(room.messages);
+        json_t *notice = json_pack("{s:s}", "text", "History cleared");
+        broadcast("server:notice", notice);
+        json_decref(notice);
+    }
+}
+
+/* ---- Redis: what a page attaching anywhere reads -------------------------------------- */
+
+static void on_history(ps_server *srv, int status, json_t *reply, void *user)
+{
+    if (status != PS_OK || !json_is_array(reply))
+        return;
+    json_t *messages = json_array();
+    size_t i;
+    json_t *v;
+    json_array_foreach(reply, i, v)
+    {
+        json_t *m = json_is_string(v) ? json_loads(json_string_value(v), 0, NULL) : NULL;
+        if (json_is_object(m))
+            json_array_append(messages, m);
+        json_decref(m);
+    }
+    json_decref(room.messages);
+    room.messages = messages;
+    broadcast(NULL, NULL);
+}
+
+static void on_members(ps_server *srv, int status, json_t *reply, void *user)
+{
+    if (status != PS_OK || !json_is_array(reply))
+        return;
+    json_object_clear(room.counts);
+    for (size_t i = 0; i + 1 < json_array_size(reply); i += 2) {
+        const char *name = json_string_value(json_array_get(reply, i));
+        const char *tabs = json_string_value(json_array_get(reply, i + 1));
+        json_int_t n = tabs ? atoll(tabs) : 0;
+        if (name && n > 0)
+            json_object_set_new(room.counts, name, json_integer(n));
+    }
+    broadcast(NULL, NULL);
+}
+
+static void refresh_from_redis(void)
+{
+    json_t *h = json_pack("[s,s,s,s]", "LRANGE", "chat:history", "0", "-1");
+    ps_redis_command(room.srv, h, on_history, NULL);
+    json_decref(h);
+    json_t *m = json_pack("[s,s]", "HGETALL", "chat:members");
+    ps_redis_command(room.srv, m, on_members, NULL);
+    json_decref(m);
+}
+
+/* ---- members' channels ---------------------------------------------------------------- */
 
 static void on_send(ps_channel *ch, const char *ev, json_t *payload, ps_reply *r, void *user)
 {
@@ -64,10 +163,11 @@ static void on_send(ps_channel *ch, const char *ev, json_t *payload, ps_reply *r
         return;
     json_t *msg = json_pack("{s:s,s:s,s:I}", "user", m->name, "text", text, "at",
                             (json_int_t)time(NULL) * 1000);
-    json_array_append(room.messages, msg);
-    if (json_array_size(room.messages) > MAX_HISTORY)
-        json_array_remove(room.messages, 0);
-    broadcast("server:message", msg, NULL);
+    char *line = json_dumps(msg, JSON_COMPACT);
+    redis(json_pack("[s,s,s]", "RPUSH", "chat:history", line));
+    redis(json_pack("[s,s,s,s]", "LTRIM", "chat:history", "-200", "-1"));
+    free(line);
+    ps_publish(room.srv, ROOM, "message", msg);
     json_decref(msg);
 }
 
@@ -75,10 +175,8 @@ static void on_confirmed(ps_channel *ch, int status, json_t *payload, const char
 {
     const char *why = NULL;
     if (status == PS_OK && json_is_true(json_object_get(payload, "confirm"))) {
-        json_array_clear(room.messages);
-        json_t *notice = json_pack("{s:s}", "text", "History cleared");
-        broadcast("server:notice", notice, NULL);
-        json_decref(notice);
+        redis(json_pack("[s,s]", "DEL", "chat:history"));
+        ps_publish(room.srv, ROOM, "cleared", NULL);
         return;
     }
     if (status == PS_OK || status == PS_EREMOTE)
@@ -116,8 +214,11 @@ static int chat_init(ps_view *view, json_t *props, void *user)
     ps_on(m->channel, "client:clear", on_clear, m);
     room.members[room.nmembers++] = m;
     json_t *who = json_pack("{s:s}", "user", m->name);
-    broadcast("server:join", who, m);
+    redis(json_pack("[s,s,s,s]", "HINCRBY", "chat:members", m->name, "1"));
+    ps_publish(room.srv, ROOM, "join", who); /* sets this view's props too, here */
     json_decref(who);
+    m->attached = true;
+    refresh_from_redis();
     return 0;
 }
 
@@ -131,20 +232,25 @@ static void chat_dispose(ps_view *view, void *user)
         }
     }
     json_t *who = json_pack("{s:s}", "user", m->name);
-    broadcast("server:leave", who, NULL);
+    redis(json_pack("[s,s,s,s]", "HINCRBY", "chat:members", m->name, "-1"));
+    ps_publish(room.srv, ROOM, "leave", who);
     json_decref(who);
 }
 
 static void setup(ps_server *srv)
 {
+    room.srv = srv;
     room.messages = json_array();
+    room.counts = json_object();
     ps_view_type chat = {.init = chat_init, .dispose = chat_dispose};
     ps_route(srv, "/chat", &chat);
+    ps_subscribe(srv, ROOM, on_room, NULL);
 }
 
 int main(int argc, char **argv)
 {
     int rc = example_main(argc, argv, "chat", NULL, setup);
     json_decref(room.messages);
+    json_decref(room.counts);
     return rc;
 }

@@ -27,18 +27,18 @@ export const CHROMIUM_ARGS = [
 ];
 
 /**
- * Starts build/examples/<app> with --static build/web/<app>. Resolves once it prints its
+ * Starts build/examples/<app> with --static build/web/<app> (and `args`). Resolves once it prints its
  * "listening on" line.
  * @param {"chat" | "playground"} app
  * @returns {Promise<{url: string, proc: import("node:child_process").ChildProcess,
  *   output: () => string, stop: () => Promise<{code: number | null, signal: string | null}>}>}
  */
-export async function startServer(app) {
+export async function startServer(app, args = []) {
   const bin = join(BUILD, "examples", app);
   const web = join(ROOT, "build/web", app);
   if (!existsSync(bin)) throw new Error(`${bin} is missing: run \`make build\``);
   if (!existsSync(join(web, "app.js"))) throw new Error(`${web}/app.js is missing: run \`make web\``);
-  const proc = spawn(bin, ["--host", "127.0.0.1", "--port", "0", "--static", web], {
+  const proc = spawn(bin, ["--host", "127.0.0.1", "--port", "0", "--static", web, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";

@@ -164,3 +164,29 @@ describe('topics in one process', () => {
     for (const c of clients) c.disconnect();
   });
 });
+
+describe('topics over TLS', () => {
+  // A fan-out gathers each member's output for the loop pass: over TLS what is gathered is the
+  // encrypted records, in order, so every member still reads valid TLS and every publish.
+  test('publishes reach WSS and HTTPS-polling members, in order', async () => {
+    const { makeCa } = await import('./lib/tls.mjs');
+    const ca = makeCa();
+    const leaf = ca.issue('server');
+    const srv = await startServer(['--tls-cert', leaf.certFile, '--tls-key', leaf.keyFile]);
+    try {
+      const subs = [];
+      for (const transports of [['websocket'], ['polling']])
+        for (let i = 0; i < 3; i++) subs.push(await Subscriber.open(srv.url, 'tls-room', { transports, ca: ca.caPem }));
+      const pub = await Subscriber.open(srv.url, [], { ca: ca.caPem });
+      for (let i = 0; i < 50; i++) pub.client.request(pub.channel, 'publish', { topic: 'tls-room', event: 'n', payload: { i, pad: 'x'.repeat(i * 40) } });
+      for (const s of subs) {
+        const got = await s.waitCount('n', 50);
+        assert.deepEqual(got.map((m) => m.payload.i), [...Array(50).keys()]);
+      }
+      for (const s of [...subs, pub]) s.close();
+    } finally {
+      await stopClean(srv, 'TLS server');
+      ca.cleanup();
+    }
+  });
+});

@@ -112,6 +112,7 @@ TEST_DECLARE(session_handshake_whole)
 /* test_topic.c */
 TEST_DECLARE(topic_names)
 TEST_DECLARE(topic_table)
+TEST_DECLARE(topic_subscribe)
 
 /* test_worker.c */
 TEST_DECLARE(worker_ids)
@@ -213,6 +214,7 @@ TEST_ENTRY(channel_request_cancel)
 TEST_ENTRY(session_handshake_whole)
 TEST_ENTRY(topic_names)
 TEST_ENTRY(topic_table)
+TEST_ENTRY(topic_subscribe)
 TEST_ENTRY(worker_ids)
 TEST_ENTRY(broker_codec)
 TEST_ENTRY(net_ipc_hand_over)

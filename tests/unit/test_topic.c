@@ -267,3 +267,126 @@ TEST_IMPL(topic_table)
     ts_run(&o, setup_capture, client_topics, NULL);
     return 0;
 }
+
+/* ---- server-side subscriptions --------------------------------------------------------- */
+
+static struct {
+    int a_calls, b_calls, deep_calls, deep_rc;
+    char last_event[32];
+    json_int_t last_n;
+    ps_subscription *b, *self;
+} sb;
+
+static void on_a(ps_server *srv, const char *topic, const char *event, json_t *payload, void *u)
+{
+    ASSERT_STR_EQ(topic, "s");
+    sb.a_calls++;
+    snprintf(sb.last_event, sizeof sb.last_event, "%s", event);
+    sb.last_n = json_integer_value(json_object_get(payload, "n"));
+    /* Unsubscribing the next handler of this very dispatch: it is not called. */
+    if (strcmp(event, "drop-b") == 0)
+        ps_unsubscribe(sb.b);
+}
+
+static void on_b(ps_server *srv, const char *topic, const char *event, json_t *payload, void *u)
+{
+    sb.b_calls++;
+}
+
+/* Publishes to its own topic from its handler: refused once nested 8 deep. */
+static void on_deep(ps_server *srv, const char *topic, const char *event, json_t *payload, void *u)
+{
+    sb.deep_calls++;
+    int rc = ps_publish(srv, "deep", "again", NULL);
+    if (rc != 0)
+        sb.deep_rc = rc;
+}
+
+static void on_self(ps_server *srv, const char *topic, const char *event, json_t *payload, void *u)
+{
+    ps_unsubscribe(sb.self); /* inside its own handler */
+    ps_unsubscribe(sb.self); /* twice: harmless */
+}
+
+static void sub_checks(ts *t)
+{
+    ps_server_stats s0;
+    ps_server_get_stats(t->srv, &s0);
+    ASSERT_NULL(ps_subscribe(t->srv, "", on_a, NULL));
+    ASSERT_NULL(ps_subscribe(t->srv, "s", NULL, NULL));
+    ASSERT_NOT_NULL(ps_subscribe(t->srv, "s", on_a, NULL));
+    sb.b = ps_subscribe(t->srv, "s", on_b, NULL);
+    ps_server_stats ss;
+    ps_server_get_stats(t->srv, &ss);
+    ASSERT_EQ(ss.topics, s0.topics + 1); /* a subscription keeps its topic, with no member */
+    ASSERT_EQ(ss.topic_members, s0.topic_members);
+
+    json_t *p = json_pack("{s:i}", "n", 7);
+    ASSERT_EQ(ps_publish(t->srv, "s", "local", p), 0);
+    json_decref(p);
+    ASSERT_EQ(sb.a_calls, 1);
+    ASSERT_EQ(sb.b_calls, 1);
+    ASSERT_STR_EQ(sb.last_event, "local");
+    ASSERT_EQ(sb.last_n, 7);
+
+    /* From another worker or node: the handler gets the parsed payload too. */
+    ps__topics *tt = ps__channel_layer(the_c0)->ext_user;
+    ASSERT_EQ(ps__topics_deliver(tt, "s", 1, "remote", 6, "{\"n\":9}", 7, true), 0);
+    ASSERT_EQ(sb.a_calls, 2);
+    ASSERT_STR_EQ(sb.last_event, "remote");
+    ASSERT_EQ(sb.last_n, 9);
+    ASSERT_EQ(ps__topics_deliver(tt, "s", 1, "remote", 6, "{\"n\":", 5, true), -1);
+    ASSERT_EQ(sb.a_calls, 2);
+
+    ASSERT_EQ(ps_publish(t->srv, "s", "drop-b", NULL), 0);
+    ASSERT_EQ(sb.b_calls, 2); /* b ran for "local" and "remote" only */
+    ASSERT_EQ(ps_publish(t->srv, "s", "after", NULL), 0);
+    ASSERT_EQ(sb.a_calls, 4);
+
+    ASSERT_NOT_NULL(ps_subscribe(t->srv, "deep", on_deep, NULL));
+    ASSERT_EQ(ps_publish(t->srv, "deep", "first", NULL), 0);
+    ASSERT_EQ(sb.deep_calls, 8);
+    ASSERT_EQ(sb.deep_rc, PS_ELIMIT);
+
+    sb.self = ps_subscribe(t->srv, "once", on_self, NULL);
+    ps_server_get_stats(t->srv, &ss);
+    size_t before = ss.topics;
+    ASSERT_EQ(ps_publish(t->srv, "once", "x", NULL), 0);
+    ps_server_get_stats(t->srv, &ss);
+    ASSERT_EQ(ss.topics, before - 1); /* its last subscription gone: the topic is freed */
+}
+
+/* Attaches /topics and names c0 to the server (so that the checks reach the topic table). */
+static void client_subscribe(ts *t)
+{
+    tc *c = tc_sio_connect(t);
+    send_msg(c, "{\"type\":\"attach\",\"path\":\"/topics\",\"attachId\":\"v\"}");
+    char *text = read_packet(c); /* __close__ of ch2 (closed in init) */
+    ps__free(text);
+    text = read_packet(c);
+    json_t *arr = json_loads(text + 2, 0, NULL);
+    ASSERT_NOT_NULL(arr);
+    json_t *props = json_object_get(json_array_get(arr, 1), "props");
+    char m[256];
+    snprintf(m, sizeof m,
+             "{\"type\":\"channel_message\",\"channel\":\"%s\",\"event\":\"i-am-c0\","
+             "\"requestId\":\"r1\"}",
+             json_string_value(json_object_get(props, "c0")));
+    json_decref(arr);
+    ps__free(text);
+    send_msg(c, m);
+    text = read_packet(c);
+    ASSERT(strstr(text, "\"responseTo\":\"r1\"") != NULL);
+    ps__free(text);
+    ts_on_loop(t, sub_checks);
+    tc_free(c);
+    ts_stop(t);
+}
+
+TEST_IMPL(topic_subscribe)
+{
+    the_c0 = NULL;
+    ps_server_opts o = {.max_topics_per_channel = 2, .max_topics = 10};
+    ts_run(&o, setup_capture, client_subscribe, NULL);
+    return 0;
+}
