@@ -54,7 +54,7 @@ static struct {
     uint64_t t_measure, t_end;
     lg_hist hist;
     struct rusage ru0, ru1;
-    double srv0, srv1, busy0, busy1;
+    double srv0, srv1, usr0, usr1, busy0, busy1;
     char *data;
 } F;
 
@@ -63,7 +63,8 @@ static double secs(uint64_t ns)
     return (double)ns / 1e9;
 }
 
-static double cpu_of(int pid)
+/* utime + stime of pid in seconds; with user_only, utime alone. */
+static double cpu_of(int pid, bool user_only)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
@@ -77,14 +78,14 @@ static double cpu_of(int pid)
     unsigned long ut, st;
     if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
         return 0;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    return (double)(user_only ? ut : ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
-static double servers_cpu(void)
+static double servers_cpu(bool user_only)
 {
     double t = 0;
     for (int i = 0; i < F.npids; i++)
-        t += cpu_of(F.pids[i]);
+        t += cpu_of(F.pids[i], user_only);
     return t;
 }
 
@@ -170,7 +171,8 @@ static void enter_measure(void)
     F.measure_seq0 = F.seq;
     F.delivered_measured = 0;
     getrusage(RUSAGE_SELF, &F.ru0);
-    F.srv0 = servers_cpu();
+    F.srv0 = servers_cpu(false);
+    F.usr0 = servers_cpu(true);
     F.busy0 = machine_busy();
     uv_timer_start(&F.timer, on_timer, (uint64_t)(F.duration * 1000), 0);
 }
@@ -199,7 +201,8 @@ static void on_timer(uv_timer_t *t)
         F.measure_seq1 = F.seq;
         F.t_end = uv_hrtime();
         getrusage(RUSAGE_SELF, &F.ru1);
-        F.srv1 = servers_cpu();
+        F.srv1 = servers_cpu(false);
+        F.usr1 = servers_cpu(true);
         F.busy1 = machine_busy();
         /* Deliveries of the measured publishes still on their way count, for 5 s at most. */
         uv_timer_start(&F.timer, on_timer, 5000, 0);
@@ -432,6 +435,7 @@ int main(int argc, char **argv)
         el > 0 ? (F.busy1 - F.busy0) / el : 0);
     if (srv_cpu >= 0) {
         json_object_set_new(out, "server_cpu", json_real(srv_cpu));
+        json_object_set_new(out, "server_cpu_user", json_real((F.usr1 - F.usr0) / el));
         if (dps > 0)
             json_object_set_new(out, "server_us_per_delivery", json_real(srv_cpu * 1e6 / dps));
     }

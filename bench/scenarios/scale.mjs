@@ -241,13 +241,24 @@ export default {
     const p = res.fanout?.pulsec, s = res.fanout?.["socket.io"];
     if (p && s) {
       const ratio = (p.deliveries_per_sec / p.server_cpu) / (s.deliveries_per_sec / s.server_cpu);
-      if (ratio < 10)
+      const us = (r, cpu) => (cpu * 1e6) / r.deliveries_per_sec;
+      const budget = s.server_us_per_delivery / 10;
+      if (ratio < 10 && p.server_cpu_user !== undefined) {
+        const user = us(p, p.server_cpu_user), sys = us(p, p.server_cpu - p.server_cpu_user);
         out.push(
-          `- **fan-out ≥ 10× (missed: ${ratio.toFixed(1)}×).** pulsec spends ${fmt(p.server_us_per_delivery, 2)} µs per delivery, socket.io ` +
-            `${fmt(s.server_us_per_delivery, 2)} µs. pulsec writes each member once per loop pass whatever the number of publishes ` +
-            `that reached it in that pass (net.h, ps__listener_cork); what remains per delivery is that share of a write(2) on ` +
-            `loopback (the kernel's receive side is charged to the writer) plus framing and copying the member's envelope.`,
+          `- **fan-out ≥ 10× (missed: ${ratio.toFixed(1)}×).** 10× socket.io's ${fmt(s.server_us_per_delivery, 2)} µs per delivery leaves ` +
+            `${fmt(budget, 2)} µs. pulsec spends ${fmt(user, 2)} µs in user space and ${fmt(sys, 2)} µs in the kernel per delivery ` +
+            `(socket.io: ${fmt(us(s, s.server_cpu_user ?? 0), 2)} + ${fmt(us(s, s.server_cpu - (s.server_cpu_user ?? 0)), 2)} µs). ` +
+            (sys >= budget
+              ? `The kernel's share alone is over the budget: `
+              : `The kernel's share takes ${fmt((sys / budget) * 100)}% of the budget: `) +
+            `each member costs a write(2) on loopback, where the receiver's TCP work is charged to the writer, and pulsec already ` +
+            `writes each member once per loop pass whatever the number of publishes that reached it in the pass (net.h, ` +
+            `ps__listener_cork; with 8 publishes in flight a write carries up to 8 of them), where socket.io writes once per ` +
+            `delivery. User space per delivery is framing and copying the member's own envelope (its channel id is in it: ` +
+            `socket.io sends the room one identical packet).`,
         );
+      }
     }
     return out;
   },

@@ -81,10 +81,16 @@ describe('two nodes x two workers on one Redis', () => {
     await until(async () => (await redis.numsub('pulsec:room')) === 4, 'every worker subscribed');
     const publishers = [subsA.get(0)[0], subsA.get(1)[0], subsB.get(0)[0], subsB.get(1)[0]];
     const N = SOAK ? 500 : 25;
+    // 25 requests in flight per publisher (one connection handles its requests in order).
     await Promise.all(
       publishers.map((p, k) =>
         (async () => {
-          for (let i = 0; i < N; i++) p.client.request(p.channel, 'publish', { topic: 'room', event: `p${k}`, payload: i });
+          for (let i = 0; i < N; i += 25) {
+            const batch = [];
+            for (let j = i; j < Math.min(N, i + 25); j++)
+              batch.push(p.client.request(p.channel, 'publish', { topic: 'room', event: `p${k}`, payload: j }, { ms: 20000 }));
+            await Promise.all(batch);
+          }
         })(),
       ),
     );

@@ -12,6 +12,8 @@ import { startServer, stopClean, killAll, closeClients, sleep, httpRaw, request,
 import { ChannelTestClient } from './lib/channels.mjs';
 import { Subscriber, until } from './lib/topics.mjs';
 
+const SOAK = Number(process.env.PULSEC_SOAK || 0) > 0; // make soak: more rounds
+
 after(async () => {
   closeClients();
   await killAll();
@@ -51,8 +53,8 @@ describe('two workers on one port', () => {
   });
 
   test('polling clients with a new TCP connection per request: every request reaches its session', async () => {
-    const clients = await openMany(srv.url, 16, { transports: ['polling'], upgrade: false });
-    for (let round = 0; round < 3; round++) {
+    const clients = await openMany(srv.url, SOAK ? 64 : 16, { transports: ['polling'], upgrade: false });
+    for (let round = 0; round < (SOAK ? 40 : 3); round++) {
       await Promise.all(clients.map(({ c, channel }) => c.assertEchoes(channel, `r${round}`)));
     }
     const owners = new Set();
@@ -91,7 +93,7 @@ describe('two workers on one port', () => {
       assert.equal((await poll(sid, 'POST', '40')).text, 'ok');
       assert.match((await poll(sid, 'GET')).text, /^40\{"sid"/);
     }
-    for (let round = 0; round < 6; round++) {
+    for (let round = 0; round < (SOAK ? 200 : 6); round++) {
       for (const [w, sid] of sids) {
         const posted = await poll(sid, 'POST', `42["w${w}",${round}]`);
         assert.equal(posted.status, 200, posted.text);
