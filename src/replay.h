@@ -7,21 +7,27 @@
  * none of them was pushed out.
  *
  * A codec-like module: no I/O, no timers, no libuv. Memory is taken with the first record and
- * given back whenever the buffer empties, so an idle session holds none.
+ * given back whenever the buffer empties, so an idle session holds none; in between it is a list
+ * of chunks, so that keeping an event never copies those kept before it.
  */
 #ifndef PS_REPLAY_H
 #define PS_REPLAY_H
 
 #include "common.h"
 
+typedef struct ps__replay_chunk ps__replay_chunk;
+
 typedef struct ps__replay {
-    char *base;       /* records [head, len): [u64 offset][u32 len][u8 binary][bytes] */
-    size_t head;      /* first byte still held */
-    size_t len;       /* end of the last record */
-    size_t cap;       /* bytes allocated */
-    size_t max_bytes; /* bound on the bytes held, record headers included; 0 = none */
-    uint64_t next;    /* the offset the next event gets */
-    uint64_t floor;   /* every offset <= floor is gone (confirmed or pushed out) */
+    ps__replay_chunk *first; /* records oldest first: [u64 offset][u32 len][u8 binary][bytes] */
+    ps__replay_chunk *last;
+    size_t held;       /* bytes held by records, headers included */
+    size_t allocated;  /* bytes of the chunks */
+    size_t chunk_size; /* the next chunk's size: grows while busy, shrinks when emptied */
+    size_t max_bytes;  /* bound on the bytes held; 0 = none */
+    uint64_t next;     /* the offset the next event gets */
+    uint64_t floor;    /* every offset <= floor is gone (confirmed or pushed out) */
+    uint8_t next_len;  /* next_text: `next` in decimal, kept to count up without dividing */
+    char next_text[21];
 } ps__replay;
 
 /* Bytes a record takes beyond its data. */
@@ -32,10 +38,40 @@ typedef struct ps__replay {
 void ps__replay_init(ps__replay *r, size_t max_bytes);
 void ps__replay_free(ps__replay *r);
 
-/* Takes the offset of a new event (the first is 1). */
-uint64_t ps__replay_take_offset(ps__replay *r);
+/* Takes the offset of a new event (the first is 1). Inline, as the next one: for every event. */
+static inline uint64_t ps__replay_take_offset(ps__replay *r)
+{
+    /* next_text + 1, in place: the last digit in nine cases out of ten. */
+    int i = r->next_len - 1;
+    while (i >= 0 && r->next_text[i] == '9')
+        r->next_text[i--] = '0';
+    if (i >= 0) {
+        r->next_text[i]++;
+    } else {
+        memmove(r->next_text + 1, r->next_text, r->next_len);
+        r->next_text[0] = '1';
+        r->next_len++;
+    }
+    return r->next++;
+}
+/* The same, with its decimal text copied to `text` (not terminated); returns its length. Inline:
+ * it runs for every event sent. */
+static inline size_t ps__replay_take_offset_text(ps__replay *r, char text[PS__REPLAY_OFFSET_MAX])
+{
+    size_t n = r->next_len;
+    for (size_t i = 0; i < n; i++)
+        text[i] = r->next_text[i];
+    ps__replay_take_offset(r);
+    return n;
+}
 /* The last offset taken; 0 before any. */
 uint64_t ps__replay_last_offset(const ps__replay *r);
+
+/* A piece of a record: records may be kept from several buffers without copying them first. */
+typedef struct ps__replay_part {
+    const void *base;
+    size_t len;
+} ps__replay_part;
 
 /*
  * Keeps one record of the event `offset` (its text packet, or one of its attachments, in the
@@ -45,6 +81,9 @@ uint64_t ps__replay_last_offset(const ps__replay *r);
  * event): a reconnect from before it can no longer be replayed (see ps__replay_check).
  */
 int ps__replay_push(ps__replay *r, uint64_t offset, bool binary, const void *data, size_t len);
+/* The same for a record made of n pieces, kept one after the other. */
+int ps__replay_pushv(ps__replay *r, uint64_t offset, bool binary, const ps__replay_part *parts,
+                     size_t n);
 
 /* The client has everything through `offset`: those records are dropped. */
 void ps__replay_confirm(ps__replay *r, uint64_t offset);

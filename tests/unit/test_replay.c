@@ -204,6 +204,21 @@ TEST_IMPL(replay_offset_text)
     ps__replay_format_offset(1234567890, buf);
     ASSERT_STR_EQ(buf, "1234567890");
 
+    /* Offsets taken with their text count up in decimal, carries included. */
+    ps__replay r;
+    ps__replay_init(&r, 0);
+    char want[32];
+    for (uint64_t i = 1; i <= 100001; i++) {
+        ASSERT_EQ(r.next, i);
+        size_t n = ps__replay_take_offset_text(&r, buf);
+        int wn = snprintf(want, sizeof want, "%" PRIu64, i);
+        ASSERT_MEM_EQ(buf, n, want, (size_t)wn);
+    }
+    ASSERT_EQ(ps__replay_take_offset(&r), 100002); /* the plain take counts too */
+    size_t n = ps__replay_take_offset_text(&r, buf);
+    ASSERT_MEM_EQ(buf, n, "100003", 6);
+    ps__replay_free(&r);
+
     uint64_t v = 0;
     ASSERT(ps__replay_parse_offset(PS__STRLIT("17"), &v));
     ASSERT_EQ(v, 17);
