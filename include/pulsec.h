@@ -251,7 +251,24 @@ typedef struct ps_server_opts {
      */
     bool metrics;
     const char *metrics_listen;
+
+    /*
+     * Connection state recovery (DESIGN §6, docs/PROTOCOL.md): a session whose transport drops
+     * keeps everything it owns and waits this long for its client to come back; the client
+     * then gets what it missed and carries on. 0 = 60000; PS_RESUME_OFF = no recovery (a drop
+     * ends the session, and the CONNECT reply carries no pid: what the official conformance
+     * suites expect).
+     */
+    uint32_t resume_window_ms;
+    size_t max_replay_bytes;        /* per session, kept for a replay; beyond, the oldest
+                                       go, and a session that needs them cannot be recovered;
+                                       256 KiB (SIZE_MAX: no bound) */
+    uint32_t max_detached_sessions; /* sessions waiting for their client at once; beyond, a
+                                       drop ends the session; 1024 (UINT32_MAX: no bound) */
 } ps_server_opts;
+
+/* resume_window_ms value that turns connection state recovery off. */
+#define PS_RESUME_OFF UINT32_MAX
 
 /*
  * Creates a server on `loop` (NULL: the server creates and owns a loop of its own). Nothing is
@@ -330,8 +347,9 @@ PS_EXTERN int ps_server_post(ps_server *srv, ps_post_fn fn, void *arg);
 
 /*
  * Bytes sent to a session's client and not yet written to its socket (or, on long-polling,
- * not yet taken by a poll). Lets an app drop or coalesce updates for a slow client before the
- * max_queued_bytes bound disconnects it.
+ * not yet taken by a poll; while the session is detached, the bytes kept for its replay). Lets
+ * an app drop or coalesce updates for a slow client before the max_queued_bytes bound
+ * disconnects it (or max_replay_bytes ends a detached session).
  */
 PS_EXTERN size_t ps_session_queued(const ps_session *s);
 
@@ -372,6 +390,15 @@ typedef struct ps_server_stats {
     uint64_t tls_handshakes;     /* TLS handshakes completed */
     uint64_t tls_failures;       /* TLS connections that failed before their handshake completed:
                                     bad input, plain HTTP, handshake timeout */
+    /* Connection state recovery. `sessions` counts the detached ones too. */
+    uint64_t sessions_detached; /* sessions whose transport dropped, waiting for their client */
+    uint64_t sessions_resumed;  /* reconnects that recovered their session, since start */
+    uint64_t resume_failed;     /* reconnects asking for recovery that got a fresh session:
+                                   unknown or expired pid, another namespace's, an offset no
+                                   longer buffered, or a session still held by a live client */
+    uint64_t resume_overflow;   /* sessions ended at a drop, or while detached, because a bound
+                                   (max_replay_bytes, max_detached_sessions) left them unable to
+                                   recover */
 } ps_server_stats;
 PS_EXTERN void ps_server_get_stats(const ps_server *srv, ps_server_stats *out);
 
@@ -444,11 +471,24 @@ typedef void (*ps_event_fn)(ps_session *s, const char *event, json_t *args, ps_a
 /* `reason` is static text: "client disconnect", "transport close", "ping timeout", ... */
 typedef void (*ps_disconnect_fn)(ps_session *s, const char *reason, void *user);
 
+/* Fields may be appended in later versions: initialize with designated initializers. */
 typedef struct ps_namespace_hooks {
     ps_connect_fn connect;       /* optional: after the connect middleware */
     ps_event_fn event;           /* optional: raw events */
-    ps_disconnect_fn disconnect; /* optional: once per accepted session, before it is freed */
+    ps_disconnect_fn disconnect; /* optional: once per accepted session, before it is freed:
+                                    when it really ends (with recovery: not at a drop it may
+                                    come back from, but when its window is over) */
     void *user;
+    /*
+     * Connection state recovery, optional. transport_lost: the session's transport dropped
+     * ("transport close", "ping timeout", ...) and the session waits for its client for
+     * resume_window_ms, views, channels and pending requests kept; what is sent meanwhile is
+     * replayed to it. resumed: the client came back and has been given what it missed. Either
+     * may run any number of times between connect and disconnect; a session that never comes
+     * back ends with disconnect (the reason its transport went). For presence ("away").
+     */
+    ps_disconnect_fn transport_lost;
+    void (*resumed)(ps_session *s, void *user);
 } ps_namespace_hooks;
 
 /*
@@ -472,8 +512,16 @@ typedef void (*ps_ack_cb)(ps_session *s, int status, json_t *args, void *user);
 PS_EXTERN int ps_session_emit_ack(ps_session *s, const char *event, json_t *args,
                                   uint32_t timeout_ms, ps_ack_cb cb, void *user);
 
-/* Sends DISCONNECT to the client and closes the session (dispose and disconnect hooks run). */
+/* Sends DISCONNECT to the client and closes the session (dispose and disconnect hooks run).
+ * A detached session (see ps_session_detached) just ends. */
 PS_EXTERN int ps_session_disconnect(ps_session *s);
+
+/*
+ * Whether the session's transport is gone and it waits for its client (connection state
+ * recovery; between the transport_lost and resumed hooks). Everything works meanwhile: what
+ * is sent is kept and replayed, requests wait with their timeouts running.
+ */
+PS_EXTERN bool ps_session_detached(const ps_session *s);
 
 /* The Socket.IO socket id sent to the client (not the Engine.IO sid, which is a secret). */
 PS_EXTERN const char *ps_session_id(const ps_session *s);

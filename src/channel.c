@@ -7,8 +7,17 @@
  * the handler's ps_reply and every kept handle; closing the channel detaches reply states from
  * it, which turns late answers into no-ops. An outgoing request completes exactly once through
  * request_complete(): response, timer, or channel close, whichever comes first.
+ *
+ * Recovery (DESIGN §6, exactly once across a blip). Our requests keep their event and payload
+ * so that a resume can send again those still unanswered (the client answers a repeat from
+ * its memory). The client sends again its own unanswered requests right after the resume,
+ * before it answers a ping sent after it: from the resume until that pong (`dedup`, settled by
+ * the session layer), each channel has a request-id memory (reqmem), seeded with the requests
+ * still running, so that a repeat is answered with the first answer or, while that one still
+ * runs, not at all. Outside that window no repeat can come, so the memory costs nothing.
  */
 #include "channel.h"
+#include "reqmem.h"
 
 #include <stdio.h>
 
@@ -48,8 +57,14 @@ typedef struct pending_req {
     ps_response_cb cb;
     void *user;
     uint64_t sent_ns; /* when the layer measures requests */
+    char *event;      /* with recovery: to send it again after a resume */
+    json_t *payload;  /* with recovery; NULL = null */
     char id[PS__HEX_ID_LEN + 1];
 } pending_req;
+
+/* Bounds of a channel's request-id memory while a resume settles (see the file comment). */
+#define REQMEM_MAX_ENTRIES 4096
+#define REQMEM_MAX_BYTES (1024 * 1024)
 
 struct ps_channel {
     ps__channels *layer;
@@ -62,7 +77,8 @@ struct ps_channel {
     ps__list replies; /* the client's requests awaiting us */
     size_t npending;
     size_t nreplies;
-    void *ext; /* the topic layer's memberships, allocated by the first ps_join */
+    void *ext;       /* the topic layer's memberships, allocated by the first ps_join */
+    ps__reqmem *mem; /* while a resume settles, after the first request (see the top) */
     bool closed;
     char id[PS__HEX_ID_LEN + 1];
 };
@@ -74,6 +90,7 @@ typedef struct view_channels {
 typedef struct sess_channels {
     ps__list open;
     size_t nopen;
+    bool dedup; /* resumed, not settled: requests may come again */
 } sess_channels;
 
 /* ---- envelope -------------------------------------------------------------------------- */
@@ -296,6 +313,52 @@ static void reply_state_unref(reply_state *st)
     }
 }
 
+/* While a resume settles: keeps the answer to `rid` for a repeat, as "e" + error text or
+ * "p" + the payload's JSON (a tree, or text). */
+static void remember(ps_channel *ch, const char *rid, json_t *payload, const char *text, size_t len,
+                     const char *error)
+{
+    if (!ch || !ch->mem)
+        return;
+    ps__buf b;
+    ps__buf_init(&b);
+    if (error) {
+        ps__buf_appendc(&b, 'e');
+        ps__buf_appends(&b, error);
+    } else {
+        ps__buf_appendc(&b, 'p');
+        append_payload(&b, payload, text, len);
+    }
+    ps__reqmem_answer(ch->mem, rid, b.base, b.len);
+    ps__buf_free(&b);
+}
+
+/* Sends a response to the client's request `rid` on `ch` (known, open or not), remembering
+ * it while a resume settles. */
+static int answer(ps_session *s, ps_channel *ch, const char *channel, const char *rid,
+                  json_t *payload, const char *text, size_t len, const char *error)
+{
+    remember(ch, rid, payload, text, len, error);
+    return send_response(s, channel, rid, payload, text, len, error);
+}
+
+/* A repeat of an answered request: the same answer again. */
+static void answer_again(ps_session *s, const char *channel, const char *rid, const char *kept,
+                         size_t len)
+{
+    if (!kept || len == 0)
+        return; /* too large to keep: the first answer went, a second never does */
+    if (kept[0] == 'e') {
+        char *error = ps__strndup(kept + 1, len - 1);
+        send_response(s, channel, rid, NULL, NULL, 0, error);
+        ps__free(error);
+        return;
+    }
+    json_t *payload = ps__json_parse(kept + 1, len - 1);
+    send_response(s, channel, rid, payload, NULL, 0, NULL);
+    json_decref(payload);
+}
+
 static int reply_answer(reply_state *st, json_t *payload, const char *text, size_t len,
                         const char *error)
 {
@@ -307,7 +370,7 @@ static int reply_answer(reply_state *st, json_t *payload, const char *text, size
     ps__histogram *h = st->ch->layer->request_seconds;
     if (h && st->started_ns)
         ps__histogram_observe(h, ps__now_ns() - st->started_ns);
-    return send_response(st->ch->session, st->ch->id, st->request_id, payload, text, len, error);
+    return answer(st->ch->session, st->ch, st->ch->id, st->request_id, payload, text, len, error);
 }
 
 ps_reply *ps_reply_keep(ps_reply *reply)
@@ -389,6 +452,8 @@ static void request_complete(pending_req *pr, int status, json_t *payload, const
     ps__view_ref(ch->view);
     pr->cb(ch, status, payload, error, pr->user);
     ps__view_unref(ch->view);
+    ps__free(pr->event);
+    json_decref(pr->payload);
     ps__free(pr);
 }
 
@@ -415,6 +480,10 @@ int ps_request(ps_channel *ch, const char *event, json_t *payload, uint32_t time
     if (ch->layer->server_request_seconds)
         pr->sent_ns = ps__now_ns();
     ps__random_hex_id(pr->id);
+    if (ps__session_recovers(ch->session)) {
+        pr->event = ps__strdup(event);
+        pr->payload = payload ? json_incref(payload) : NULL;
+    }
     ps__list_insert_tail(&ch->pending, &pr->link);
     ch->npending++;
     if (timeout_ms) {
@@ -448,6 +517,8 @@ static void channel_close(ps_channel *ch, bool tell_client)
     if (ch->closed)
         return;
     ch->closed = true;
+    ps__reqmem_free(ch->mem);
+    ch->mem = NULL;
     ps__list_remove(&ch->open_link);
     ((sess_channels *)ps__views_session_data(ch->session))->nopen--;
     ch->layer->nchannels--;
@@ -709,9 +780,20 @@ static void handle_envelope(ps__channels *cs, ps_session *s, const ps__envelope 
         channel_close(ch, true); /* DESIGN §4.1: the client hears __close__ however it closed */
         return;
     }
+    if (env->request_id && ((sess_channels *)ps__views_session_data(s))->dedup) {
+        if (!ch->mem)
+            ch->mem = ps__reqmem_new(REQMEM_MAX_ENTRIES, REQMEM_MAX_BYTES);
+        const char *kept = NULL;
+        size_t len = 0;
+        switch (ps__reqmem_begin(ch->mem, env->request_id, &kept, &len)) {
+        case PS__REQ_RUNNING: return; /* its first run answers it */
+        case PS__REQ_ANSWERED: answer_again(s, env->channel, env->request_id, kept, len); return;
+        default: break;
+        }
+    }
     if (env->request_id && cs->max_pending && ch->nreplies >= cs->max_pending) {
         cs->dropped++;
-        send_response(s, env->channel, env->request_id, NULL, NULL, 0, "Too many pending requests");
+        answer(s, ch, env->channel, env->request_id, NULL, NULL, 0, "Too many pending requests");
         return;
     }
     ps_view *view = ch->view;
@@ -728,10 +810,10 @@ static void handle_envelope(ps__channels *cs, ps_session *s, const ps__envelope 
         rc = cs->message_mw[i].fn(s, &m, cs->message_mw[i].user);
     if (rc != 0 || ch->closed) {
         if (env->request_id)
-            send_response(s, env->channel, env->request_id, NULL, NULL, 0,
-                          ch->closed     ? "Channel closed"
-                          : m.deny_error ? m.deny_error
-                                         : "denied");
+            answer(s, ch, env->channel, env->request_id, NULL, NULL, 0,
+                   ch->closed     ? "Channel closed"
+                   : m.deny_error ? m.deny_error
+                                  : "denied");
     } else {
         dispatch(ch, env->event, pl, env->request_id);
     }
@@ -899,6 +981,54 @@ static void on_session_free(ps_session *s, void *user)
     ps__free(ps__views_session_data(s));
 }
 
+/*
+ * The session's client is back. Our unanswered requests go again (the replay may have carried
+ * some of them already: the client answers a repeat once), and the dedup window opens, with
+ * the client's requests still running as its first entries.
+ */
+static void on_session_resume(ps_session *s, void *user)
+{
+    sess_channels *sc = ps__views_session_data(s);
+    if (!sc)
+        return;
+    sc->dedup = true;
+    ps__list *pos, *p;
+    ps__list_foreach(pos, &sc->open)
+    {
+        ps_channel *ch = PS__CONTAINER_OF(pos, ps_channel, open_link);
+        ps__list_foreach(p, &ch->replies)
+        {
+            reply_state *st = PS__CONTAINER_OF(p, reply_state, link);
+            if (st->answered)
+                continue;
+            if (!ch->mem)
+                ch->mem = ps__reqmem_new(REQMEM_MAX_ENTRIES, REQMEM_MAX_BYTES);
+            ps__reqmem_begin(ch->mem, st->request_id, NULL, NULL);
+        }
+        ps__list_foreach(p, &ch->pending)
+        {
+            pending_req *pr = PS__CONTAINER_OF(p, pending_req, link);
+            if (pr->event)
+                send_event(ch, pr->event, pr->payload, NULL, 0, pr->id);
+        }
+    }
+}
+
+static void on_session_settled(ps_session *s, void *user)
+{
+    sess_channels *sc = ps__views_session_data(s);
+    if (!sc)
+        return;
+    sc->dedup = false;
+    ps__list *pos;
+    ps__list_foreach(pos, &sc->open)
+    {
+        ps_channel *ch = PS__CONTAINER_OF(pos, ps_channel, open_link);
+        ps__reqmem_free(ch->mem);
+        ch->mem = NULL;
+    }
+}
+
 void ps__channels_init(ps__channels *cs, ps__sessions *sessions)
 {
     memset(cs, 0, sizeof *cs);
@@ -910,6 +1040,8 @@ void ps__channels_init(ps__channels *cs, ps__sessions *sessions)
         .on_session_free = on_session_free,
         .user = cs,
         .on_channel_message_raw = on_channel_message_raw,
+        .on_session_resume = on_session_resume,
+        .on_session_settled = on_session_settled,
     };
     ps__views_set_ext(&cs->views, &ext);
 }

@@ -62,6 +62,7 @@ struct ps__eio {
     bool closed;
     bool notified;
     const char *close_reason;
+    int peer_code; /* the close code of a WebSocket that ended from the client's side */
     ps__eio_handshake hs;
     char sid[PS__SID_LEN + 1];
 };
@@ -571,17 +572,33 @@ static void beat_arm(ps__eio_server *es, uint64_t due)
     ps__timer_start(es->beat, due > now ? due - now : 0);
 }
 
-/* (Re)schedules a session's heartbeat: its next ping, or with `pong`, its pong's deadline. */
-static void beat_schedule(ps__eio *e, bool pong)
+/*
+ * Puts a session on a heartbeat list, due at `due` (loop time). beat_wait and beat_pong take
+ * their sessions in the order of their deadlines since every session waits as long there;
+ * beat_early, for the rare shorter waits asked from above (ps__eio_ping_within, ps__eio_probe),
+ * is kept sorted, searched from its end (its waits are mostly alike too).
+ */
+static void beat_put(ps__eio *e, ps__list *list, uint64_t due)
 {
     ps__eio_server *es = e->srv;
     if (ps__list_empty(&e->beat_link) && es->nbeating++ == 0)
         es->beat = ps__timer_new(es->loop, beat_fire, es);
     ps__list_remove(&e->beat_link);
-    e->beat_due =
-        ps__loop_now(es->loop) + (pong ? es->cfg.ping_timeout_ms : es->cfg.ping_interval_ms);
-    ps__list_insert_tail(pong ? &es->beat_pong : &es->beat_wait, &e->beat_link);
-    beat_arm(es, e->beat_due);
+    e->beat_due = due;
+    ps__list *after = list->prev;
+    if (list == &es->beat_early)
+        while (after != list && PS__CONTAINER_OF(after, ps__eio, beat_link)->beat_due > due)
+            after = after->prev;
+    ps__list_insert_tail(after->next, &e->beat_link);
+    beat_arm(es, due);
+}
+
+/* (Re)schedules a session's heartbeat: its next ping, or with `pong`, its pong's deadline. */
+static void beat_schedule(ps__eio *e, bool pong)
+{
+    ps__eio_server *es = e->srv;
+    beat_put(e, pong ? &es->beat_pong : &es->beat_wait,
+             ps__loop_now(es->loop) + (pong ? es->cfg.ping_timeout_ms : es->cfg.ping_interval_ms));
 }
 
 static void beat_stop(ps__eio *e)
@@ -604,37 +621,87 @@ static ps__eio *beat_head(ps__list *l, uint64_t now)
     return e->beat_due <= now ? e : NULL;
 }
 
+/* Sends a ping whose pong is due at `deadline`, kept on `list`. */
+static void ping(ps__eio *e, ps__list *list, uint64_t deadline)
+{
+    e->awaiting_pong = true;
+    beat_put(e, list, deadline); /* first: the send may end the session (a slow consumer) */
+    e->refs++;
+    send_any(e, false, "2", 1);
+    if (!e->closed && e->srv->cbs->on_heartbeat)
+        e->srv->cbs->on_heartbeat(e, false);
+    eio_unref(e);
+}
+
+static void beat_min(ps__list *l, uint64_t *due)
+{
+    if (!ps__list_empty(l)) {
+        uint64_t d = PS__CONTAINER_OF(l->next, ps__eio, beat_link)->beat_due;
+        if (d < *due)
+            *due = d;
+    }
+}
+
 /* Every session whose pong is overdue ends; every one whose ping is due gets it. */
 static void beat_fire(ps__timer *t, void *data)
 {
     ps__eio_server *es = data;
     uint64_t now = ps__loop_now(es->loop);
+    uint64_t deadline = now + es->cfg.ping_timeout_ms;
     ps__eio *e;
     while ((e = beat_head(&es->beat_pong, now))) {
         beat_stop(e);
         ps__eio_close(e, PS__WS_NORMAL, "ping timeout");
     }
-    while ((e = beat_head(&es->beat_wait, now))) {
-        e->awaiting_pong = true;
-        beat_schedule(e, true); /* first: the send may end the session (a slow consumer) */
-        send_any(e, false, "2", 1);
+    while ((e = beat_head(&es->beat_early, now))) {
+        if (e->awaiting_pong) {
+            beat_stop(e);
+            ps__eio_close(e, PS__WS_NORMAL, "ping timeout");
+        } else {
+            ping(e, &es->beat_pong, deadline);
+        }
     }
+    while ((e = beat_head(&es->beat_wait, now)))
+        ping(e, &es->beat_pong, deadline);
     if (!es->beat)
         return; /* the last session went */
-    ps__eio *w = ps__list_empty(&es->beat_wait)
-                     ? NULL
-                     : PS__CONTAINER_OF(es->beat_wait.next, ps__eio, beat_link);
-    ps__eio *p = ps__list_empty(&es->beat_pong)
-                     ? NULL
-                     : PS__CONTAINER_OF(es->beat_pong.next, ps__eio, beat_link);
-    if (w || p) {
-        uint64_t due = !p                          ? w->beat_due
-                       : !w                        ? p->beat_due
-                       : w->beat_due < p->beat_due ? w->beat_due
-                                                   : p->beat_due;
+    uint64_t due = UINT64_MAX;
+    beat_min(&es->beat_wait, &due);
+    beat_min(&es->beat_pong, &due);
+    beat_min(&es->beat_early, &due);
+    if (due != UINT64_MAX) {
         es->beat_at = due;
         ps__timer_start(es->beat, due > now ? due - now : 0);
     }
+}
+
+void ps__eio_ping_soon(ps__eio *e)
+{
+    if (e->closed || e->awaiting_pong)
+        return;
+    ps__eio_server *es = e->srv;
+    ping(e, &es->beat_pong, ps__loop_now(es->loop) + es->cfg.ping_timeout_ms);
+}
+
+void ps__eio_ping_within(ps__eio *e, uint32_t ms)
+{
+    if (e->closed || e->awaiting_pong)
+        return;
+    uint64_t due = ps__loop_now(e->srv->loop) + ms;
+    if (ps__list_empty(&e->beat_link) || e->beat_due > due)
+        beat_put(e, &e->srv->beat_early, due);
+}
+
+void ps__eio_probe(ps__eio *e, uint32_t deadline_ms)
+{
+    if (e->closed)
+        return;
+    ps__eio_server *es = e->srv;
+    uint64_t due = ps__loop_now(es->loop) + deadline_ms;
+    if (!e->awaiting_pong)
+        ping(e, &es->beat_early, due);
+    else if (e->beat_due > due)
+        beat_put(e, &es->beat_early, due);
 }
 
 /* ---- packets from the client ----------------------------------------------------------- */
@@ -658,6 +725,8 @@ static int on_packet(ps__eio *e, bool binary, const char *data, size_t len)
         if (e->awaiting_pong && len == 1) {
             e->awaiting_pong = false;
             beat_schedule(e, false);
+            if (e->srv->cbs->on_heartbeat)
+                e->srv->cbs->on_heartbeat(e, true);
         }
         return 0;
     case PS__EIO_CLOSE: ps__eio_close(e, PS__WS_NORMAL, "client close"); return 0;
@@ -683,6 +752,7 @@ static void eio_on_ws_close(ps__ws *ws, int code)
         /* Errors found by the layers above were counted there; these were found below. */
         if (code == PS__WS_PROTOCOL_ERROR || code == PS__WS_INVALID_DATA || code == PS__WS_TOO_BIG)
             e->srv->ws_errors++;
+        e->peer_code = code;
         mark_closed(e, "transport close");
     }
     e->ws = NULL;
@@ -1205,6 +1275,7 @@ void ps__eio_server_init(ps__eio_server *es, uv_loop_t *loop, const ps__eio_conf
     ps__list_init(&es->sessions);
     ps__list_init(&es->beat_wait);
     ps__list_init(&es->beat_pong);
+    ps__list_init(&es->beat_early);
     ps__list_init(&es->lingering);
     ps__list_init(&es->never_polled);
     ps__list_init(&es->polled);
@@ -1253,6 +1324,17 @@ bool ps__eio_closed(const ps__eio *e)
     return e->closed;
 }
 
+bool ps__eio_client_left(const ps__eio *e)
+{
+    /* 1000: the client said it is done; 1001: its page went away (a browser closes its
+     * WebSockets so when a tab closes or navigates); 1002/1007/1009: its frames broke the
+     * protocol. A network failure sends no close frame at all (1006), and socket.io-client,
+     * when it gives a connection up itself (its ping timeout), one without a code (1005). */
+    return e->peer_code == PS__WS_NORMAL || e->peer_code == PS__WS_GOING_AWAY ||
+           e->peer_code == PS__WS_PROTOCOL_ERROR || e->peer_code == PS__WS_INVALID_DATA ||
+           e->peer_code == PS__WS_TOO_BIG;
+}
+
 size_t ps__eio_queued(const ps__eio *e)
 {
     return e->transport == T_WEBSOCKET && e->ws ? ps__ws_queued(e->ws) : e->outq.len;
@@ -1276,6 +1358,33 @@ const char *ps__eio_sid(const ps__eio *e)
 const ps__eio_handshake *ps__eio_get_handshake(const ps__eio *e)
 {
     return &e->hs;
+}
+
+ps__eio_handshake *ps__eio_handshake_dup(const ps__eio_handshake *hs)
+{
+    size_t strings = 0;
+    for (size_t i = 0; i < hs->nheaders; i++)
+        strings += strlen(hs->headers[i].name) + strlen(hs->headers[i].value) + 2;
+    size_t url = hs->url ? strlen(hs->url) + 1 : 0, query = hs->query ? strlen(hs->query) + 1 : 0;
+    size_t total = sizeof *hs + hs->nheaders * sizeof *hs->headers + strings + url + query;
+    ps__eio_handshake *out = ps__malloc(total);
+    char *p = (char *)(out + 1);
+    memcpy(out->address, hs->address, sizeof out->address);
+    out->nheaders = hs->nheaders;
+    out->headers = (ps__http_header *)p;
+    p += hs->nheaders * sizeof *hs->headers;
+    out->strings = p;
+    for (size_t i = 0; i < hs->nheaders; i++) {
+        size_t n = strlen(hs->headers[i].name) + 1, v = strlen(hs->headers[i].value) + 1;
+        out->headers[i].name = memcpy(p, hs->headers[i].name, n);
+        p += n;
+        out->headers[i].value = memcpy(p, hs->headers[i].value, v);
+        p += v;
+    }
+    out->url = url ? memcpy(p, hs->url, url) : NULL;
+    p += url;
+    out->query = query ? memcpy(p, hs->query, query) : NULL;
+    return out;
 }
 
 ps__eio_server *ps__eio_get_server(const ps__eio *e)

@@ -31,6 +31,9 @@ typedef struct ps__eio_cbs {
     /* The session is over; called once, from the loop (never from inside a ps__eio call).
      * The ps__eio must not be used after this returns. */
     void (*on_close)(ps__eio *e, const char *reason);
+    /* Optional. A ping went out (pong false), or the pong answering it came back (pong true):
+     * the client has then read everything sent before that ping, on either transport. */
+    void (*on_heartbeat)(ps__eio *e, bool pong);
 } ps__eio_cbs;
 
 typedef struct ps__eio_config {
@@ -96,9 +99,10 @@ struct ps__eio_server {
      * serves them all: a timer per session cost an idle connection 170 bytes. */
     ps__list beat_wait;
     ps__list beat_pong;
-    size_t nbeating;  /* sessions on either list */
-    ps__timer *beat;  /* exists while nbeating > 0 */
-    uint64_t beat_at; /* when `beat` fires, while it is active */
+    ps__list beat_early; /* sooner pings or pong deadlines asked from above, sorted by due */
+    size_t nbeating;     /* sessions on either list */
+    ps__timer *beat;     /* exists while nbeating > 0 */
+    uint64_t beat_at;    /* when `beat` fires, while it is active */
     bool shutting_down;
 };
 
@@ -121,10 +125,29 @@ int ps__eio_send_packet(ps__eio *e, const char *packet, size_t len);
 /* The same, the packet being the concatenation of up to PS__WS_MAX_PARTS parts. */
 int ps__eio_send_packetv(ps__eio *e, const uv_buf_t *parts, size_t nparts);
 int ps__eio_send_binary(ps__eio *e, const char *data, size_t len);
+/*
+ * Sends a ping now instead of at the next heartbeat, unless one is awaiting its pong already,
+ * so that the pong (on_heartbeat) comes one round trip from now: the layer above learns
+ * sooner what the client has read. The pong deadline is the usual ping_timeout_ms.
+ */
+void ps__eio_ping_soon(ps__eio *e);
+/* Sends the next ping within `ms` (sooner than the heartbeat would), unless one is out already:
+ * for a layer that wants to learn before long what the client has read. */
+void ps__eio_ping_within(ps__eio *e, uint32_t ms);
+/*
+ * Asks whether the client is still there: a ping now (or the one already out) must be
+ * answered within `deadline_ms`, or the session ends as on any ping timeout. For a transport
+ * that may be dead without the server having noticed (no FIN ever came).
+ */
+void ps__eio_probe(ps__eio *e, uint32_t deadline_ms);
 /* Ends the session: WebSocket close with `code`, or `1` to the next poll; `reason` is what
  * on_close reports. */
 void ps__eio_close(ps__eio *e, int code, const char *reason);
 bool ps__eio_closed(const ps__eio *e);
+/* After the end: whether its WebSocket ended in a way no client comes back from (it closed with
+ * 1000, its page went away, or it broke the protocol), as opposed to a transport that failed
+ * under it. */
+bool ps__eio_client_left(const ps__eio *e);
 size_t ps__eio_queued(const ps__eio *e);
 /* "websocket" or "polling". */
 const char *ps__eio_transport(const ps__eio *e);
@@ -136,6 +159,8 @@ void ps__eio_connected(ps__eio *e);
 void *ps__eio_up(const ps__eio *e);
 const char *ps__eio_sid(const ps__eio *e);
 const ps__eio_handshake *ps__eio_get_handshake(const ps__eio *e);
+/* A copy of a handshake that outlives its session (one allocation; free with ps__free()). */
+ps__eio_handshake *ps__eio_handshake_dup(const ps__eio_handshake *hs);
 ps__eio_server *ps__eio_get_server(const ps__eio *e);
 
 /* Encodes the open packet for a session ("0{...}") into out. */

@@ -68,6 +68,15 @@ static const stat_metric stat_metrics[] = {
     STAT(tls_failures, "pulsec_tls_handshake_failures_total", "counter",
          "TLS connections that failed before or during the handshake: bad input, plain HTTP, "
          "timeouts."),
+    STAT(sessions_detached, "pulsec_sessions_detached", "gauge",
+         "Sessions whose transport dropped, waiting for their client to resume them now."),
+    STAT(sessions_resumed, "pulsec_sessions_resumed_total", "counter",
+         "Reconnects that recovered their session."),
+    STAT(resume_failed, "pulsec_resume_failed_total", "counter",
+         "Reconnects asking for recovery that got a fresh session."),
+    STAT(resume_overflow, "pulsec_resume_overflow_total", "counter",
+         "Sessions ended because max_replay_bytes or max_detached_sessions left them unable to "
+         "recover."),
 };
 
 size_t ps__metrics_stats_count(void)

@@ -128,6 +128,12 @@ static void apply_defaults(ps_server_opts *o)
         o->max_topics_per_channel = 64;
     if (!o->max_topics)
         o->max_topics = 100000;
+    if (!o->resume_window_ms)
+        o->resume_window_ms = 60000;
+    if (!o->max_replay_bytes)
+        o->max_replay_bytes = 256 * 1024;
+    if (!o->max_detached_sessions)
+        o->max_detached_sessions = 1024;
 }
 
 /* "/socket.io/" also owns "/socket.io" and anything below it, as the reference does. `target`
@@ -236,7 +242,11 @@ static size_t server_body_limit(void *user, const char *url)
 
 /* ---- workers: routing, hand-over, publishes ------------------------------------------- */
 
-/* A polling request or an upgrade whose sid names another worker goes to that worker. */
+/*
+ * A polling request or an upgrade whose sid names another worker goes to that worker; so does
+ * the handshake of a client coming back for its session (connection state recovery), which
+ * quotes its last Socket.IO id as `pulsec_resume`: the worker that made the id holds the pid.
+ */
 static int server_route(void *user, const ps__http_req *req)
 {
     ps_server *srv = user;
@@ -247,7 +257,8 @@ static int server_route(void *user, const ps__http_req *req)
     ps__buf sid;
     ps__buf_init(&sid);
     int target = -1;
-    if (ps__http_query_get(req->query, "sid", &sid)) {
+    if (ps__http_query_get(req->query, "sid", &sid) ||
+        ps__http_query_get(req->query, "pulsec_resume", &sid)) {
         int w = ps__id_worker(sid.base);
         if (w >= 0 && w < srv->workers.n && w != srv->workers.self)
             target = w;
@@ -703,6 +714,13 @@ ps_server *ps_server_new(uv_loop_t *loop, const ps_server_opts *opts)
     srv->opts.trusted_proxies = NULL; /* not kept: the caller's array */
     ps__sessions_init(&srv->sessions, srv, loop, &ec, o.connect_timeout_ms);
     srv->sessions.sio.engine_echo = o.engineio_echo;
+    if (o.resume_window_ms != PS_RESUME_OFF && !o.engineio_echo) {
+        srv->sessions.sio.recovery.window_ms = o.resume_window_ms;
+        srv->sessions.sio.recovery.max_replay_bytes =
+            o.max_replay_bytes == SIZE_MAX ? 0 : o.max_replay_bytes;
+        srv->sessions.sio.recovery.max_detached =
+            o.max_detached_sessions == UINT32_MAX ? 0 : o.max_detached_sessions;
+    }
     ps__channels_init(&srv->channels, &srv->sessions);
     if (o.metrics || o.metrics_listen) {
         srv->channels.request_seconds = &srv->hist_requests;

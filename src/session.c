@@ -4,6 +4,12 @@
  * socket disconnects: first the layer above disposes what the session owns, then the app's
  * disconnect hook runs, then the app's data destructor. The socket keeps a reference on the
  * session's behalf across every app callback, so the app may disconnect from inside one.
+ *
+ * With connection state recovery a socket may detach (transport gone, session kept) and resume
+ * any number of times before it disconnects: the session is the same object throughout, with
+ * the handshake it was created with (copied at the first detach, since the Engine.IO session
+ * holding the original goes). The middleware does not run again on a resume: the pid, a
+ * secret of the session, is what the client proves itself with.
  */
 #include "session.h"
 
@@ -26,6 +32,7 @@ struct ps_session {
     void (*free_data)(void *);
     void *ext_data;
     int refs; /* the socket's while connected, plus one per dispatch in progress */
+    ps__eio_handshake *hs_copy; /* after a detach: hs.eio points here */
     bool accepted;
     bool closed;
 };
@@ -195,6 +202,7 @@ static void session_free(ps_session *s)
 {
     if (s->free_data)
         s->free_data(s->data);
+    ps__free(s->hs_copy);
     json_decref(s->hs.auth);
     json_decref(s->hs.query);
     json_decref(s->hs.cookies);
@@ -295,12 +303,55 @@ static bool sess_on_event_raw(ps__sio_socket *sock, const char *name, const ps__
     return true;
 }
 
+static void sess_on_detach(ps__sio_socket *sock, const char *reason)
+{
+    ps_session *s = ps__sio_socket_up(sock);
+    if (!s)
+        return;
+    if (!s->hs_copy) {
+        s->hs_copy = ps__eio_handshake_dup(s->hs.eio);
+        s->hs.eio = s->hs_copy;
+    }
+    if (s->nsp->hooks.transport_lost) {
+        ps__session_ref(s);
+        s->nsp->hooks.transport_lost(s, reason, s->nsp->hooks.user);
+        ps__session_unref(s);
+    }
+}
+
+static void sess_on_resume(ps__sio_socket *sock)
+{
+    ps_session *s = ps__sio_socket_up(sock);
+    if (!s)
+        return;
+    ps__sessions *ss = s->layer;
+    ps__session_ref(s);
+    if (ss->ext.on_session_resume)
+        ss->ext.on_session_resume(s, ss->ext.user);
+    if (!s->closed && s->nsp->hooks.resumed)
+        s->nsp->hooks.resumed(s, s->nsp->hooks.user);
+    ps__session_unref(s);
+}
+
+static void sess_on_resume_settled(ps__sio_socket *sock)
+{
+    ps_session *s = ps__sio_socket_up(sock);
+    if (!s || !s->layer->ext.on_session_settled)
+        return;
+    ps__session_ref(s);
+    s->layer->ext.on_session_settled(s, s->layer->ext.user);
+    ps__session_unref(s);
+}
+
 static const ps__sio_cbs sess_sio_cbs = {
     .has_namespace = sess_has_namespace,
     .on_connect = sess_on_connect,
     .on_event = sess_on_event,
     .on_disconnect = sess_on_disconnect,
     .on_event_raw = sess_on_event_raw,
+    .on_detach = sess_on_detach,
+    .on_resume = sess_on_resume,
+    .on_resume_settled = sess_on_resume_settled,
 };
 
 void ps__session_ref(ps_session *s)
@@ -361,7 +412,7 @@ void ps__sessions_init(ps__sessions *ss, ps_server *server, uv_loop_t *loop,
 
 void ps__sessions_free(ps__sessions *ss)
 {
-    ps__eio_server_free(&ss->sio.eio);
+    ps__sio_server_free(&ss->sio);
     for (size_t i = 0; i < ss->nnsps; i++)
         ps__free(ss->nsps[i].name);
     ps__free(ss->nsps);
@@ -375,7 +426,7 @@ void ps__sessions_set_ext(ps__sessions *ss, const ps__session_ext *ext)
 
 void ps__sessions_shutdown(ps__sessions *ss)
 {
-    ps__eio_server_shutdown(&ss->sio.eio);
+    ps__sio_server_shutdown(&ss->sio);
 }
 
 void ps__sessions_stats(const ps__sessions *ss, ps_server_stats *out)
@@ -385,6 +436,10 @@ void ps__sessions_stats(const ps__sessions *ss, ps_server_stats *out)
     out->messages_in = ss->sio.stats.packets_in;
     out->messages_out = ss->sio.stats.packets_out;
     out->protocol_errors = ss->sio.stats.protocol_errors + ss->sio.eio.ws_errors;
+    out->sessions_detached = ss->sio.stats.detached;
+    out->sessions_resumed = ss->sio.stats.resumed;
+    out->resume_failed = ss->sio.stats.resume_failed;
+    out->resume_overflow = ss->sio.stats.resume_overflow;
 }
 
 ps__sessions *ps__session_layer(const ps_session *s)
@@ -395,6 +450,16 @@ ps__sessions *ps__session_layer(const ps_session *s)
 bool ps__session_closed(const ps_session *s)
 {
     return s->closed || ps__sio_socket_closed(s->sock);
+}
+
+bool ps__session_recovers(const ps_session *s)
+{
+    return !s->closed && ps__sio_socket_recovers(s->sock);
+}
+
+bool ps_session_detached(const ps_session *s)
+{
+    return !s->closed && ps__sio_socket_detached(s->sock);
 }
 
 void *ps__session_ext_data(const ps_session *s)
@@ -478,7 +543,7 @@ size_t ps_session_queued(const ps_session *s)
 {
     if (s->closed)
         return 0;
-    return ps__eio_queued(ps__sio_conn_eio(ps__sio_socket_conn(s->sock)));
+    return ps__sio_socket_queued(s->sock);
 }
 
 int ps_session_disconnect(ps_session *s)

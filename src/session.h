@@ -24,6 +24,12 @@ typedef struct ps__session_ext {
      * index: ix->top[0] is the name, ix->top[1...] the arguments, ix->subs the members of the
      * first). When set, every "message" on the main namespace comes here instead. */
     void (*on_message_raw)(ps_session *s, const ps__json_index *ix, int64_t ack_id, void *user);
+    /* Recovery, optional: the session's client came back (the missed messages went out
+     * first, then the CONNECT reply). */
+    void (*on_session_resume)(ps_session *s, void *user);
+    /* Recovery, optional: after a resume, the client has read it and what it sent in answer
+     * (its repeated requests) has arrived (see ps__sio_cbs.on_resume_settled). */
+    void (*on_session_settled)(ps_session *s, void *user);
 } ps__session_ext;
 
 typedef struct ps__namespace {
@@ -57,6 +63,8 @@ int ps__sessions_add_namespace(ps__sessions *ss, const char *name, const ps_name
 int ps__sessions_use_connect(ps__sessions *ss, ps_connect_fn fn, void *user);
 ps__sessions *ps__session_layer(const ps_session *s);
 bool ps__session_closed(const ps_session *s);
+/* Recovery is on for the session: it may detach and resume. */
+bool ps__session_recovers(const ps_session *s);
 /* Per-session slot for the layer above; freed by that layer in on_session_close. */
 void *ps__session_ext_data(const ps_session *s);
 void ps__session_set_ext_data(ps_session *s, void *data);

@@ -1,10 +1,19 @@
 /*
  * socketio: the Socket.IO v5 codec and the namespace sockets of each Engine.IO session.
  *
- * A ps__sio_conn lives exactly as long as its Engine.IO session; its sockets are freed when they
+ * A ps__sio_conn lives exactly as long as its Engine.IO session. Its sockets are freed when they
  * disconnect and nothing holds a reference (upper layers hold one across app callbacks, so an
  * app may disconnect a socket from inside its own event handler). Every emit-with-ack completes
  * exactly once: the ack arrives, its timer fires, or the socket closes, whichever is first.
+ *
+ * Recovery: a socket with a pid is also in the server's pid table. When its connection ends
+ * for a reason a client comes back from, it is detached instead (conn NULL, in srv->detached,
+ * its window timer running): sends go to its replay buffer only, acks stay pending. A CONNECT
+ * with its pid on its namespace, and an offset the buffer can still serve, attaches it to that
+ * connection. A pid whose socket is still attached elsewhere is checked first: the old
+ * connection is probed (a ping with a short deadline); if it answers, the newcomer gets a fresh
+ * socket, if it dies the socket detaches and the newcomer resumes it (`takeover`). The replay
+ * buffer forgets what the client has read: at each pong, everything sent before its ping.
  */
 #include "socketio.h"
 
@@ -13,11 +22,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* The longest a takeover waits for the old connection to answer its probe. */
+#define TAKEOVER_PROBE_MS 2000
+/* While a connected socket keeps anything for a replay, a ping goes out within this, and at once
+ * past REPLAY_PING_BYTES: its pong lets what it proves read go, so a socket keeps a couple of
+ * seconds and at most about that many bytes of traffic, not a heartbeat's worth. */
+#define REPLAY_PING_MS 2000
+#define REPLAY_PING_BYTES (16 * 1024)
+
 typedef struct reassembly {
     ps__sio_packet packet; /* the text part */
     ps__buf parts[PS__SIO_MAX_ATTACHMENTS];
     int nparts; /* of packet.attachments */
 } reassembly;
+
+/* A CONNECT with the pid of a socket still attached elsewhere, waiting for the probe. */
+typedef struct takeover {
+    ps__sio_socket *target; /* NULL once it went away */
+    ps__sio_packet packet;  /* the CONNECT (its data holds a reference) */
+    ps__timer *settle;      /* decides from the loop, never inside another connection's call */
+} takeover;
 
 struct ps__sio_conn {
     ps__sio_server *srv;
@@ -26,13 +50,15 @@ struct ps__sio_conn {
     ps__timer *connect_timer;
     /* A binary packet being reassembled (allocated only then: idle connections are many). */
     struct reassembly *bin;
+    struct takeover *takeover; /* allocated only while one waits */
 };
 
-enum { SOCK_CONNECTING, SOCK_CONNECTED, SOCK_CLOSED };
+enum { SOCK_CONNECTING, SOCK_CONNECTED, SOCK_DETACHED, SOCK_CLOSED };
 
 struct ps__sio_socket {
-    ps__sio_conn *conn;
-    ps__list link; /* in conn->sockets while not closed */
+    ps__sio_server *srv;
+    ps__sio_conn *conn; /* NULL while detached */
+    ps__list link;      /* in conn->sockets, or srv->detached, while not closed */
     char *nsp;
     char id[PS__SID_LEN + 1];
     void *up;
@@ -43,6 +69,18 @@ struct ps__sio_socket {
     int64_t next_ack_id;
     ps__buf early; /* messages sent during on_connect: [u8 binary][size_t len][bytes]... */
     json_t *deny;
+    /* Recovery (recovers true): */
+    bool recovers;
+    bool ping_marked;      /* a ping is out; ping_mark is the last offset sent before it */
+    bool settling;         /* resumed; waiting for the pong of a ping sent after the resume */
+    bool settle_ping_sent; /* that ping went out */
+    uint64_t ping_mark;
+    ps__sio_socket *pid_next; /* pid table chain */
+    ps__timer *window;        /* detached: the resume window (0 ms: end now) */
+    const char *lost_reason;  /* why the transport went, static text */
+    ps__sio_conn *waiter;     /* a connection whose takeover waits on this socket */
+    ps__replay replay;
+    char pid[PS__HEX_ID_LEN + 1];
 };
 
 typedef struct pending_ack {
@@ -376,6 +414,62 @@ static void parts_free(ps__buf *parts, int n)
         ps__buf_free(&parts[i]);
 }
 
+/* ---- pid table ------------------------------------------------------------------------- */
+
+static size_t pid_hash(const char *pid, size_t nbuckets)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = pid; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    return (size_t)(h & (nbuckets - 1));
+}
+
+static void pid_add(ps__sio_server *ss, ps__sio_socket *s)
+{
+    if (ss->npids + 1 > ss->npid_buckets) {
+        size_t n = ss->npid_buckets ? ss->npid_buckets * 2 : 64;
+        ps__sio_socket **b = ps__calloc(n, sizeof *b);
+        for (size_t i = 0; i < ss->npid_buckets; i++) {
+            for (ps__sio_socket *e = ss->pids[i], *next; e; e = next) {
+                next = e->pid_next;
+                size_t h = pid_hash(e->pid, n);
+                e->pid_next = b[h];
+                b[h] = e;
+            }
+        }
+        ps__free(ss->pids);
+        ss->pids = b;
+        ss->npid_buckets = n;
+    }
+    size_t h = pid_hash(s->pid, ss->npid_buckets);
+    s->pid_next = ss->pids[h];
+    ss->pids[h] = s;
+    ss->npids++;
+}
+
+static void pid_remove(ps__sio_server *ss, ps__sio_socket *s)
+{
+    if (!ss->npid_buckets)
+        return;
+    ps__sio_socket **pp = &ss->pids[pid_hash(s->pid, ss->npid_buckets)];
+    while (*pp && *pp != s)
+        pp = &(*pp)->pid_next;
+    if (*pp) {
+        *pp = s->pid_next;
+        ss->npids--;
+    }
+}
+
+static ps__sio_socket *pid_find(ps__sio_server *ss, const char *pid)
+{
+    if (!ss->npid_buckets)
+        return NULL;
+    for (ps__sio_socket *s = ss->pids[pid_hash(pid, ss->npid_buckets)]; s; s = s->pid_next)
+        if (strcmp(s->pid, pid) == 0)
+            return s;
+    return NULL;
+}
+
 /* ---- sockets --------------------------------------------------------------------------- */
 
 static ps__sio_socket *find_socket(ps__sio_conn *c, const char *nsp)
@@ -401,6 +495,7 @@ void ps__sio_socket_unref(ps__sio_socket *s)
         return;
     ps__buf_free(&s->early);
     json_decref(s->deny);
+    ps__replay_free(&s->replay);
     ps__free(s->nsp);
     ps__free(s);
 }
@@ -410,9 +505,49 @@ static int eio_send(ps__eio *e, bool binary, const char *data, size_t len)
     return binary ? ps__eio_send_binary(e, data, len) : ps__eio_send_packet(e, data, len);
 }
 
-/* Sends (or, before the CONNECT reply, keeps) one Engine.IO message. */
-static int send_message(ps__sio_socket *s, bool binary, const char *data, size_t len)
+static void takeover_wake(ps__sio_conn *c);
+
+/*
+ * Keeps one record of event `offset` for a replay. A detached socket that loses records it may
+ * still owe its client can never be resumed: it ends, from the loop (we may be deep inside an
+ * app's emit). An attached one that holds a lot asks for a ping, whose pong lets it forget.
+ */
+static void keep_for_replay(ps__sio_socket *s, uint64_t offset, bool binary,
+                            const ps__replay_part *parts, size_t n)
 {
+    bool was_empty = s->replay.held == 0;
+    int lost = ps__replay_pushv(&s->replay, offset, binary, parts, n);
+    if (s->state == SOCK_DETACHED) {
+        if (lost) {
+            s->srv->stats.resume_overflow++;
+            s->recovers = false; /* no second count, no resume meanwhile */
+            ps__timer_start(s->window, 0);
+        }
+        return;
+    }
+    if (!s->conn)
+        return;
+    size_t bound = s->srv->recovery.max_replay_bytes;
+    size_t soon = bound && bound / 4 < REPLAY_PING_BYTES ? bound / 4 : REPLAY_PING_BYTES;
+    if (was_empty)
+        ps__eio_ping_within(s->conn->eio, REPLAY_PING_MS);
+    else if (s->replay.held > soon)
+        ps__eio_ping_soon(s->conn->eio);
+}
+
+/* Sends (or, before the CONNECT reply, keeps) one Engine.IO message; `offset` non-zero for the
+ * parts of an event kept for a replay. A detached socket only keeps. What is kept counts as
+ * sent even when the transport is closing under it (its socket detaches next), so that the app
+ * does not take a session that is about to wait for its client for one that ended. */
+static int send_message(ps__sio_socket *s, uint64_t offset, bool binary, const char *data,
+                        size_t len)
+{
+    if (offset) {
+        ps__replay_part part = {data, len};
+        keep_for_replay(s, offset, binary, &part, 1);
+    }
+    if (s->state == SOCK_DETACHED)
+        return 0;
     if (s->state == SOCK_CONNECTING) {
         uint8_t flag = binary;
         ps__buf_append(&s->early, &flag, 1);
@@ -420,7 +555,25 @@ static int send_message(ps__sio_socket *s, bool binary, const char *data, size_t
         ps__buf_append(&s->early, data, len);
         return 0;
     }
-    return eio_send(s->conn->eio, binary, data, len);
+    int rc = eio_send(s->conn->eio, binary, data, len);
+    return offset ? 0 : rc;
+}
+
+/* The offset of a new EVENT, 0 if the socket keeps none. Appended to the packet's array as its
+ * last element, which is where socket.io-client looks for it. */
+static uint64_t add_offset(ps__sio_socket *s, ps__buf *packet)
+{
+    if (!s->recovers)
+        return 0;
+    char text[PS__REPLAY_OFFSET_MAX];
+    uint64_t offset = s->replay.next;
+    size_t n = ps__replay_take_offset_text(&s->replay, text);
+    packet->len--; /* the array's ']' */
+    ps__buf_reserve(packet, n + 4);
+    ps__buf_append(packet, ",\"", 2);
+    ps__buf_append(packet, text, n);
+    ps__buf_append(packet, "\"]", 2);
+    return offset;
 }
 
 /*
@@ -447,14 +600,19 @@ static int send_packet(ps__sio_socket *s, int type, int64_t id, const json_t *da
     ps__buf out;
     ps__buf_init(&out);
     ps__sio_encode_binary(&out, type, nparts, s->nsp, id, data);
-    /* The CONNECT reply must precede everything else in this namespace: it is never kept. */
-    int rc = type == PS__SIO_CONNECT || type == PS__SIO_CONNECT_ERROR
-                 ? ps__eio_send_packet(s->conn->eio, out.base, out.len)
-                 : send_message(s, false, out.base, out.len);
+    uint64_t offset = 0;
+    if ((type == PS__SIO_EVENT || type == PS__SIO_BINARY_EVENT) && id < 0)
+        offset = add_offset(s, &out);
+    int rc;
+    if (type == PS__SIO_CONNECT || type == PS__SIO_CONNECT_ERROR)
+        /* The CONNECT reply must precede everything else in this namespace: it is never kept. */
+        rc = ps__eio_send_packet(s->conn->eio, out.base, out.len);
+    else
+        rc = send_message(s, offset, false, out.base, out.len);
     for (int i = 0; i < nparts && rc == 0; i++)
-        rc = send_message(s, true, parts[i].base ? parts[i].base : "", parts[i].len);
+        rc = send_message(s, offset, true, parts[i].base ? parts[i].base : "", parts[i].len);
     if (rc == 0)
-        s->conn->srv->stats.packets_out++;
+        s->srv->stats.packets_out++;
     ps__buf_free(&out);
     parts_free(parts, nparts);
     json_decref(plain);
@@ -493,22 +651,85 @@ static void ack_on_timeout(ps__timer *t, void *data)
 }
 
 /* Disconnects a socket: fails its pending acks, tells the upper layer (if it had accepted the
- * socket), and drops the connection's reference. */
+ * socket), and drops the connection's reference (a detached socket's, its own). */
 static void socket_close(ps__sio_socket *s, const char *reason)
 {
     if (s->state == SOCK_CLOSED)
         return;
-    bool was_connected = s->state == SOCK_CONNECTED;
+    bool was_accepted = s->state == SOCK_CONNECTED || s->state == SOCK_DETACHED;
+    ps__sio_server *ss = s->srv;
+    if (s->state == SOCK_DETACHED) {
+        ss->stats.detached--;
+        if (!reason) /* the app hears why the session went, not that its window passed */
+            reason = s->lost_reason ? s->lost_reason : "transport close";
+    }
     s->state = SOCK_CLOSED;
     ps__list_remove(&s->link);
-    s->conn->srv->stats.sockets--;
+    ss->stats.sockets--;
+    if (s->pid[0])
+        pid_remove(ss, s);
+    ps__timer_free(s->window);
+    s->window = NULL;
+    if (s->waiter) {
+        s->waiter->takeover->target = NULL;
+        takeover_wake(s->waiter);
+        s->waiter = NULL;
+    }
+    ps__replay_free(&s->replay);
     ps__sio_socket_ref(s);
     while (!ps__list_empty(&s->acks))
         ack_complete(PS__CONTAINER_OF(s->acks.next, pending_ack, link), PS_ECLOSED, NULL);
-    if (was_connected && s->conn->srv->cbs->on_disconnect)
-        s->conn->srv->cbs->on_disconnect(s, reason);
+    if (was_accepted && ss->cbs->on_disconnect)
+        ss->cbs->on_disconnect(s, reason);
     ps__sio_socket_unref(s);
-    ps__sio_socket_unref(s); /* the connection's reference */
+    ps__sio_socket_unref(s); /* the connection's */
+}
+
+static void window_expired(ps__timer *t, void *data)
+{
+    socket_close(data, NULL);
+}
+
+/* Why a connection ended decides whether its client will want its sockets back: only a
+ * transport that failed under them, not the client's own DISCONNECT, a protocol violation, a
+ * slow consumer cut off, or the server stopping. */
+static bool recoverable_reason(const char *reason)
+{
+    return strcmp(reason, "transport close") == 0 || strcmp(reason, "ping timeout") == 0 ||
+           strcmp(reason, "client close") == 0;
+}
+
+/* The transport under a connected socket is gone: keep it for its client if we may. */
+static void socket_lost(ps__sio_socket *s, const char *reason, bool client_left)
+{
+    ps__sio_server *ss = s->srv;
+    if (!s->recovers || s->state != SOCK_CONNECTED || ss->shutting_down || client_left ||
+        !recoverable_reason(reason)) {
+        socket_close(s, reason);
+        return;
+    }
+    if (ss->recovery.max_detached && ss->stats.detached >= ss->recovery.max_detached) {
+        ss->stats.resume_overflow++;
+        socket_close(s, reason);
+        return;
+    }
+    ps__list_remove(&s->link);
+    s->conn = NULL;
+    s->state = SOCK_DETACHED;
+    s->lost_reason = reason;
+    s->ping_marked = false;
+    s->settling = false;
+    ps__list_insert_tail(&ss->detached, &s->link);
+    ss->stats.detached++;
+    s->window = ps__timer_new(ss->eio.loop, window_expired, s);
+    ps__timer_start(s->window, ss->recovery.window_ms);
+    if (ss->cbs->on_detach) {
+        ps__sio_socket_ref(s);
+        ss->cbs->on_detach(s, reason);
+        ps__sio_socket_unref(s);
+    }
+    if (s->waiter && s->state == SOCK_DETACHED)
+        takeover_wake(s->waiter); /* a takeover was waiting for exactly this */
 }
 
 /* An EVENT's data, [event, ...args]; NULL for a name or arguments an EVENT cannot carry. */
@@ -545,39 +766,54 @@ int ps__sio_emit_text(ps__sio_socket *s, const char *event, const char *args, si
         return PS_ECLOSED;
     /* Every channel envelope is a "message" on the main namespace: its head is a constant. */
     static const char message_head[] = "42[\"message\",";
-    if (s->state != SOCK_CONNECTING && s->nsp[0] == '/' && s->nsp[1] == '\0' &&
-        strcmp(event, "message") == 0) {
-        uv_buf_t parts[3] = {uv_buf_init((char *)message_head, sizeof message_head - 1),
-                             uv_buf_init((char *)args, (unsigned)len), uv_buf_init("]", 1)};
-        int rc = ps__eio_send_packetv(s->conn->eio, parts, 3);
-        if (rc == 0)
-            s->conn->srv->stats.packets_out++;
-        return rc == 0 ? 0 : PS_ECLOSED;
-    }
+    bool constant = s->state != SOCK_CONNECTING && s->nsp[0] == '/' && s->nsp[1] == '\0' &&
+                    strcmp(event, "message") == 0;
     char stack[128];
     ps__buf head = {stack, 0, sizeof stack};
-    /* An escape takes at most six bytes per byte of the name. Early messages (kept until the
-     * CONNECT reply) are stored whole, and a long name is rare: the heap for both. */
-    size_t need = 8 + strlen(s->nsp) + 6 * strlen(event);
-    if (need > sizeof stack || s->state == SOCK_CONNECTING)
-        ps__buf_init(&head);
-    ps__sio_encode(&head, PS__SIO_EVENT, s->nsp, -1, NULL);
-    ps__buf_appendc(&head, '[');
-    ps__json_escape(&head, event);
-    ps__buf_appendc(&head, ',');
-    int rc;
+    if (constant) {
+        head.base = (char *)message_head;
+        head.len = sizeof message_head - 1;
+    } else {
+        /* An escape takes at most six bytes per byte of the name. Early messages (kept until
+         * the CONNECT reply) are stored whole, and a long name is rare: the heap for both. */
+        size_t need = 8 + strlen(s->nsp) + 6 * strlen(event);
+        if (need > sizeof stack || s->state == SOCK_CONNECTING)
+            ps__buf_init(&head);
+        ps__sio_encode(&head, PS__SIO_EVENT, s->nsp, -1, NULL);
+        ps__buf_appendc(&head, '[');
+        ps__json_escape(&head, event);
+        ps__buf_appendc(&head, ',');
+    }
+    /* The array's end: with recovery, the event's offset first (its last element). */
+    char tail[PS__REPLAY_OFFSET_MAX + 5] = "]";
+    size_t ntail = 1;
+    uint64_t offset = 0;
+    if (s->recovers) {
+        offset = s->replay.next;
+        ntail = 2 + ps__replay_take_offset_text(&s->replay, tail + 2);
+        memcpy(tail, ",\"", 2);
+        memcpy(tail + ntail, "\"]", 2);
+        ntail += 2;
+    }
+    ps__replay_part kept[3] = {{head.base, head.len}, {args, len}, {tail, ntail}};
+    if (offset)
+        keep_for_replay(s, offset, false, kept, 3);
+    int rc = 0;
     if (s->state == SOCK_CONNECTING) {
         ps__buf_append(&head, args, len);
-        ps__buf_appendc(&head, ']');
-        rc = send_message(s, false, head.base, head.len);
-    } else {
+        ps__buf_append(&head, tail, ntail);
+        rc = send_message(s, 0, false, head.base, head.len);
+    } else if (s->state == SOCK_CONNECTED) {
         uv_buf_t parts[3] = {uv_buf_init(head.base, (unsigned)head.len),
-                             uv_buf_init((char *)args, (unsigned)len), uv_buf_init("]", 1)};
+                             uv_buf_init((char *)args, (unsigned)len),
+                             uv_buf_init(tail, (unsigned)ntail)};
         rc = ps__eio_send_packetv(s->conn->eio, parts, 3);
+        if (offset)
+            rc = 0; /* kept: see send_message */
     }
     if (rc == 0)
-        s->conn->srv->stats.packets_out++;
-    if (head.base != stack)
+        s->srv->stats.packets_out++;
+    if (!constant && head.base != stack)
         ps__buf_free(&head);
     return rc == 0 ? 0 : PS_ECLOSED;
 }
@@ -585,18 +821,20 @@ int ps__sio_emit_text(ps__sio_socket *s, const char *event, const char *args, si
 int ps__sio_emit_ack(ps__sio_socket *s, const char *event, json_t *args, uint32_t timeout_ms,
                      ps__sio_ack_cb cb, void *user)
 {
-    if (s->state == SOCK_CLOSED || ps__eio_closed(s->conn->eio))
+    if (s->state == SOCK_CLOSED || (!s->recovers && s->conn && ps__eio_closed(s->conn->eio)))
         return PS_ECLOSED;
     json_t *arr = cb ? event_data(event, args) : NULL;
     if (!arr)
         return PS_EINVAL;
     /* A client that never acknowledges would otherwise make every emit cost memory for good. */
-    uint32_t max = s->conn->srv->max_acks;
+    uint32_t max = s->srv->max_acks;
     if (max && s->nacks >= max) {
         json_decref(arr);
         return PS_ELIMIT;
     }
     int64_t id = s->next_ack_id;
+    /* Detached: the event is lost, as on a connection that died unnoticed; acks are never
+     * replayed (Socket.IO's rule: the client could not tell a replay from a new request). */
     int rc = send_packet(s, PS__SIO_EVENT, id, arr);
     json_decref(arr);
     if (rc == PS_EINVAL)
@@ -610,7 +848,7 @@ int ps__sio_emit_ack(ps__sio_socket *s, const char *event, json_t *args, uint32_
     ps__list_insert_tail(&s->acks, &a->link);
     s->nacks++;
     if (timeout_ms) {
-        a->timer = ps__timer_new(ps__eio_get_server(s->conn->eio)->loop, ack_on_timeout, a);
+        a->timer = ps__timer_new(s->srv->eio.loop, ack_on_timeout, a);
         ps__timer_start(a->timer, timeout_ms);
     }
     return 0;
@@ -632,7 +870,9 @@ int ps__sio_disconnect(ps__sio_socket *s)
 {
     if (s->state == SOCK_CLOSED)
         return PS_ECLOSED;
-    send_packet(s, PS__SIO_DISCONNECT, -1, NULL);
+    if (s->state != SOCK_DETACHED)
+        send_packet(s, PS__SIO_DISCONNECT, -1, NULL);
+    s->lost_reason = NULL;
     socket_close(s, "server namespace disconnect");
     return 0;
 }
@@ -648,6 +888,23 @@ void ps__sio_socket_deny(ps__sio_socket *s, const char *message, json_t *data)
 bool ps__sio_socket_closed(const ps__sio_socket *s)
 {
     return s->state == SOCK_CLOSED;
+}
+
+bool ps__sio_socket_detached(const ps__sio_socket *s)
+{
+    return s->state == SOCK_DETACHED;
+}
+
+bool ps__sio_socket_recovers(const ps__sio_socket *s)
+{
+    return s->recovers;
+}
+
+size_t ps__sio_socket_queued(const ps__sio_socket *s)
+{
+    if (s->state == SOCK_DETACHED)
+        return ps__replay_held(&s->replay);
+    return s->conn ? ps__eio_queued(s->conn->eio) : 0;
 }
 
 void ps__sio_socket_set_up(ps__sio_socket *s, void *up)
@@ -699,6 +956,14 @@ static void connect_timeout(ps__timer *t, void *data)
     ps__sio_conn_close(data, PS__WS_NORMAL, "connect timeout");
 }
 
+static void stop_connect_timer(ps__sio_conn *c)
+{
+    if (c->connect_timer) {
+        ps__timer_free(c->connect_timer);
+        c->connect_timer = NULL;
+    }
+}
+
 static void *sio_on_open(ps__eio *e, void *user)
 {
     ps__sio_server *ss = user;
@@ -713,7 +978,210 @@ static void *sio_on_open(ps__eio *e, void *user)
     return c;
 }
 
-static void on_connect_packet(ps__sio_conn *c, ps__sio_packet *p)
+static void send_connect_error(ps__sio_conn *c, const char *nsp, const char *message)
+{
+    json_t *err = json_pack("{s:s}", "message", message);
+    ps__buf out;
+    ps__buf_init(&out);
+    ps__sio_encode(&out, PS__SIO_CONNECT_ERROR, nsp, -1, err);
+    ps__eio_send_packet(c->eio, out.base, out.len);
+    c->srv->stats.packets_out++;
+    ps__buf_free(&out);
+    json_decref(err);
+}
+
+static void send_connect_reply(ps__sio_socket *s)
+{
+    json_t *ok = s->recovers ? json_pack("{s:s,s:s}", "sid", s->id, "pid", s->pid)
+                             : json_pack("{s:s}", "sid", s->id);
+    send_packet(s, PS__SIO_CONNECT, -1, ok);
+    json_decref(ok);
+}
+
+/* A new socket for a CONNECT (`auth` borrowed, recovery keys removed). */
+static void connect_fresh(ps__sio_conn *c, const char *nsp, json_t *auth)
+{
+    ps__sio_server *ss = c->srv;
+    ps__sio_socket *s = ps__calloc(1, sizeof *s);
+    s->srv = ss;
+    s->conn = c;
+    s->nsp = ps__strdup(nsp);
+    s->refs = 1; /* the connection's */
+    s->state = SOCK_CONNECTING;
+    ps__list_init(&s->acks);
+    ps__random_sid(s->id);
+    /* With workers the id names its worker, as Engine.IO sids do: a client coming back
+     * quotes it (pulsec_resume) so that its handshake reaches the worker holding its pid. */
+    if (ss->eio.cfg.sid_worker)
+        ps__id_set_worker(s->id, ss->eio.cfg.sid_worker - 1);
+    if (ss->recovery.window_ms) {
+        s->recovers = true;
+        ps__random_hex_id(s->pid);
+        ps__replay_init(&s->replay, ss->recovery.max_replay_bytes);
+    }
+    ps__list_insert_tail(&c->sockets, &s->link);
+    ss->stats.sockets++;
+    ss->stats.sockets_total++;
+    ps__sio_socket_ref(s);
+    int rc = ss->cbs->on_connect(s, auth);
+    if (s->state == SOCK_CLOSED) {
+        /* The connection ended during the hook. */
+    } else if (rc != 0) {
+        if (!s->deny)
+            ps__sio_socket_deny(s, NULL, NULL);
+        send_packet(s, PS__SIO_CONNECT_ERROR, -1, s->deny);
+        s->recovers = false;
+        s->pid[0] = '\0';
+        socket_close(s, "connect refused");
+    } else {
+        if (s->recovers)
+            pid_add(ss, s);
+        send_connect_reply(s);
+        s->state = SOCK_CONNECTED;
+        flush_early(s);
+        ps__eio_connected(c->eio);
+        stop_connect_timer(c);
+    }
+    ps__sio_socket_unref(s);
+}
+
+/* Attaches a detached socket to connection c: what its client missed after `after`, then the
+ * CONNECT reply with the same sid and pid. */
+static int replay_record(void *user, uint64_t offset, bool binary, const char *data, size_t len)
+{
+    ps__sio_socket *s = user;
+    eio_send(s->conn->eio, binary, data, len);
+    if (!binary)
+        s->srv->stats.packets_out++;
+    return 0;
+}
+
+static void resume_socket(ps__sio_conn *c, ps__sio_socket *s, uint64_t after)
+{
+    ps__sio_server *ss = c->srv;
+    ps__timer_free(s->window);
+    s->window = NULL;
+    ps__list_remove(&s->link);
+    ss->stats.detached--;
+    s->conn = c;
+    s->state = SOCK_CONNECTED;
+    s->lost_reason = NULL;
+    ps__list_insert_tail(&c->sockets, &s->link);
+    ps__replay_each(&s->replay, after, replay_record, s);
+    send_connect_reply(s);
+    s->settling = true;
+    s->settle_ping_sent = false;
+    ss->stats.resumed++;
+    ps__eio_connected(c->eio);
+    stop_connect_timer(c);
+    if (ss->cbs->on_resume) {
+        ps__sio_socket_ref(s);
+        ss->cbs->on_resume(s);
+        ps__sio_socket_unref(s);
+    }
+}
+
+enum { RESUME_NO, RESUME_DONE, RESUME_WAITING };
+
+/* Takes the recovery keys out of a CONNECT's auth object (the app sees only its own), into
+ * *pid (NULL if none or not a string) and *offset (0 if none; false if present and invalid). */
+static bool take_recovery_keys(json_t *auth, char pid[PS__HEX_ID_LEN + 1], uint64_t *offset)
+{
+    bool ok = true;
+    pid[0] = '\0';
+    *offset = 0;
+    json_t *p = json_object_get(auth, "pid");
+    if (json_is_string(p) && json_string_length(p) == PS__HEX_ID_LEN)
+        memcpy(pid, json_string_value(p), PS__HEX_ID_LEN + 1);
+    else if (p)
+        ok = false;
+    json_t *o = json_object_get(auth, "offset");
+    if (o && !json_is_null(o) &&
+        !(json_is_string(o) &&
+          ps__replay_parse_offset(json_string_value(o), json_string_length(o), offset)))
+        ok = false;
+    json_object_del(auth, "pid");
+    json_object_del(auth, "offset");
+    return ok;
+}
+
+/*
+ * A CONNECT with a pid: resume its socket, or start a takeover of it, or (RESUME_NO) leave the
+ * CONNECT to make a fresh socket. Nothing but the pid's own socket on the same namespace is
+ * ever restored; a wrong pid or namespace restores nothing and disturbs nothing.
+ */
+static int try_resume(ps__sio_conn *c, ps__sio_packet *p, const char *pid, uint64_t offset,
+                      bool offset_ok, bool may_take_over)
+{
+    ps__sio_server *ss = c->srv;
+    ps__sio_socket *s = pid[0] ? pid_find(ss, pid) : NULL;
+    if (!s || !s->recovers || strcmp(s->nsp, p->nsp) != 0)
+        return RESUME_NO;
+    int rc = offset_ok ? ps__replay_check(&s->replay, offset) : PS_EINVAL;
+    if (s->state == SOCK_DETACHED) {
+        if (rc != 0) {
+            /* Its client can never be given what it missed: the session ends now. */
+            s->recovers = false;
+            ps__timer_start(s->window, 0);
+            return RESUME_NO;
+        }
+        resume_socket(c, s, offset);
+        return RESUME_DONE;
+    }
+    if (s->state != SOCK_CONNECTED || rc != 0 || !may_take_over || s->waiter || c->takeover)
+        return RESUME_NO;
+    /* Attached elsewhere: either its client is back on a new connection and the old one is
+     * dead without our knowing (no FIN came), or someone replays its pid. The old connection
+     * decides: an answer within the probe keeps the session where it is. */
+    takeover *t = ps__calloc(1, sizeof *t);
+    t->target = s;
+    t->packet = *p;
+    json_incref(p->data);
+    c->takeover = t;
+    s->waiter = c;
+    stop_connect_timer(c);
+    uint32_t probe = ss->eio.cfg.ping_timeout_ms;
+    ps__eio_probe(s->conn->eio, probe < TAKEOVER_PROBE_MS ? probe : TAKEOVER_PROBE_MS);
+    return RESUME_WAITING;
+}
+
+static void takeover_free(ps__sio_conn *c)
+{
+    takeover *t = c->takeover;
+    if (!t)
+        return;
+    if (t->target)
+        t->target->waiter = NULL;
+    ps__timer_free(t->settle);
+    ps__sio_packet_clear(&t->packet);
+    ps__free(t);
+    c->takeover = NULL;
+}
+
+static void connect_packet(ps__sio_conn *c, ps__sio_packet *p, bool may_take_over);
+
+/* The takeover's target detached, answered its probe, or ended: decide from the loop. */
+static void takeover_settle(ps__timer *tm, void *data)
+{
+    ps__sio_conn *c = data;
+    takeover *t = c->takeover;
+    ps__sio_packet p = t->packet;
+    t->packet.data = NULL;
+    takeover_free(c);
+    connect_packet(c, &p, false);
+    ps__sio_packet_clear(&p);
+}
+
+static void takeover_wake(ps__sio_conn *c)
+{
+    takeover *t = c->takeover;
+    if (!t->settle) {
+        t->settle = ps__timer_new(c->srv->eio.loop, takeover_settle, c);
+        ps__timer_start(t->settle, 0);
+    }
+}
+
+static void connect_packet(ps__sio_conn *c, ps__sio_packet *p, bool may_take_over)
 {
     ps__sio_server *ss = c->srv;
     if (find_socket(c, p->nsp)) {
@@ -721,50 +1189,36 @@ static void on_connect_packet(ps__sio_conn *c, ps__sio_packet *p)
         return;
     }
     if (!ss->cbs->has_namespace(ss, p->nsp)) {
-        json_t *err = json_pack("{s:s}", "message", "Invalid namespace");
-        ps__buf out;
-        ps__buf_init(&out);
-        ps__sio_encode(&out, PS__SIO_CONNECT_ERROR, p->nsp, -1, err);
-        ps__eio_send_packet(c->eio, out.base, out.len);
-        ss->stats.packets_out++;
-        ps__buf_free(&out);
-        json_decref(err);
+        send_connect_error(c, p->nsp, "Invalid namespace");
         return;
     }
-    ps__sio_socket *s = ps__calloc(1, sizeof *s);
-    s->conn = c;
-    s->nsp = ps__strdup(p->nsp);
-    s->refs = 1; /* the connection's */
-    s->state = SOCK_CONNECTING;
-    ps__list_init(&s->acks);
-    ps__random_sid(s->id);
-    ps__list_insert_tail(&c->sockets, &s->link);
-    ss->stats.sockets++;
-    ss->stats.sockets_total++;
-    json_t *auth = p->data ? json_incref(p->data) : json_object();
-    ps__sio_socket_ref(s);
-    int rc = ss->cbs->on_connect(s, auth);
-    json_decref(auth);
-    if (s->state == SOCK_CLOSED) {
-        /* The connection ended during the hook. */
-    } else if (rc != 0) {
-        if (!s->deny)
-            ps__sio_socket_deny(s, NULL, NULL);
-        send_packet(s, PS__SIO_CONNECT_ERROR, -1, s->deny);
-        socket_close(s, "connect refused");
-    } else {
-        json_t *ok = json_pack("{s:s}", "sid", s->id);
-        send_packet(s, PS__SIO_CONNECT, -1, ok);
-        json_decref(ok);
-        s->state = SOCK_CONNECTED;
-        flush_early(s);
-        ps__eio_connected(c->eio);
-        if (c->connect_timer) {
-            ps__timer_free(c->connect_timer);
-            c->connect_timer = NULL;
+    json_t *auth;
+    if (ss->recovery.window_ms && json_object_get(p->data, "pid")) {
+        /* A copy loses the recovery keys: a takeover keeps the packet as it came. */
+        auth = json_copy(p->data);
+        char pid[PS__HEX_ID_LEN + 1];
+        uint64_t offset;
+        bool ok = take_recovery_keys(auth, pid, &offset);
+        int rc = try_resume(c, p, pid, offset, ok, may_take_over);
+        if (rc != RESUME_NO) {
+            json_decref(auth);
+            return;
         }
+        ss->stats.resume_failed++;
+    } else {
+        auth = p->data ? json_incref(p->data) : json_object();
     }
-    ps__sio_socket_unref(s);
+    connect_fresh(c, p->nsp, auth);
+    json_decref(auth);
+}
+
+static void on_connect_packet(ps__sio_conn *c, ps__sio_packet *p)
+{
+    if (c->takeover && strcmp(c->takeover->packet.nsp, p->nsp) == 0) {
+        ps__sio_conn_close(c, PS__WS_POLICY, "namespace already joined");
+        return;
+    }
+    connect_packet(c, p, true);
 }
 
 /* One complete packet (binary ones reassembled, their attachments as binary values). */
@@ -939,13 +1393,58 @@ static void sio_on_message(ps__eio *e, bool binary, const char *data, size_t len
     ps__sio_packet_clear(&p);
 }
 
+/*
+ * Pings and pongs: a pong proves the client read everything sent before its ping, so each
+ * socket forgets what it kept for a replay up to there, a resumed socket is settled by the
+ * pong of a ping sent after the resume, and a takeover waiting on a socket here learns that
+ * this connection is alive.
+ */
+static void sio_on_heartbeat(ps__eio *e, bool pong)
+{
+    ps__sio_conn *c = ps__eio_up(e);
+    if (!c)
+        return;
+    ps__list *pos, *tmp;
+    ps__list_foreach_safe(pos, tmp, &c->sockets)
+    {
+        ps__sio_socket *s = PS__CONTAINER_OF(pos, ps__sio_socket, link);
+        if (!s->recovers)
+            continue;
+        if (!pong) {
+            s->ping_marked = true;
+            s->ping_mark = ps__replay_last_offset(&s->replay);
+            if (s->settling)
+                s->settle_ping_sent = true;
+            continue;
+        }
+        if (s->ping_marked) {
+            ps__replay_confirm(&s->replay, s->ping_mark);
+            s->ping_marked = false;
+            if (s->replay.held)
+                ps__eio_ping_within(e, REPLAY_PING_MS);
+        }
+        if (s->waiter)
+            takeover_wake(s->waiter);
+        if (s->settling && s->settle_ping_sent) {
+            s->settling = false;
+            if (c->srv->cbs->on_resume_settled) {
+                ps__sio_socket_ref(s);
+                c->srv->cbs->on_resume_settled(s);
+                ps__sio_socket_unref(s);
+            }
+        }
+    }
+}
+
 static void sio_on_close(ps__eio *e, const char *reason)
 {
     ps__sio_conn *c = ps__eio_up(e);
     if (!c)
         return;
+    takeover_free(c);
+    bool left = ps__eio_client_left(e);
     while (!ps__list_empty(&c->sockets))
-        socket_close(PS__CONTAINER_OF(c->sockets.next, ps__sio_socket, link), reason);
+        socket_lost(PS__CONTAINER_OF(c->sockets.next, ps__sio_socket, link), reason, left);
     ps__timer_free(c->connect_timer);
     bin_reset(c);
     if (c->srv->cbs->on_conn_close)
@@ -953,7 +1452,8 @@ static void sio_on_close(ps__eio *e, const char *reason)
     ps__free(c);
 }
 
-static const ps__eio_cbs sio_eio_cbs = {sio_on_open, sio_on_message, sio_on_close};
+static const ps__eio_cbs sio_eio_cbs = {sio_on_open, sio_on_message, sio_on_close,
+                                        sio_on_heartbeat};
 
 void ps__sio_server_init(ps__sio_server *ss, uv_loop_t *loop, const ps__eio_config *cfg,
                          uint32_t connect_timeout_ms, const ps__sio_cbs *cbs, void *user)
@@ -963,4 +1463,21 @@ void ps__sio_server_init(ps__sio_server *ss, uv_loop_t *loop, const ps__eio_conf
     ss->cbs = cbs;
     ss->user = user;
     ss->connect_timeout_ms = connect_timeout_ms;
+    ps__list_init(&ss->detached);
+}
+
+void ps__sio_server_free(ps__sio_server *ss)
+{
+    ps__free(ss->pids);
+    ss->pids = NULL;
+    ss->npid_buckets = 0;
+    ps__eio_server_free(&ss->eio);
+}
+
+void ps__sio_server_shutdown(ps__sio_server *ss)
+{
+    ss->shutting_down = true;
+    while (!ps__list_empty(&ss->detached))
+        socket_close(PS__CONTAINER_OF(ss->detached.next, ps__sio_socket, link), "server shutdown");
+    ps__eio_server_shutdown(&ss->eio);
 }

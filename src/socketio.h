@@ -4,11 +4,19 @@
  * state: namespace sockets, CONNECT/CONNECT_ERROR/DISCONNECT, events, and acknowledgements in
  * both directions with exactly-once completion. Binary packets (placeholders + attachments)
  * both ways: binary values appear to the layers above as {"$binary": base64} JSON objects.
+ *
+ * Connection state recovery (DESIGN §6), when on: the CONNECT reply carries a pid, every EVENT
+ * without an ack id a trailing offset, and a socket whose transport drops is detached instead
+ * of disconnected: it keeps its id, its pending acks and (through the layers above) everything
+ * the session owns, and what is sent meanwhile waits in its replay buffer. A CONNECT carrying
+ * its pid and last offset within the resume window attaches it to the new connection: the
+ * missed packets go out, then the CONNECT reply with the same sid and pid.
  */
 #ifndef PS_SOCKETIO_H
 #define PS_SOCKETIO_H
 
 #include "engineio.h"
+#include "replay.h"
 
 enum {
     PS__SIO_CONNECT = 0,
@@ -67,7 +75,7 @@ typedef struct ps__sio_cbs {
     /* The socket is gone (client DISCONNECT, server disconnect, or session end); pending acks
      * have completed with PS_ECLOSED already. Called once per accepted socket. */
     void (*on_disconnect)(ps__sio_socket *s, const char *reason);
-    /* The connection ended and every socket on it was disconnected. */
+    /* The connection ended and every socket on it was disconnected or detached. */
     void (*on_conn_close)(ps__sio_conn *c);
     /* Optional, the hot path: an EVENT whose data was scanned and checked but not built. `ix`
      * indexes the data array [name, args...] (ix->top) and the members of its first argument
@@ -75,15 +83,36 @@ typedef struct ps__sio_cbs {
      * before doing anything, to have it built and delivered by on_event instead. */
     bool (*on_event_raw)(ps__sio_socket *s, const char *name, const ps__json_index *ix,
                          int64_t ack_id);
+    /* Recovery, optional: the socket's transport is gone and the socket waits for its client
+     * (ps__sio_socket_detached); `reason` is why the transport went. on_disconnect follows
+     * once, when the socket really ends. */
+    void (*on_detach)(ps__sio_socket *s, const char *reason);
+    /* Recovery, optional: the client came back; the missed packets and the CONNECT reply have
+     * been sent, and the socket is connected again. */
+    void (*on_resume)(ps__sio_socket *s);
+    /* Recovery, optional: after a resume, the pong to a ping sent after it: the client has read
+     * the replay and the CONNECT reply, and what it sent when it read them has arrived. */
+    void (*on_resume_settled)(ps__sio_socket *s);
 } ps__sio_cbs;
 
 typedef struct ps__sio_stats {
     uint64_t packets_in;
     uint64_t packets_out;
     uint64_t protocol_errors;
-    uint64_t sockets;
+    uint64_t sockets; /* detached ones included */
     uint64_t sockets_total;
+    uint64_t detached;        /* sockets waiting for their client now */
+    uint64_t resumed;         /* recoveries that succeeded */
+    uint64_t resume_failed;   /* CONNECTs with a pid answered with a fresh socket */
+    uint64_t resume_overflow; /* sockets that could not wait for their client: a bound */
 } ps__sio_stats;
+
+/* Connection state recovery settings; window_ms 0 = off. */
+typedef struct ps__sio_recovery {
+    uint32_t window_ms;      /* how long a detached socket waits for its client */
+    size_t max_replay_bytes; /* per socket; 0 = no bound */
+    uint32_t max_detached;   /* sockets waiting at once; 0 = no bound */
+} ps__sio_recovery;
 
 struct ps__sio_server {
     ps__eio_server eio;
@@ -92,11 +121,20 @@ struct ps__sio_server {
     uint32_t connect_timeout_ms;
     uint32_t max_acks; /* unanswered emits with ack per socket; 0 = no bound */
     bool engine_echo;  /* conformance mode: echo Engine.IO messages, no Socket.IO */
+    ps__sio_recovery recovery;
     ps__sio_stats stats;
+    ps__list detached;     /* detached sockets, oldest first */
+    ps__sio_socket **pids; /* pid -> socket, every socket with a pid */
+    size_t npid_buckets;   /* a power of two, or 0 */
+    size_t npids;
+    bool shutting_down;
 };
 
 void ps__sio_server_init(ps__sio_server *ss, uv_loop_t *loop, const ps__eio_config *cfg,
                          uint32_t connect_timeout_ms, const ps__sio_cbs *cbs, void *user);
+void ps__sio_server_free(ps__sio_server *ss);
+/* Server stop: detached sockets end (on_disconnect), then every connection is closed. */
+void ps__sio_server_shutdown(ps__sio_server *ss);
 
 /* Sockets (one per namespace joined on a connection). */
 int ps__sio_emit(ps__sio_socket *s, const char *event, json_t *args);
@@ -120,7 +158,15 @@ void ps__sio_socket_set_up(ps__sio_socket *s, void *up);
 void *ps__sio_socket_up(const ps__sio_socket *s);
 const char *ps__sio_socket_id(const ps__sio_socket *s);
 const char *ps__sio_socket_nsp(const ps__sio_socket *s);
+/* The socket's connection; NULL while it is detached. */
 ps__sio_conn *ps__sio_socket_conn(const ps__sio_socket *s);
+/* Recovery: waiting for its client to come back (transport gone, socket not ended). */
+bool ps__sio_socket_detached(const ps__sio_socket *s);
+/* Recovery: whether the socket has a pid (it can be resumed). */
+bool ps__sio_socket_recovers(const ps__sio_socket *s);
+/* Bytes sent and not yet taken by the client: the transport's queue, or while detached the
+ * replay buffer. */
+size_t ps__sio_socket_queued(const ps__sio_socket *s);
 /* Keeps the socket's memory alive across app callbacks that may disconnect it. */
 void ps__sio_socket_ref(ps__sio_socket *s);
 void ps__sio_socket_unref(ps__sio_socket *s);

@@ -31,6 +31,7 @@ typedef struct sess_views {
     ps__list views;
     size_t nviews;
     void *channel_data;
+    bool resuming; /* resumed and not settled: an attach seen before may come again */
 } sess_views;
 
 /* ---- helpers --------------------------------------------------------------------------- */
@@ -158,7 +159,15 @@ static void on_attach(ps__views *vs, ps_session *s, json_t *msg)
         return;
     }
     sess_views *sv = session_views(s, true);
-    if (find_view(sv, aid)) {
+    ps_view *known = find_view(sv, aid);
+    if (known && sv->resuming && known->route == route) {
+        /* After a recovered reconnect the client sends again an attach it had no answer to:
+         * answered once, now if it was, later (the deferred answer) if not. */
+        if (known->state == VIEW_ATTACHED)
+            send_view_message(known, "attach_ack", "props", known->props);
+        return;
+    }
+    if (known) {
         send_attach_error(s, aid, "Duplicate attachId");
         return;
     }
@@ -267,6 +276,24 @@ static void views_on_session_close(ps_session *s, void *user)
     ps__free(sv);
 }
 
+static void views_on_session_resume(ps_session *s, void *user)
+{
+    ps__views *vs = user;
+    session_views(s, true)->resuming = true;
+    if (vs->ext.on_session_resume)
+        vs->ext.on_session_resume(s, vs->ext.user);
+}
+
+static void views_on_session_settled(ps_session *s, void *user)
+{
+    ps__views *vs = user;
+    sess_views *sv = session_views(s, false);
+    if (sv)
+        sv->resuming = false;
+    if (vs->ext.on_session_settled)
+        vs->ext.on_session_settled(s, vs->ext.user);
+}
+
 /* ---- layer ----------------------------------------------------------------------------- */
 
 void ps__views_init(ps__views *vs, ps__sessions *sessions)
@@ -301,6 +328,8 @@ int ps__views_add_route(ps__views *vs, const char *path, const ps_view_type *typ
             .on_session_close = views_on_session_close,
             .user = vs,
             .on_message_raw = views_on_message_raw,
+            .on_session_resume = views_on_session_resume,
+            .on_session_settled = views_on_session_settled,
         };
         ps__sessions_set_ext(vs->sessions, &ext);
     }

@@ -27,6 +27,9 @@ typedef struct ps__view_ext {
      * its n spans (key, value, ...) and their escape bits (see ps__json_index). */
     void (*on_channel_message_raw)(ps_session *s, ps__json_span msg, const ps__json_span *members,
                                    size_t n, uint64_t esc, void *user);
+    /* Recovery, optional: the session resumed / settled (ps__session_ext). */
+    void (*on_session_resume)(ps_session *s, void *user);
+    void (*on_session_settled)(ps_session *s, void *user);
 } ps__view_ext;
 
 typedef struct ps__route {

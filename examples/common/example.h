@@ -36,6 +36,13 @@ static inline void example_log_json(ps_log_level level, const char *message, voi
     json_decref(line);
 }
 
+/* --resume-window MS: 0 means no recovery (PS_RESUME_OFF), as users of the flag expect. */
+static inline uint32_t example_resume_window(const char *arg)
+{
+    unsigned long ms = strtoul(arg, NULL, 10);
+    return ms == 0 || ms >= PS_RESUME_OFF ? PS_RESUME_OFF : (uint32_t)ms;
+}
+
 /* Listens, prints "listening on http(s)://HOST:PORT" (what tests wait for), runs until SIGINT
  * or SIGTERM (SIGHUP reloads a TLS certificate), frees the server. Returns the exit status. */
 static inline int example_serve(ps_server *srv, const char *name, const ps_server_opts *opts)
@@ -83,6 +90,7 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
         {"origin", required_argument, 0, 'O'},
         {"workers", required_argument, 0, 'w'},
         {"redis", required_argument, 0, 'r'},
+        {"resume-window", required_argument, 0, 1000},
         {"verbose", no_argument, 0, 'v'},
         {"log-json", no_argument, 0, 'J'},
         {"metrics", no_argument, 0, 'M'},
@@ -110,6 +118,7 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
             break;
         case 'w': opts.workers = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'r': opts.redis_url = optarg; break;
+        case 1000: opts.resume_window_ms = example_resume_window(optarg); break;
         case 'v': ps_set_log_level(PS_LOG_DEBUG); break;
         case 'J': ps_set_log_fn(example_log_json, (void *)name); break;
         case 'M': opts.metrics = true; break;
@@ -121,7 +130,7 @@ static inline int example_main(int argc, char **argv, const char *name, const ch
                     "usage: %s [--host ADDR] [--port N] [--static DIR] [--ping-interval MS]\n"
                     "       [--ping-timeout MS] [--origin ORIGIN]... [--workers N] [--redis URL]\n"
                     "       [--verbose] [--log-json] [--tls-cert PEM --tls-key PEM]\n"
-                    "       [--metrics] [--metrics-listen HOST:PORT]\n"
+                    "       [--metrics] [--metrics-listen HOST:PORT] [--resume-window MS]\n"
                     "  --origin: another browser origin allowed to connect (\"*\" = any, without\n"
                     "  credentials); without it only the server's own pages may connect\n",
                     name);

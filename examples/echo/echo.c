@@ -23,9 +23,11 @@
  *   - request "defer" replies with the payload after payload.ms milliseconds (deferred reply);
  *   - event "ask" {"event","payload","timeout_ms"} sends that request to the client, then emits
  *     "ask:result" {"status":"ok"|"timeout"|"closed","payload":...} or
- *     {"status":"error","error":text};
+ *     {"status":"error","error":text}; as a request, "ask" also replies {"ok": true} once the
+ *     request is sent (or the error text when it cannot be);
  *   - event "close" closes the channel from the server;
- *   - request "stats" replies with the server's counters and the fixture's own: how many asks
+ *   - request "stats" replies with the server's counters and the fixture's own (and the heap in
+ *     use, glibc's mallinfo2, as "heap_bytes"): how many asks
  *     started and completed (by status), views disposed, and completions seen twice (always 0),
  *     plus "worker" (this process's worker index) and "pid";
  *   - --workers N runs N worker processes on the port (ps_server_opts.workers), --redis URL
@@ -33,15 +35,24 @@
  *   - request "join" / "leave" {"topic": T} joins / leaves topic T and replies {"ok": true}
  *     (leaving a topic not joined too); an invalid topic or a limit gets an error reply;
  *   - request "publish" {"topic","event","payload","exceptSelf"} publishes event with payload
- *     to T (skipping this channel with exceptSelf) and replies {"ok": true} once published here.
+ *     to T (skipping this channel with exceptSelf) and replies {"ok": true} once published here;
+ *   - request "stream" {"event": E, "count": N, "interval_ms": M} replies {"ok": true}, then
+ *     emits E with {"n": i} for i = 1..N, one every M ms;
+ *   - request "incr" {"key": K} adds one to the view's counter K and replies with the new
+ *     value (a request handled twice shows); request "get" {"key": K} replies with its value.
  * "echo" is answered by a ps_on_raw handler (the payload's JSON text goes back as it came, no
  * json_t built); --json-api answers it with a ps_on handler and a json_t payload instead, so that
  * make bench can measure both APIs.
+ *
+ * Connection state recovery is on (window --resume-window, 60 s) except in the conformance
+ * modes (--socketio-echo, --engine-echo), where the suites expect a CONNECT reply without pid;
+ * the hooks count transport losses and resumes for "stats".
  */
 #include "../common/example.h"
 
 #include <getopt.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +60,9 @@
 
 static bool socketio_echo;
 static bool custom_allocator;
+
+/* Long options without a letter of their own. */
+enum { OPT_RESUME_WINDOW = 1000, OPT_MAX_REPLAY, OPT_MAX_DETACHED };
 static bool json_api;
 
 static int on_connect(ps_session *s, const ps_handshake *hs, void *user)
@@ -131,11 +145,24 @@ static void on_event(ps_session *s, const char *event, json_t *args, ps_ack *ack
 
 typedef struct defer_reply defer_reply;
 typedef struct ask_ctx ask_ctx;
+typedef struct stream stream;
 typedef struct echo_view {
     ps_channel *ch;
     defer_reply *defers; /* deferred replies still waiting for their timer */
     ask_ctx *asks;       /* every request sent, kept until the view is freed */
+    stream *streams;     /* "stream" requests still emitting */
+    json_t *counters;    /* "incr" / "get": key -> integer */
 } echo_view;
+
+/* A "stream" request's emitter: one event per tick of its timer. */
+struct stream {
+    uv_timer_t timer;
+    echo_view *view;
+    char *event;
+    json_int_t next, count;
+    uint64_t interval_ms;
+    stream *next_stream;
+};
 
 /* Kept after completion so that a second completion would be seen and counted. */
 struct ask_ctx {
@@ -154,7 +181,18 @@ struct defer_reply {
 static struct {
     uint64_t asks_started, asks_ok, asks_timeout, asks_closed, asks_error, asks_twice;
     uint64_t views_disposed;
+    uint64_t transport_lost, resumed;
 } counters;
+
+static void on_transport_lost(ps_session *s, const char *reason, void *user)
+{
+    counters.transport_lost++;
+}
+
+static void on_resumed(ps_session *s, void *user)
+{
+    counters.resumed++;
+}
 
 static void defer_unlink(defer_reply *d)
 {
@@ -183,9 +221,87 @@ static void defer_fire(uv_timer_t *t)
 
 /* Runs after the view's channels closed: answers still owed become no-ops, but each kept reply
  * handle must still be handed back exactly once. */
+static void stream_on_close(uv_handle_t *h)
+{
+    stream *st = h->data;
+    free(st->event);
+    free(st);
+}
+
+static void stream_end(stream *st)
+{
+    echo_view *ev = st->view;
+    for (stream **pp = &ev->streams; *pp; pp = &(*pp)->next_stream) {
+        if (*pp == st) {
+            *pp = st->next_stream;
+            break;
+        }
+    }
+    uv_timer_stop(&st->timer);
+    uv_close((uv_handle_t *)&st->timer, stream_on_close);
+}
+
+static void stream_tick(uv_timer_t *t)
+{
+    stream *st = t->data;
+    json_t *p = json_pack("{s:I}", "n", st->next);
+    int rc = ps_emit(st->view->ch, st->event, p);
+    json_decref(p);
+    if (rc != 0 || st->next++ >= st->count)
+        stream_end(st);
+    else
+        uv_timer_start(&st->timer, stream_tick, st->interval_ms, 0);
+}
+
+static void start_stream(ps_channel *ch, echo_view *ev, json_t *payload, ps_reply *reply)
+{
+    const char *event = json_string_value(json_object_get(payload, "event"));
+    json_int_t count = json_integer_value(json_object_get(payload, "count"));
+    json_int_t interval = json_integer_value(json_object_get(payload, "interval_ms"));
+    if (!event || !*event || count < 0 || interval < 0) {
+        ps_reply_error(reply, "stream needs event (string), count and interval_ms (>= 0)");
+        return;
+    }
+    json_t *ok = json_pack("{s:b}", "ok", 1);
+    ps_reply_ok(reply, ok);
+    json_decref(ok);
+    if (count == 0)
+        return;
+    stream *st = calloc(1, sizeof *st);
+    st->view = ev;
+    st->event = strdup(event);
+    st->next = 1;
+    st->count = count;
+    st->interval_ms = (uint64_t)interval;
+    st->next_stream = ev->streams;
+    ev->streams = st;
+    uv_timer_init(ps_server_loop(ps_session_server(ps_view_session(ps_channel_view(ch)))),
+                  &st->timer);
+    st->timer.data = st;
+    uv_timer_start(&st->timer, stream_tick, st->interval_ms, 0);
+}
+
+static void on_counter(echo_view *ev, const char *event, json_t *payload, ps_reply *reply)
+{
+    const char *key = json_string_value(json_object_get(payload, "key"));
+    if (!key) {
+        ps_reply_error(reply, "key must be a string");
+        return;
+    }
+    json_int_t n = json_integer_value(json_object_get(ev->counters, key));
+    if (strcmp(event, "incr") == 0)
+        json_object_set_new(ev->counters, key, json_integer(++n));
+    json_t *v = json_integer(n);
+    ps_reply_ok(reply, v);
+    json_decref(v);
+}
+
 static void echo_view_free(void *data)
 {
     echo_view *ev = data;
+    while (ev->streams)
+        stream_end(ev->streams);
+    json_decref(ev->counters);
     while (ev->defers) {
         defer_reply *d = ev->defers;
         defer_unlink(d);
@@ -259,6 +375,10 @@ static json_t *stats_json(ps_server *srv)
         {"topics", st.topics},
         {"topic_members", st.topic_members},
         {"published", st.published},
+        {"sessions_detached", st.sessions_detached},
+        {"sessions_resumed", st.sessions_resumed},
+        {"resume_failed", st.resume_failed},
+        {"resume_overflow", st.resume_overflow},
         {"deliveries", st.deliveries},
         {"remote_out", st.remote_out},
         {"remote_in", st.remote_in},
@@ -278,6 +398,10 @@ static json_t *stats_json(ps_server *srv)
                   "closed", (json_int_t)counters.asks_closed, "error",
                   (json_int_t)counters.asks_error, "twice", (json_int_t)counters.asks_twice));
     json_object_set_new(j, "views_disposed", json_integer((json_int_t)counters.views_disposed));
+    json_object_set_new(j, "transport_lost", json_integer((json_int_t)counters.transport_lost));
+    /* glibc's heap in use: what benchmarks divide by sessions (RSS keeps what was freed). */
+    json_object_set_new(j, "heap_bytes", json_integer((json_int_t)mallinfo2().uordblks));
+    json_object_set_new(j, "resumed", json_integer((json_int_t)counters.resumed));
     json_object_set_new(j, "pid", json_integer((json_int_t)getpid()));
     json_object_set_new(j, "worker", json_integer(ps_server_worker(srv)));
     return j;
@@ -316,6 +440,37 @@ static void on_topic_request(ps_channel *ch, const char *event, json_t *payload,
     }
 }
 
+/* "ask": a request to the client; as a request itself, answered {"ok": true} once sent (a
+ * client that must know its ask arrived, across a reconnect, sends it as a request). */
+static void start_ask(ps_channel *ch, echo_view *ev, json_t *payload, ps_reply *reply)
+{
+    const char *name = json_string_value(json_object_get(payload, "event"));
+    json_int_t timeout = json_integer_value(json_object_get(payload, "timeout_ms"));
+    ask_ctx *ctx = calloc(1, sizeof *ctx);
+    counters.asks_started++;
+    int rc = ps_request(ch, name, json_object_get(payload, "payload"),
+                        timeout > 0 ? (uint32_t)timeout : 0, on_ask_response, ctx);
+    if (rc == 0) {
+        ctx->next = ev->asks;
+        ev->asks = ctx;
+        if (reply) {
+            json_t *ok = json_pack("{s:b}", "ok", 1);
+            ps_reply_ok(reply, ok);
+            json_decref(ok);
+        }
+        return;
+    }
+    counters.asks_started--;
+    free(ctx);
+    if (reply) {
+        ps_reply_error(reply, ps_strerror(rc));
+        return;
+    }
+    json_t *result = json_pack("{s:s,s:s}", "status", "error", "error", ps_strerror(rc));
+    ps_emit(ch, "ask:result", result);
+    json_decref(result);
+}
+
 static void on_channel_event(ps_channel *ch, const char *event, json_t *payload, ps_reply *reply,
                              void *user)
 {
@@ -344,29 +499,18 @@ static void on_channel_event(ps_channel *ch, const char *event, json_t *payload,
         d->timer.data = d;
         json_int_t ms = json_integer_value(json_object_get(payload, "ms"));
         uv_timer_start(&d->timer, defer_fire, ms > 0 ? (uint64_t)ms : 0, 0);
-    } else if (strcmp(event, "ask") == 0 && !reply) {
-        const char *name = json_string_value(json_object_get(payload, "event"));
-        json_int_t timeout = json_integer_value(json_object_get(payload, "timeout_ms"));
-        ask_ctx *ctx = calloc(1, sizeof *ctx);
-        counters.asks_started++;
-        int rc = ps_request(ch, name, json_object_get(payload, "payload"),
-                            timeout > 0 ? (uint32_t)timeout : 0, on_ask_response, ctx);
-        if (rc == 0) {
-            ctx->next = ev->asks;
-            ev->asks = ctx;
-        } else {
-            counters.asks_started--;
-            free(ctx);
-            json_t *result = json_pack("{s:s,s:s}", "status", "error", "error", ps_strerror(rc));
-            ps_emit(ch, "ask:result", result);
-            json_decref(result);
-        }
+    } else if (strcmp(event, "ask") == 0) {
+        start_ask(ch, ev, payload, reply);
     } else if (strcmp(event, "close") == 0 && !reply) {
         ps_channel_close(ch);
     } else if ((strcmp(event, "join") == 0 || strcmp(event, "leave") == 0 ||
                 strcmp(event, "publish") == 0) &&
                reply) {
         on_topic_request(ch, event, payload, reply);
+    } else if (strcmp(event, "stream") == 0 && reply) {
+        start_stream(ch, ev, payload, reply);
+    } else if ((strcmp(event, "incr") == 0 || strcmp(event, "get") == 0) && reply) {
+        on_counter(ev, event, payload, reply);
     } else if (strcmp(event, "stats") == 0 && reply) {
         json_t *st = stats_json(ps_session_server(ps_view_session(ps_channel_view(ch))));
         ps_reply_ok(reply, st);
@@ -395,6 +539,7 @@ static void on_channel_raw(ps_channel *ch, const char *event, const char *payloa
 static int echo_view_init(ps_view *view, json_t *props, void *user)
 {
     echo_view *ev = calloc(1, sizeof *ev);
+    ev->counters = json_object();
     ps_view_set_data(view, ev, echo_view_free);
     ev->ch = ps_channel_open(view);
     if (!ev->ch)
@@ -503,6 +648,10 @@ static void usage(FILE *f)
         "  --max-topics-per-channel N  topics one channel may join (64)\n"
         "  --max-topics N          distinct topics with members in one process (100000)\n"
         "  --workers N             worker processes serving the port (1)\n"
+        "  --resume-window MS      how long a dropped session waits for its client\n"
+        "                          (60000; 0 = no recovery; off in the conformance modes)\n"
+        "  --max-replay BYTES      kept per session for a replay (262144)\n"
+        "  --max-detached N        dropped sessions waiting at once (1024)\n"
         "  --redis URL             share topics through Redis (redis://host:port/db or\n"
         "                          unix:///path/redis.sock)\n"
         "  --redis-prefix P        Redis channel names P:<topic> (pulsec)\n"
@@ -565,6 +714,9 @@ int main(int argc, char **argv)
         {"redis-timeout", required_argument, 0, 'y'},
         {"max-redis-queued", required_argument, 0, 'z'},
         {"json-api", no_argument, 0, 'j'},
+        {"resume-window", required_argument, 0, OPT_RESUME_WINDOW},
+        {"max-replay", required_argument, 0, OPT_MAX_REPLAY},
+        {"max-detached", required_argument, 0, OPT_MAX_DETACHED},
         {"verbose", no_argument, 0, 'v'},
         {"log-json", no_argument, 0, 'J'},
         {"custom-allocator", no_argument, 0, 'Q'},
@@ -609,6 +761,11 @@ int main(int argc, char **argv)
         case 'x': opts.redis_prefix = optarg; break;
         case 'y': opts.redis_timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
         case 'z': opts.max_redis_queued = strtoull(optarg, NULL, 10); break;
+        case OPT_RESUME_WINDOW: opts.resume_window_ms = example_resume_window(optarg); break;
+        case OPT_MAX_REPLAY: opts.max_replay_bytes = strtoull(optarg, NULL, 10); break;
+        case OPT_MAX_DETACHED:
+            opts.max_detached_sessions = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
         case 'O':
             if (norigins + 1 < sizeof origins / sizeof origins[0])
                 origins[norigins++] = optarg;
@@ -632,10 +789,15 @@ int main(int argc, char **argv)
     }
     if (custom_allocator)
         ps_set_allocator(ca_malloc, ca_realloc, ca_free); /* before any server, as it must be */
+    if ((socketio_echo || opts.engineio_echo) && !opts.resume_window_ms)
+        opts.resume_window_ms = PS_RESUME_OFF; /* the suites expect a bare {"sid"} */
     ps_server *srv = ps_server_new(NULL, &opts);
     if (!srv)
         return 2;
-    ps_namespace_hooks hooks = {.connect = on_connect, .event = on_event};
+    ps_namespace_hooks hooks = {.connect = on_connect,
+                                .event = on_event,
+                                .transport_lost = on_transport_lost,
+                                .resumed = on_resumed};
     ps_namespace(srv, "/", &hooks);
     ps_namespace(srv, "/custom", &hooks);
     if (!socketio_echo) {

@@ -257,6 +257,9 @@ static const struct opt {
     OPT(tls_cert_file, OPT_STR),
     OPT(tls_key_file, OPT_STR),
     OPT(tls_handshake_timeout_ms, OPT_U32),
+    OPT(resume_window_ms, OPT_U32),
+    OPT(max_replay_bytes, OPT_SIZE),
+    OPT(max_detached_sessions, OPT_U32),
 #undef OPT
 };
 

@@ -364,8 +364,10 @@ static ps_server *server_new(void)
     };
     ps_server *srv = ps_server_new(env->loop, &o);
     FZ_CHECK(srv);
-    static const ps_namespace_hooks main_hooks = {ns_connect, on_event, on_disconnect, NULL};
-    static const ps_namespace_hooks admin_hooks = {ns_connect, on_event, on_disconnect, NULL};
+    static const ps_namespace_hooks main_hooks = {
+        .connect = ns_connect, .event = on_event, .disconnect = on_disconnect};
+    static const ps_namespace_hooks admin_hooks = {
+        .connect = ns_connect, .event = on_event, .disconnect = on_disconnect};
     FZ_CHECK(ps_namespace(srv, "/", &main_hooks) == 0);
     FZ_CHECK(ps_namespace(srv, "/admin", &admin_hooks) == 0);
     FZ_CHECK(ps_use_connect(srv, connect_mw, NULL) == 0);

@@ -19,8 +19,8 @@ class Asker(ps.State):
         registry.append(self)
 
 
-def make_app():
-    app = ps.App()
+def make_app(**options):
+    app = ps.App(**options)
     states = []
 
     @app.view("/ask")
@@ -114,7 +114,9 @@ async def test_view_detached_while_pending(driver):
 
 
 async def test_client_vanishes_mid_request(driver):
-    app, states = make_app()
+    # Its session waits for it (connection state recovery) until the window passes: then the
+    # request completes with ChannelClosed, as its channel closes.
+    app, states = make_app(resume_window_ms=500)
     async with serving(app) as url:
         other = await Driver.start()  # its own process, so that it can die
         try:

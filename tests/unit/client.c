@@ -516,7 +516,14 @@ tc *tc_sio_connect(ts *t)
     ASSERT_EQ(strncmp(reply, "40{\"sid\":\"", 10), 0);
     json_t *o = json_loads(reply + 2, 0, NULL);
     ASSERT_NOT_NULL(o);
-    ASSERT_EQ(json_object_size(o), 1);
+    /* With connection state recovery (the default) the reply carries the session's pid. */
+    bool recovery = t->opts.resume_window_ms != PS_RESUME_OFF && !t->opts.engineio_echo;
+    ASSERT_EQ(json_object_size(o), recovery ? 2 : 1);
+    if (recovery) {
+        const char *pid = json_string_value(json_object_get(o, "pid"));
+        ASSERT_NOT_NULL(pid);
+        ASSERT_EQ(strlen(pid), PS__HEX_ID_LEN);
+    }
     const char *sid = json_string_value(json_object_get(o, "sid"));
     ASSERT_NOT_NULL(sid);
     ASSERT_EQ(strlen(sid), PS__SID_LEN);

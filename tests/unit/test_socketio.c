@@ -429,7 +429,9 @@ static void connect_client(ts *t)
 
 TEST_IMPL(sio_connect)
 {
-    ps_server_opts o = {.shutdown_grace_ms = 300};
+    /* The wire without recovery: bare {"sid"} replies, events without offsets (test_resume.c
+     * has the wire with it). */
+    ps_server_opts o = {.shutdown_grace_ms = 300, .resume_window_ms = PS_RESUME_OFF};
     ts_run(&o, sio_setup, connect_client, NULL);
     return 0;
 }
@@ -580,7 +582,9 @@ static void ack_bound_client(ts *t)
 
 TEST_IMPL(sio_ack_bound)
 {
-    ps_server_opts o = {.max_pending_requests = 3, .shutdown_grace_ms = 300};
+    ps_server_opts o = {.max_pending_requests = 3,
+                        .shutdown_grace_ms = 300,
+                        .resume_window_ms = PS_RESUME_OFF}; /* exact bytes: no offsets */
     ts_run(&o, sio_setup, ack_bound_client, NULL);
     return 0;
 }

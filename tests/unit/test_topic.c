@@ -263,7 +263,9 @@ static void client_topics(ts *t)
 
 TEST_IMPL(topic_table)
 {
-    ps_server_opts o = {.max_topics_per_channel = 2, .max_topics = 3};
+    /* Exact bytes: no recovery offsets. */
+    ps_server_opts o = {
+        .max_topics_per_channel = 2, .max_topics = 3, .resume_window_ms = PS_RESUME_OFF};
     ts_run(&o, setup_capture, client_topics, NULL);
     return 0;
 }

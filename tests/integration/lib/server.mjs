@@ -73,6 +73,11 @@ process.on('exit', () => {
  * Returns { url, host, port, proc, stdout(), stderr(), exited, stop(signal) } where
  * stop() sends the signal (SIGTERM by default) and resolves with
  * { code, signal, stderr, stdout } once the process exited (SIGKILL after opts.stopTimeoutMs).
+ *
+ * Connection state recovery is on by default in the server, but off here unless the test asks
+ * for it (`--resume-window MS` in args, or opts.recovery): the suites written before it check
+ * the wire without offsets and pids, and sessions that end when their client vanishes. The
+ * resume*.test.mjs suites turn it on.
  */
 export async function startServer(args = [], opts = {}) {
   const bin = opts.bin || ECHO_BIN;
@@ -82,7 +87,9 @@ export async function startServer(args = [], opts = {}) {
   // PULSEC_TEST_ALLOCATOR=1 (make test-integration-allocator): the echo fixture allocates
   // through ps_set_allocator with checked headers (--custom-allocator).
   const alloc = !opts.bin && process.env.PULSEC_TEST_ALLOCATOR === '1' ? ['--custom-allocator'] : [];
-  const fullArgs = ['--host', opts.hostArg || HOST, '--port', '0', ...alloc, ...args];
+  const recovery = opts.recovery || args.includes('--resume-window');
+  const fullArgs = ['--host', opts.hostArg || HOST, '--port', '0', ...alloc,
+    ...(recovery ? [] : ['--resume-window', '0']), ...args];
   const env = { ...process.env, ...(opts.env || {}) };
   // Keep LeakSanitizer on (it is the default on Linux; be explicit) without overriding a caller's choice.
   if (!env.ASAN_OPTIONS) env.ASAN_OPTIONS = 'detect_leaks=1';

@@ -263,7 +263,8 @@ describe("React page in headless Chromium, served by the echo server", { timeout
     restarting = true; // Chromium logs failed WebSocket attempts while the server is away
     await stopClean(server, "echo server serving the page");
     await waitText("#status", "reconnecting");
-    await waitText("#channel-state", "closed");
+    // The page keeps its channel while the session might still be recovered.
+    assert.equal(await text("#channel-state"), "open");
     const www = path.join(tmp, "www");
     server = await startEcho({ port, args: ["--static", www] });
 

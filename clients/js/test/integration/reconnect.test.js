@@ -1,7 +1,10 @@
 // pulsec-client across server restarts: the echo server is stopped (SIGTERM, then a crash with
-// SIGKILL) and a new one started on the same port. Open bridges close with ChannelClosed, their
-// pending requests reject, the view is attached again by itself, and onProps delivers the new
-// props, whose new channel works.
+// SIGKILL) and a new one started on the same port. While it is away the client keeps its
+// bridges and pending requests (the server offered recovery, so the session might come back);
+// the new server has never heard of it and answers with a fresh session: then open bridges
+// close with ChannelClosed, their pending requests reject, the view is attached again by
+// itself, and onProps delivers the new props, whose new channel works. (Recovered reconnects:
+// recovery.test.js.)
 
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
@@ -35,7 +38,7 @@ test("views re-attach after the server restarts on the same port", { timeout: 60
   const quiet = await client.attach("/echo", { who: "quiet" });
 
   /** One drop of the connection with `kill`, a new server on the same port, checks. */
-  async function cycle(kill, expectReason) {
+  async function cycle(kill, expectReason, unknownId) {
     const oldId = view.props.channelId;
     const bridge = client.channel(oldId);
     assert.equal(bridge.closed, false);
@@ -51,19 +54,26 @@ test("views re-attach after the server restarts on the same port", { timeout: 60
 
     await kill();
 
-    const err = await withTimeout(closed, 5000, "the bridge closing when the server went away");
+    await waitFor(() => client.status === "reconnecting", { what: "status reconnecting" });
+    // While away, everything waits for the server to recover the session.
+    assert.equal(bridge.closed, false);
+    assert.equal(view.state, "attached");
+    const unknown = client.channel(unknownId);
+    assert.equal(unknown.closed, false, "a new id may be of the session that comes back");
+
+    server = await startEcho({ port });
+
+    // This server does not know the session: a fresh one, and everything of the old closes.
+    const err = await withTimeout(closed, 10000, "the bridge closing on the fresh session");
     assert.ok(err instanceof ChannelClosed, `not a ChannelClosed: ${err}`);
     if (expectReason) assert.equal(err.reason, expectReason);
     await assert.rejects(pending, ChannelClosed);
     await assert.rejects(pendingNoTimeout, ChannelClosed);
     assert.equal(bridge.closed, true);
     assert.equal(quietBridge.closed, true);
+    assert.equal(unknown.closed, true);
     assert.throws(() => bridge.emit("echo", 1), ChannelClosed);
-    await waitFor(() => client.status !== "connected", { what: "status leaving connected" });
-    // While disconnected, a bridge for any id is closed and a request fails at once.
-    assert.equal(client.channel("0".repeat(32)).closed, true);
-
-    server = await startEcho({ port });
+    assert.equal(client.recovered, false);
 
     const next = await waitFor(() => props[seenProps], { timeout: 10000, what: "onProps after the re-attach" });
     assert.equal(client.status, "connected");
@@ -99,9 +109,9 @@ test("views re-attach after the server restarts on the same port", { timeout: 60
   }
 
   // A graceful restart: SIGTERM (and the old server exits 0), new server on the same port.
-  await cycle(() => stopClean(server, "first echo server"), undefined);
+  await cycle(() => stopClean(server, "first echo server"), "disconnect", "0".repeat(32));
   // A crash: SIGKILL, the connection just drops.
-  await cycle(() => server.stop("SIGKILL"), "disconnect");
+  await cycle(() => server.stop("SIGKILL"), "disconnect", "1".repeat(32));
 
   assert.deepEqual(statuses.filter((s) => s !== "connecting"), [
     "connected",
