@@ -78,6 +78,8 @@ export class PulseClient {
   #outbox = [];
   /** Offset of the last server message delivered; older or equal ones are replays seen. */
   #lastOffset = -1;
+  /** The Socket.IO id of the session to come back to (names the server's worker). */
+  #sessionId = null;
   /** @type {Record<string, Set<Function>>} */
   #listeners = { status: new Set(), connect: new Set(), connect_error: new Set(), error: new Set() };
   /** @type {Map<string, View>} by attachId */
@@ -363,6 +365,7 @@ export class PulseClient {
     this.#recovering = false;
     this.#everConnected = true;
     this.#recovered = wasRecovering && this.#socket.recovered === true;
+    if (typeof this.#socket.id === "string") this.#sessionId = this.#socket.id;
     if (this.#recovered) {
       this.#resume();
     } else {
@@ -422,6 +425,7 @@ export class PulseClient {
     // socket.io-client asks for a recovery (sends the pid) iff the server gave it one.
     if (!final && this.#everConnected && (this.#recovering || typeof this.#socket._pid === "string")) {
       this.#recovering = true;
+      this.#routeBack();
       this.#setStatus(this.#socket.active === false ? "disconnected" : "reconnecting");
       return;
     }
@@ -442,6 +446,21 @@ export class PulseClient {
         this.#report(e);
       }
     }
+  }
+
+  /**
+   * A pulsec server with several workers keeps the session in the worker that made it; the
+   * reconnect's handshake names it (`pulsec_resume`, the session's last Socket.IO id, whose
+   * first character is the worker) so that the server hands the connection to that worker.
+   * Servers without workers ignore it.
+   */
+  #routeBack() {
+    const opts = this.#socket.io?.opts;
+    if (!opts || typeof this.#sessionId !== "string") return;
+    const query =
+      typeof opts.query === "string" ? Object.fromEntries(new URLSearchParams(opts.query)) : { ...(opts.query ?? {}) };
+    query.pulsec_resume = this.#sessionId;
+    opts.query = query;
   }
 
   #retrying() {
