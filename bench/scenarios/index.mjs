@@ -6,5 +6,6 @@ import python from "./python.mjs";
 import tls from "./tls.mjs";
 import fairness from "./fairness.mjs";
 import scale from "./scale.mjs";
+import resume from "./resume.mjs";
 
-export default [core, python, tls, fairness, scale];
+export default [core, python, tls, fairness, scale, resume];
