@@ -954,8 +954,11 @@ void ps_server_stop(ps_server *srv)
         srv->stopped = true; /* never listened: no handle, no connection */
         return;
     }
-    if (srv->supervising) {
-        ps__workers_free(&srv->workers, srv->opts.shutdown_grace_ms);
+    if (srv->opts.workers > 1 && !in_worker(srv)) {
+        /* A supervisor has no listener of its own; a failed supervisor_listen freed its workers
+         * already (and left srv->listener a bare struct, which must not be closed). */
+        if (srv->supervising)
+            ps__workers_free(&srv->workers, srv->opts.shutdown_grace_ms);
         srv->stopped = true;
         return;
     }

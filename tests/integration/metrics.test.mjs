@@ -221,7 +221,7 @@ describe('metrics with workers', () => {
   test('each worker serves its own figures on the metrics port + its index; on the main port it is refused', { timeout: 60000 }, async () => {
     await assert.rejects(startServer(['--workers', '2', '--metrics']), /exited before listening/);
     // Two free ports in a row for the two workers (retried: another process may take one).
-    let srv, base;
+    let srv, base, lastError;
     for (let attempt = 0; attempt < 5 && !srv; attempt++) {
       base = await new Promise((resolve) => {
         const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
@@ -229,11 +229,12 @@ describe('metrics with workers', () => {
       if (base > 65000) continue;
       try {
         srv = await startServer(['--workers', '2', '--metrics-listen', `127.0.0.1:${base}`]);
-      } catch {
+      } catch (e) {
         srv = null;
+        lastError = e;
       }
     }
-    assert.ok(srv, 'a server with two workers and a metrics port');
+    assert.ok(srv, `a server with two workers and a metrics port; the last attempt: ${lastError?.message}`);
     const workers = new Set();
     for (const port of [base, base + 1]) {
       const r = await scrape({ host: '127.0.0.1', port });

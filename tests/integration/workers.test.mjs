@@ -8,6 +8,7 @@
 // graceful SIGTERM of the whole group (every worker exits 0: LeakSanitizer ran in each).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { startServer, stopClean, killAll, closeClients, sleep, httpRaw, request, HttpConn } from './lib/server.mjs';
 import { ChannelTestClient } from './lib/channels.mjs';
 import { Subscriber, until } from './lib/topics.mjs';
@@ -205,5 +206,18 @@ describe('a worker killed with SIGKILL', () => {
     assert.ok(witnessRounds > 3);
     for (const { c } of survivors) assert.ok(c.connected);
     for (const { c } of clients) c.disconnect();
+  });
+});
+
+describe('workers that cannot listen', () => {
+  test('the supervisor exits 1 saying why (port taken), without an abort or a leak', async () => {
+    const taken = net.createServer();
+    await new Promise((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      await assert.rejects(startServer(['--workers', '2', '--port', String(taken.address().port)]),
+        (e) => /exited before listening \(code 1, signal null\)/.test(e.message) && /address already in use/.test(e.message));
+    } finally {
+      taken.close();
+    }
   });
 });
