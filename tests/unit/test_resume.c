@@ -561,6 +561,60 @@ TEST_IMPL(resume_takeover)
     return 0;
 }
 
+/* ---- the heartbeat asked for sooner -------------------------------------------------------- */
+
+static uint64_t now_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+static void heartbeat_client(ts *t)
+{
+    app *a = t->user;
+    ids s1, got;
+    tc *c = open_with(t, "40", "40", &s1);
+    /* An event kept for a replay asks for a ping within 2 s (not the 30 s interval), so that
+     * its pong lets the server forget it. */
+    uint64_t start = now_ms();
+    tc_ws_text(c, "42[\"echo\",1]");
+    char *m = tc_ws_read_text(c);
+    ASSERT_STR_EQ(m, "42[\"echo\",1,\"1\"]");
+    ps__free(m);
+    m = tc_ws_read_text(c); /* within the 5 s the client waits */
+    ASSERT_STR_EQ(m, "2");
+    ps__free(m);
+    ASSERT_GE(now_ms() - start, 2000 - 1);
+    tc_ws_text(c, "3");
+
+    /* A takeover probes the old connection with a pong deadline of 2 s, not the 20 s ping
+     * timeout: left unanswered, the session moves to the newcomer. */
+    start = now_ms();
+    tc *back = open_resume(t, &s1, "1");
+    m = tc_ws_read_text(c);
+    ASSERT_STR_EQ(m, "2"); /* the probe, left unanswered */
+    ps__free(m);
+    char *reply = tc_ws_read_text(back); /* within 5 s */
+    parse_reply(reply, "40", &got);
+    ps__free(reply);
+    ASSERT_GE(now_ms() - start, 2000 - 1);
+    ASSERT_STR_EQ(got.sid, s1.sid);
+    wait_int(&a->resumed, 1, "resumed after the probe");
+    tc_ws_text(back, "42[\"echo\",2]");
+    expect_text(back, "42[\"echo\",2,\"2\"]");
+    tc_free(c);
+    tc_free(back);
+    ts_stop(t);
+}
+
+TEST_IMPL(resume_heartbeat)
+{
+    app a = {0};
+    ps_server_opts o = {
+        .shutdown_grace_ms = 300, .ping_interval_ms = 30000, .ping_timeout_ms = 20000};
+    ts_run(&o, setup, heartbeat_client, &a);
+    return 0;
+}
+
 /* ---- a page that goes away ------------------------------------------------------------- */
 
 static void going_away_client(ts *t)
