@@ -34,7 +34,7 @@ static void url_bad(const char *url)
     ps__redis_url u;
     const char *err = NULL;
     if (ps__redis_url_parse(url, &u, &err) == 0)
-        ps_test_fail(__FILE__, __LINE__, "%s accepted", url);
+        ps_test_fail(__FILE__, __LINE__, "%s accepted", url ? url : "(null)");
     ASSERT_NOT_NULL(err);
 }
 
