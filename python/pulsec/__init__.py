@@ -298,8 +298,8 @@ class App:
     ``max_redis_queued``, ``redis_timeout_ms``, ``close_timeout_ms``, ``max_unconnected``,
     ``max_unconnected_per_address``, ``tls_cert_file``, ``tls_key_file``,
     ``tls_handshake_timeout_ms``, ``resume_window_ms`` (connection state recovery: how long a
-    session whose transport dropped waits for its client, 60000 by default; 4294967295 turns it
-    off), ``max_replay_bytes``, ``max_detached_sessions`` (docs/PYTHON.md; ps_server_opts in
+    session whose transport dropped waits for its client, 60000 by default; 0 turns it off),
+    ``max_replay_bytes``, ``max_detached_sessions`` (docs/PYTHON.md; ps_server_opts in
     include/pulsec.h).
     """
 

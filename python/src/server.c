@@ -213,7 +213,9 @@ static PyObject *Server_on_timer(Server *s, PyObject *unused)
 
 /* ---- options -------------------------------------------------------------------------- */
 
-enum opt_kind { OPT_STR, OPT_U32, OPT_SIZE, OPT_INT, OPT_BOOL, OPT_STRLIST };
+/* OPT_WINDOW: milliseconds where 0 means off (resume_window_ms=0 is PS_RESUME_OFF, as
+ * --resume-window 0 is on the example servers), not the C default that 0 means in C. */
+enum opt_kind { OPT_STR, OPT_U32, OPT_SIZE, OPT_INT, OPT_BOOL, OPT_STRLIST, OPT_WINDOW };
 
 static const struct opt {
     const char *name;
@@ -257,7 +259,7 @@ static const struct opt {
     OPT(tls_cert_file, OPT_STR),
     OPT(tls_key_file, OPT_STR),
     OPT(tls_handshake_timeout_ms, OPT_U32),
-    OPT(resume_window_ms, OPT_U32),
+    OPT(resume_window_ms, OPT_WINDOW),
     OPT(max_replay_bytes, OPT_SIZE),
     OPT(max_detached_sessions, OPT_U32),
 #undef OPT
@@ -330,6 +332,11 @@ static int parse_options(PyObject *dict, ps_server_opts *o, PyObject *keep)
             if (opt_number(v, name, UINT32_MAX, &x) < 0)
                 return -1;
             *(uint32_t *)field = (uint32_t)x;
+            break;
+        case OPT_WINDOW:
+            if (opt_number(v, name, PS_RESUME_OFF - 1, &x) < 0)
+                return -1;
+            *(uint32_t *)field = x ? (uint32_t)x : PS_RESUME_OFF;
             break;
         case OPT_SIZE:
             if (opt_number(v, name, SIZE_MAX, &x) < 0)
@@ -843,6 +850,10 @@ static PyObject *Server_stats(Server *s, PyObject *unused)
         {"unconnected_closed", st.unconnected_closed},
         {"tls_handshakes", st.tls_handshakes},
         {"tls_failures", st.tls_failures},
+        {"sessions_detached", st.sessions_detached},
+        {"sessions_resumed", st.sessions_resumed},
+        {"resume_failed", st.resume_failed},
+        {"resume_overflow", st.resume_overflow},
     };
     PyObject *d = PyDict_New();
     for (size_t i = 0; d && i < sizeof fields / sizeof fields[0]; i++) {

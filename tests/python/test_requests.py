@@ -132,6 +132,27 @@ async def test_client_vanishes_mid_request(driver):
         await until(lambda: app.stats()["sessions"] == 0, "the session gone")
 
 
+async def test_no_recovery_disposes_at_once(driver):
+    # resume_window_ms=0 turns recovery off: a client that vanishes takes its views with it
+    # (no 60 s wait), and the pending request completes with ChannelClosed.
+    app, states = make_app(resume_window_ms=0)
+    async with serving(app) as url:
+        other = await Driver.start()
+        try:
+            c, ch, _, channel = await asker(other, url, states)
+            pending = asyncio.ensure_future(channel.request("server:q"))
+            await c.wait(ch, "server:q")
+            os.kill(other.proc.pid, signal.SIGKILL)
+            with pytest.raises(ps.ChannelClosed):
+                await asyncio.wait_for(pending, 10)
+        finally:
+            await other.close()
+        await until(lambda: app.stats()["sessions"] == 0, "the session gone")
+        assert app.stats()["sessions_detached"] == 0
+    with pytest.raises(ValueError):
+        ps.App(resume_window_ms=-1)
+
+
 async def test_cancelled_await_cancels_the_request(driver):
     app, states = make_app()
     async with serving(app) as url:
