@@ -589,11 +589,12 @@ PS_EXTERN int ps_route(ps_server *srv, const char *path, const ps_view_type *typ
 PS_EXTERN int ps_view_reject(ps_view *view, const char *error);
 
 /*
- * Sets the view's props (borrowed). Inside init they become the attach_ack's props; later the
- * client receives them in a view_props message. Returns 0 or PS_ECLOSED.
+ * Sets the view's props (borrowed; the view keeps a copy, so later changes to `props` are not
+ * seen). Inside init they become the attach_ack's props; later the client receives them in a
+ * view_props message. Returns 0 or PS_ECLOSED.
  */
 PS_EXTERN int ps_view_set_props(ps_view *view, json_t *props);
-/* Current props, borrowed; JSON null until set. */
+/* Current props, borrowed (valid until the next ps_view_set_props); JSON null until set. */
 PS_EXTERN json_t *ps_view_props(const ps_view *view);
 PS_EXTERN const char *ps_view_path(const ps_view *view);
 PS_EXTERN ps_session *ps_view_session(const ps_view *view);

@@ -15,7 +15,11 @@ struct ps_view {
     ps_session *session;
     ps__route *route;
     char *attach_id;
-    json_t *props;
+    /* The props as JSON text (NULL: null): a jansson tree of even one member costs about 300
+     * bytes, held by every idle view, while the text is sent again only after a recovered
+     * reconnect. props_cache is the tree ps_view_props() decoded, kept once asked for. */
+    char *props_text;
+    json_t *props_cache;
     void *data;
     void (*free_data)(void *);
     void *ext_data;
@@ -55,6 +59,21 @@ static void send_view_message(ps_view *v, const char *type, const char *key, jso
     json_decref(msg);
 }
 
+/* The props as a tree for one message: the cache, or decoded for it (release it after). */
+static json_t *props_tree(const ps_view *v)
+{
+    if (v->props_cache)
+        return json_incref(v->props_cache);
+    return v->props_text ? ps__json_parse(v->props_text, strlen(v->props_text)) : json_null();
+}
+
+static void send_props(ps_view *v, const char *type)
+{
+    json_t *props = props_tree(v);
+    send_view_message(v, type, "props", props);
+    json_decref(props);
+}
+
 static void send_attach_error(ps_session *s, const char *attach_id, const char *error)
 {
     json_t *msg =
@@ -86,7 +105,8 @@ void ps__view_unref(ps_view *v)
         return;
     if (v->layer->ext.on_view_free)
         v->layer->ext.on_view_free(v, v->layer->ext.user);
-    json_decref(v->props);
+    json_decref(v->props_cache);
+    ps__free(v->props_text);
     ps__free(v->attach_id);
     ps__free(v->reject_error);
     ps__free(v);
@@ -164,7 +184,7 @@ static void on_attach(ps__views *vs, ps_session *s, json_t *msg)
         /* After a recovered reconnect the client sends again an attach it had no answer to:
          * answered once, now if it was, later (the deferred answer) if not. */
         if (known->state == VIEW_ATTACHED)
-            send_view_message(known, "attach_ack", "props", known->props);
+            send_props(known, "attach_ack");
         return;
     }
     if (known) {
@@ -180,7 +200,6 @@ static void on_attach(ps__views *vs, ps_session *s, json_t *msg)
     v->session = s;
     v->route = route;
     v->attach_id = ps__strdup(aid);
-    v->props = json_null();
     v->refs = 1;
     v->state = VIEW_INIT;
     ps__list_insert_tail(&sv->views, &v->link);
@@ -200,7 +219,7 @@ static void on_attach(ps__views *vs, ps_session *s, json_t *msg)
             view_close(v, false);
         } else if (!v->deferred) {
             v->state = VIEW_ATTACHED;
-            send_view_message(v, "attach_ack", "props", v->props);
+            send_props(v, "attach_ack");
         }
     }
     ps__view_unref(v);
@@ -409,7 +428,7 @@ int ps_view_accept(ps_view *v)
         return PS_EINVAL;
     v->deferred = false;
     v->state = VIEW_ATTACHED;
-    send_view_message(v, "attach_ack", "props", v->props);
+    send_props(v, "attach_ack");
     return 0;
 }
 
@@ -417,16 +436,29 @@ int ps_view_set_props(ps_view *v, json_t *props)
 {
     if (v->state >= VIEW_CLOSING)
         return PS_ECLOSED;
-    json_decref(v->props);
-    v->props = props ? json_incref(props) : json_null();
+    char *text = NULL;
+    if (props && !json_is_null(props)) {
+        ps__buf b;
+        ps__buf_init(&b);
+        ps__json_append(&b, props);
+        text = ps__strndup(b.base, b.len);
+        ps__buf_free(&b);
+    }
+    ps__free(v->props_text);
+    v->props_text = text;
+    json_decref(v->props_cache);
+    v->props_cache = NULL;
     if (v->state == VIEW_ATTACHED)
-        send_view_message(v, "view_props", "props", v->props);
+        send_view_message(v, "view_props", "props", props ? props : json_null());
     return 0;
 }
 
 json_t *ps_view_props(const ps_view *v)
 {
-    return v->props;
+    ps_view *m = (ps_view *)v;
+    if (!m->props_cache)
+        m->props_cache = props_tree(v);
+    return m->props_cache;
 }
 
 const char *ps_view_path(const ps_view *v)

@@ -289,8 +289,11 @@ static void on_counter(echo_view *ev, const char *event, json_t *payload, ps_rep
         return;
     }
     json_int_t n = json_integer_value(json_object_get(ev->counters, key));
-    if (strcmp(event, "incr") == 0)
+    if (strcmp(event, "incr") == 0) {
+        if (!ev->counters) /* made at the first incr: most views never count */
+            ev->counters = json_object();
         json_object_set_new(ev->counters, key, json_integer(++n));
+    }
     json_t *v = json_integer(n);
     ps_reply_ok(reply, v);
     json_decref(v);
@@ -539,7 +542,6 @@ static void on_channel_raw(ps_channel *ch, const char *event, const char *payloa
 static int echo_view_init(ps_view *view, json_t *props, void *user)
 {
     echo_view *ev = calloc(1, sizeof *ev);
-    ev->counters = json_object();
     ps_view_set_data(view, ev, echo_view_free);
     ev->ch = ps_channel_open(view);
     if (!ev->ch)

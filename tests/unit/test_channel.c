@@ -35,7 +35,7 @@ static json_t *read_msg(tc *c)
             continue;
         }
         if (strncmp(text, "42[\"message\",", 13) == 0) {
-            json_t *arr = json_loads(text + 2, 0, NULL);
+            json_t *arr = json_loads(text + 2, JSON_ALLOW_NUL, NULL);
             ASSERT_NOT_NULL(arr);
             json_t *m = json_incref(json_array_get(arr, 1));
             json_decref(arr);
@@ -714,5 +714,104 @@ TEST_IMPL(channel_raw_api)
     memset(&raw, 0, sizeof raw);
     ps_server_opts o = {0};
     ts_run(&o, setup_raw, client_raw, NULL);
+    return 0;
+}
+
+/* ---- what a view and a session keep: props as a copy, auth made again when empty --------- */
+
+static struct {
+    int inits, set_again, auth_empty, auth_kept;
+} kept;
+
+static void props_event(ps_channel *ch, const char *event, json_t *payload, ps_reply *reply,
+                        void *user)
+{
+    ps_view *view = ps_channel_view(ch);
+    /* After the connect hooks: an empty auth is made again when asked for, a sent one kept. */
+    json_t *auth = ps_handshake_auth(ps_session_handshake(ps_view_session(view)));
+    ASSERT(json_is_object(auth));
+    if (json_object_size(auth) == 0)
+        kept.auth_empty++;
+    else if (json_integer_value(json_object_get(auth, "k")) == 7)
+        kept.auth_kept++;
+    ASSERT(ps_handshake_auth(ps_session_handshake(ps_view_session(view))) == auth);
+    json_t *props = ps_view_props(view);
+    ASSERT_EQ(json_integer_value(json_object_get(props, "n")), 1);
+    ASSERT(ps_view_props(view) == props); /* decoded once, then kept */
+    json_t *p = json_pack("{s:i}", "n", 2);
+    ASSERT_EQ(ps_view_set_props(view, p), 0);
+    json_decref(p);
+    ASSERT_EQ(json_integer_value(json_object_get(ps_view_props(view), "n")), 2);
+    kept.set_again++;
+    ps_reply_ok(reply, NULL);
+}
+
+static int props_init(ps_view *view, json_t *props, void *user)
+{
+    kept.inits++;
+    ASSERT(json_is_null(ps_view_props(view)));
+    ps_channel *ch = ps_channel_open(view);
+    ps_on(ch, "again", props_event, NULL);
+    /* A copy: what the app changes afterwards is not what the view has. */
+    json_t *p =
+        json_pack("{s:s,s:i,s:s#}", "channelId", ps_channel_id(ch), "n", 1, "nul", "a\0b", (int)3);
+    ASSERT_EQ(ps_view_set_props(view, p), 0);
+    json_object_set_new(p, "n", json_integer(99));
+    json_decref(p);
+    return 0;
+}
+
+static void setup_props(ts *t)
+{
+    ps_view_type type = {.init = props_init};
+    ASSERT_EQ(ps_route(t->srv, "/props", &type), 0);
+}
+
+static void props_round(tc *c)
+{
+    send_msg(c, json_pack("{s:s,s:s,s:s}", "type", "attach", "path", "/props", "attachId", "p1"));
+    json_t *ack = read_msg(c);
+    ASSERT_STR_EQ(str(ack, "type"), "attach_ack");
+    json_t *props = json_object_get(ack, "props");
+    ASSERT_EQ(json_integer_value(json_object_get(props, "n")), 1);
+    ASSERT_EQ(json_string_length(json_object_get(props, "nul")), 3);
+    ASSERT_EQ(memcmp(json_string_value(json_object_get(props, "nul")), "a\0b", 3), 0);
+    char *ch = ps__strdup(str(props, "channelId"));
+    json_decref(ack);
+    ch_event(c, ch, "again", "r1");
+    json_t *m = read_msg(c);
+    ASSERT_STR_EQ(str(m, "type"), "view_props");
+    ASSERT_EQ(json_integer_value(json_object_get(json_object_get(m, "props"), "n")), 2);
+    json_decref(m);
+    char *err = NULL;
+    json_t *r = read_response(c, "r1", &err);
+    ASSERT_NULL(err);
+    json_decref(r);
+    ps__free(ch);
+}
+
+static void client_props(ts *t)
+{
+    tc *c = tc_sio_connect(t);
+    props_round(c);
+    tc_free(c);
+    c = connect_with(t, "40{\"k\":7}");
+    char *text = tc_ws_read_text(c);
+    ASSERT_EQ(strncmp(text, "40{\"sid\":", 9), 0);
+    ps__free(text);
+    props_round(c);
+    tc_free(c);
+    ts_stop(t);
+}
+
+TEST_IMPL(view_props_and_auth_kept)
+{
+    memset(&kept, 0, sizeof kept);
+    ps_server_opts o = {0};
+    ts_run(&o, setup_props, client_props, NULL);
+    ASSERT_EQ(kept.inits, 2);
+    ASSERT_EQ(kept.set_again, 2);
+    ASSERT_EQ(kept.auth_empty, 1);
+    ASSERT_EQ(kept.auth_kept, 1);
     return 0;
 }
