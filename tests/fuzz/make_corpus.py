@@ -4,7 +4,7 @@
 The seeds are real protocol bytes: HTTP requests as browsers and Engine.IO clients send them,
 RFC 6455 frames (masked as a client must, with the key of RFC 6455 §5.7), the Socket.IO packets
 of SOCKETIO.md §4 and tests/fixtures/socketio-packets.json, and the envelopes of DESIGN §3.
-Running it again rewrites the whole corpus directory (names are content hashes), so the committed
+Running it again rewrites the directories of the targets it seeds (names are content hashes), so the committed
 corpus can be regenerated and reviewed. Files that libFuzzer adds during `make fuzz` go to a scratch
 copy, never here.
 """
@@ -398,8 +398,15 @@ def json_seeds():
         write("fuzz_json", name, data)
 
 
+# The targets whose seeds this script writes. The others keep hand-written seeds
+# (fuzz_broker: binary broker records and Redis URLs, see fuzz_broker.c) that a rewrite must not
+# delete.
+GENERATED = ("fuzz_http", "fuzz_websocket", "fuzz_packets", "fuzz_envelope", "fuzz_json",
+             "fuzz_server")
+
 if __name__ == "__main__":
-    shutil.rmtree(os.path.join(HERE, "corpus"), ignore_errors=True)
+    for target in GENERATED:
+        shutil.rmtree(os.path.join(HERE, "corpus", target), ignore_errors=True)
     http_seeds()
     ws_seeds()
     packet_seeds()
