@@ -105,6 +105,9 @@ if [ -z "$port" ]; then
 else
   run "rr tls"    rr      -c 4  -k 2   -d 1 -w 0.2 --tls
 fi
+# start() below takes server_pid over: the TLS server is stopped first (it was left running
+# after make test).
+stop
 
 # The topic scenario's client (bench/fanout) against echo, alone and with two workers.
 fanout="$build/bench/fanout"
