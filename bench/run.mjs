@@ -561,7 +561,7 @@ function report(env, res, modules, targets, prof) {
   p("message, the least work that answers the load generator correctly) and the **Socket.IO** baseline (Node). The headline");
   p("figure is server CPU per operation: at 1,000 connections the load generator, not the server, caps throughput.");
   p();
-  p("## Targets (issue 15)");
+  p("## Targets (issues 11, 12, 13, 15, 16)");
   p();
   p("| target | measured | status |");
   p("|---|---|---|");
