@@ -29,7 +29,7 @@ start() {
   server_pid=$!
   port=
   for _ in $(seq 100); do
-    port=$(sed -n 's|^listening on http://[^:]*:\([0-9]*\)$|\1|p' "$tmp/server.out")
+    port=$(sed -n 's|^listening on https\{0,1\}://[^:]*:\([0-9]*\)$|\1|p' "$tmp/server.out")
     [ -n "$port" ] && break
     sleep 0.05
   done
@@ -86,28 +86,12 @@ done
 
 # The TLS scenario of make bench (bench/tls.mjs): the same server behind a certificate openssl
 # mints here, and the loadgen's --tls.
-kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-server_pid=
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$tmp/key.pem" \
   -out "$tmp/cert.pem" -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
-"$echo_bin" --port 0 --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem" >"$tmp/server.out" 2>&1 &
-server_pid=$!
-port=
-for _ in $(seq 100); do
-  port=$(sed -n 's|^listening on https://[^:]*:\([0-9]*\)$|\1|p' "$tmp/server.out")
-  [ -n "$port" ] && break
-  sleep 0.05
-done
-if [ -z "$port" ]; then
-  failed=$((failed + 1))
-  echo "FAIL rr tls: the echo server did not start with TLS:"
-  sed 's/^/     /' "$tmp/server.out"
-else
+if start "$echo_bin" --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem"; then
   run "rr tls"    rr      -c 4  -k 2   -d 1 -w 0.2 --tls
+  stop
 fi
-# start() below takes server_pid over: the TLS server is stopped first (it was left running
-# after make test).
-stop
 
 # The topic scenario's client (bench/fanout) against echo, alone and with two workers.
 fanout="$build/bench/fanout"

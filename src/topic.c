@@ -165,15 +165,23 @@ static membership *find_membership(chan_topics *ct, const char *name, size_t len
     return NULL;
 }
 
-int ps_join(ps_channel *ch, const char *topic)
+/* What ps_join and ps_leave check first: 0 with the topic's length, or their error. */
+static int topic_args(ps_channel *ch, const char *topic, size_t *len)
 {
     if (!ch || !topic)
         return PS_EINVAL;
-    size_t len = strlen(topic);
-    if (!ps__topic_valid(topic, len))
+    *len = strlen(topic);
+    if (!ps__topic_valid(topic, *len))
         return PS_EINVAL;
-    if (ps_channel_closed(ch))
-        return PS_ECLOSED;
+    return ps_channel_closed(ch) ? PS_ECLOSED : 0;
+}
+
+int ps_join(ps_channel *ch, const char *topic)
+{
+    size_t len;
+    int rc = topic_args(ch, topic, &len);
+    if (rc)
+        return rc;
     ps__topics *ts = layer_of(ch);
     chan_topics *ct = ps__channel_ext_data(ch);
     if (find_membership(ct, topic, len))
@@ -203,13 +211,10 @@ int ps_join(ps_channel *ch, const char *topic)
 
 int ps_leave(ps_channel *ch, const char *topic)
 {
-    if (!ch || !topic)
-        return PS_EINVAL;
-    size_t len = strlen(topic);
-    if (!ps__topic_valid(topic, len))
-        return PS_EINVAL;
-    if (ps_channel_closed(ch))
-        return PS_ECLOSED;
+    size_t len;
+    int rc = topic_args(ch, topic, &len);
+    if (rc)
+        return rc;
     chan_topics *ct = ps__channel_ext_data(ch);
     membership *m = find_membership(ct, topic, len);
     if (!m)
