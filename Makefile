@@ -176,6 +176,9 @@ test-python: python web deps-npm build-asan
 # lock file, every scenario against both servers, BENCHMARKS.md. bench-smoke runs each loadgen
 # scenario for a second against the echo server, so `make test` keeps the benchmark working.
 .PHONY: bench bench-smoke
+# perf counts system calls per round trip (its tracepoints; bench/run.mjs leaves that table out
+# without it). A target-specific value reaches deps-apt when bench pulls it in.
+bench: APT_PACKAGES += linux-perf
 bench: deps-apt bench/baseline-socketio/node_modules/.pulsec-stamp
 	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DPULSEC_BUILD_TESTS=OFF >/dev/null
 	cmake --build build-release -j $(JOBS) --target echo loadgen floor fanout pulsec_static
