@@ -401,6 +401,14 @@ typedef struct ps_server_stats {
                                    recover */
 } ps_server_stats;
 PS_EXTERN void ps_server_get_stats(const ps_server *srv, ps_server_stats *out);
+/*
+ * The i-th field of ps_server_stats (0, 1, ... in declaration order): its name as in the struct
+ * (static text) and its value in `st`. Returns false past the last field. For code that reports
+ * every counter (a JSON object, a Python dict) without naming each one, so that the fields added
+ * in later versions appear there too. Any thread, no server needed.
+ */
+PS_EXTERN bool ps_server_stats_field(const ps_server_stats *st, size_t i, const char **name,
+                                     uint64_t *value);
 
 /* ---- handshake ------------------------------------------------------------------------- */
 

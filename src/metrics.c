@@ -78,6 +78,10 @@ static const stat_metric stat_metrics[] = {
          "Sessions ended because max_replay_bytes or max_detached_sessions left them unable to "
          "recover."),
 };
+/* One metric per field of ps_server_stats (all uint64_t): a field added there and not here fails
+ * the build. */
+_Static_assert(PS__ARRAY_SIZE(stat_metrics) * sizeof(uint64_t) == sizeof(ps_server_stats),
+               "stat_metrics must list every field of ps_server_stats");
 
 size_t ps__metrics_stats_count(void)
 {

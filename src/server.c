@@ -11,8 +11,10 @@
 #include <hiredis/hiredis.h>
 #include <limits.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 typedef struct post_item {
@@ -1113,6 +1115,61 @@ void ps_server_free(ps_server *srv)
     ps__free(srv->path);
     ps__free(srv->http.static_root);
     ps__free(srv);
+}
+
+#define STATS_FIELD(f)                                                                             \
+    {                                                                                              \
+#f, offsetof(ps_server_stats, f)                                                           \
+    }
+static const struct {
+    const char *name;
+    size_t offset;
+} STATS_FIELDS[] = {
+    STATS_FIELD(connections),
+    STATS_FIELD(sessions),
+    STATS_FIELD(views),
+    STATS_FIELD(channels),
+    STATS_FIELD(sessions_total),
+    STATS_FIELD(messages_in),
+    STATS_FIELD(messages_out),
+    STATS_FIELD(messages_dropped),
+    STATS_FIELD(protocol_errors),
+    STATS_FIELD(slow_consumers),
+    STATS_FIELD(refused),
+    STATS_FIELD(ws_buffers),
+    STATS_FIELD(topics),
+    STATS_FIELD(topic_members),
+    STATS_FIELD(published),
+    STATS_FIELD(deliveries),
+    STATS_FIELD(remote_out),
+    STATS_FIELD(remote_in),
+    STATS_FIELD(remote_lost),
+    STATS_FIELD(remote_invalid),
+    STATS_FIELD(handed_over),
+    STATS_FIELD(taken_over),
+    STATS_FIELD(redis_up),
+    STATS_FIELD(redis_reconnects),
+    STATS_FIELD(unconnected),
+    STATS_FIELD(unconnected_closed),
+    STATS_FIELD(tls_handshakes),
+    STATS_FIELD(tls_failures),
+    STATS_FIELD(sessions_detached),
+    STATS_FIELD(sessions_resumed),
+    STATS_FIELD(resume_failed),
+    STATS_FIELD(resume_overflow),
+};
+#undef STATS_FIELD
+/* Every field is a uint64_t: a field added to the struct and not here fails the build. */
+_Static_assert(PS__ARRAY_SIZE(STATS_FIELDS) * sizeof(uint64_t) == sizeof(ps_server_stats),
+               "STATS_FIELDS must list every field of ps_server_stats");
+
+bool ps_server_stats_field(const ps_server_stats *st, size_t i, const char **name, uint64_t *value)
+{
+    if (i >= PS__ARRAY_SIZE(STATS_FIELDS))
+        return false;
+    *name = STATS_FIELDS[i].name;
+    memcpy(value, (const char *)st + STATS_FIELDS[i].offset, sizeof *value);
+    return true;
 }
 
 void ps_server_get_stats(const ps_server *srv, ps_server_stats *out)

@@ -357,43 +357,10 @@ static json_t *stats_json(ps_server *srv)
     ps_server_stats st;
     ps_server_get_stats(srv, &st);
     json_t *j = json_object();
-    const struct {
-        const char *name;
-        uint64_t value;
-    } server[] = {
-        {"connections", st.connections},
-        {"sessions", st.sessions},
-        {"views", st.views},
-        {"channels", st.channels},
-        {"sessions_total", st.sessions_total},
-        {"messages_in", st.messages_in},
-        {"messages_out", st.messages_out},
-        {"messages_dropped", st.messages_dropped},
-        {"protocol_errors", st.protocol_errors},
-        {"slow_consumers", st.slow_consumers},
-        {"refused", st.refused},
-        {"ws_buffers", st.ws_buffers},
-        {"unconnected", st.unconnected},
-        {"unconnected_closed", st.unconnected_closed},
-        {"topics", st.topics},
-        {"topic_members", st.topic_members},
-        {"published", st.published},
-        {"sessions_detached", st.sessions_detached},
-        {"sessions_resumed", st.sessions_resumed},
-        {"resume_failed", st.resume_failed},
-        {"resume_overflow", st.resume_overflow},
-        {"deliveries", st.deliveries},
-        {"remote_out", st.remote_out},
-        {"remote_in", st.remote_in},
-        {"remote_lost", st.remote_lost},
-        {"remote_invalid", st.remote_invalid},
-        {"handed_over", st.handed_over},
-        {"taken_over", st.taken_over},
-        {"redis_up", st.redis_up},
-        {"redis_reconnects", st.redis_reconnects},
-    };
-    for (size_t i = 0; i < sizeof server / sizeof server[0]; i++)
-        json_object_set_new(j, server[i].name, json_integer((json_int_t)server[i].value));
+    const char *name;
+    uint64_t value;
+    for (size_t i = 0; ps_server_stats_field(&st, i, &name, &value); i++)
+        json_object_set_new(j, name, json_integer((json_int_t)value));
     json_object_set_new(
         j, "asks",
         json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "started", (json_int_t)counters.asks_started, "ok",

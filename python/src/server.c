@@ -818,47 +818,12 @@ static PyObject *Server_stats(Server *s, PyObject *unused)
     ps_server_stats st = {0};
     if (s->srv)
         ps_server_get_stats(s->srv, &st);
-    const struct {
-        const char *name;
-        uint64_t value;
-    } fields[] = {
-        {"connections", st.connections},
-        {"sessions", st.sessions},
-        {"views", st.views},
-        {"channels", st.channels},
-        {"sessions_total", st.sessions_total},
-        {"messages_in", st.messages_in},
-        {"messages_out", st.messages_out},
-        {"messages_dropped", st.messages_dropped},
-        {"protocol_errors", st.protocol_errors},
-        {"slow_consumers", st.slow_consumers},
-        {"refused", st.refused},
-        {"ws_buffers", st.ws_buffers},
-        {"topics", st.topics},
-        {"topic_members", st.topic_members},
-        {"published", st.published},
-        {"deliveries", st.deliveries},
-        {"remote_out", st.remote_out},
-        {"remote_in", st.remote_in},
-        {"remote_lost", st.remote_lost},
-        {"remote_invalid", st.remote_invalid},
-        {"handed_over", st.handed_over},
-        {"taken_over", st.taken_over},
-        {"redis_up", st.redis_up},
-        {"redis_reconnects", st.redis_reconnects},
-        {"unconnected", st.unconnected},
-        {"unconnected_closed", st.unconnected_closed},
-        {"tls_handshakes", st.tls_handshakes},
-        {"tls_failures", st.tls_failures},
-        {"sessions_detached", st.sessions_detached},
-        {"sessions_resumed", st.sessions_resumed},
-        {"resume_failed", st.resume_failed},
-        {"resume_overflow", st.resume_overflow},
-    };
     PyObject *d = PyDict_New();
-    for (size_t i = 0; d && i < sizeof fields / sizeof fields[0]; i++) {
-        PyObject *v = PyLong_FromUnsignedLongLong(fields[i].value);
-        if (!v || PyDict_SetItemString(d, fields[i].name, v) < 0)
+    const char *name;
+    uint64_t value;
+    for (size_t i = 0; d && ps_server_stats_field(&st, i, &name, &value); i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(value);
+        if (!v || PyDict_SetItemString(d, name, v) < 0)
             Py_CLEAR(d);
         Py_XDECREF(v);
     }

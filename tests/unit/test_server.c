@@ -258,3 +258,31 @@ TEST_IMPL(server_port_in_use)
     PS_ASSERT_LOOP_CLEAN(&loop);
     return 0;
 }
+
+TEST_IMPL(server_stats_fields)
+{
+    /* Every field, in declaration order, by its own name and with its own value. */
+    ps_server_stats st;
+    uint64_t *raw = (uint64_t *)&st;
+    size_t n = sizeof st / sizeof(uint64_t);
+    for (size_t i = 0; i < n; i++)
+        raw[i] = 1000 + i;
+    const char *name = NULL;
+    uint64_t value = 0;
+    size_t i = 0;
+    for (; ps_server_stats_field(&st, i, &name, &value); i++) {
+        ASSERT_NOT_NULL(name);
+        ASSERT_EQ(value, 1000 + i);
+    }
+    ASSERT_EQ(i, n);
+    ASSERT(ps_server_stats_field(&st, 0, &name, &value));
+    ASSERT_STR_EQ(name, "connections");
+    ASSERT(ps_server_stats_field(&st, n - 1, &name, &value));
+    ASSERT_STR_EQ(name, "resume_overflow");
+    st.tls_failures = 77;
+    for (i = 0; ps_server_stats_field(&st, i, &name, &value); i++)
+        if (strcmp(name, "tls_failures") == 0)
+            ASSERT_EQ(value, 77);
+    ASSERT(!ps_server_stats_field(&st, n, &name, &value));
+    return 0;
+}
