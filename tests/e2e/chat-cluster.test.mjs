@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { Redis } from "../integration/lib/redis.mjs";
-import { launchBrowser, newPage, startServer, until, waitForText } from "./support.mjs";
+import { joinChat, launchBrowser, startServer, until, waitForText } from "./support.mjs";
 
 let redis;
 let nodes = [];
@@ -34,25 +34,7 @@ after(async () => {
   assert.deepEqual(errors, [], "no page errors");
 });
 
-async function join(node, name) {
-  const page = await newPage(browser, errors);
-  await page.goto(node.url);
-  await page.getByLabel("Your name").fill(name);
-  await page.getByRole("button", { name: "Join the room" }).click();
-  await waitForText(page.getByTestId("members"), name);
-  return {
-    page,
-    members: page.getByTestId("members"),
-    messages: page.getByTestId("messages"),
-    activity: page.getByTestId("activity"),
-    async say(text) {
-      await page.getByLabel("Message").fill(text);
-      await page.getByLabel("Message").press("Enter");
-    },
-    messageTexts: () => page.locator("[data-testid=messages] li .text").allTextContents(),
-    close: () => page.context().close(),
-  };
-}
+const join = (node, name) => joinChat(browser, errors, node.url, name);
 
 test("two nodes on one Redis: messages, members and history cross between them", async () => {
   const [a, b] = nodes;

@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { launchBrowser, newPage, startServer, until, waitForText } from "./support.mjs";
+import { joinChat, launchBrowser, startServer, until, waitForText } from "./support.mjs";
 
 let server;
 let browser;
@@ -22,27 +22,7 @@ after(async () => {
   assert.deepEqual(errors, [], "no page errors");
 });
 
-/** Opens the chat in a new browser context (a separate session) and joins as `name`. */
-async function join(name) {
-  const page = await newPage(browser, errors);
-  await page.goto(server.url);
-  await page.getByLabel("Your name").fill(name);
-  await page.getByRole("button", { name: "Join the room" }).click();
-  await waitForText(page.getByTestId("members"), name);
-  return {
-    page,
-    name,
-    members: page.getByTestId("members"),
-    messages: page.getByTestId("messages"),
-    activity: page.getByTestId("activity"),
-    async say(text) {
-      await page.getByLabel("Message").fill(text);
-      await page.getByLabel("Message").press("Enter");
-    },
-    messageTexts: () => page.locator("[data-testid=messages] li .text").allTextContents(),
-    close: () => page.context().close(),
-  };
-}
+const join = (name) => joinChat(browser, errors, server.url, name);
 
 test("two members see each other's messages, joins and leaves", async () => {
   const ada = await join("Ada");

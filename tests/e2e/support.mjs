@@ -100,6 +100,29 @@ export async function newPage(browser, errors, options = {}) {
   return page;
 }
 
+/** Opens the chat page (examples/chat/web, served by the C and the Python chat servers) at `url`
+ * in a new browser context (a separate session), joins as `name`, and returns a driver. */
+export async function joinChat(browser, errors, url, name) {
+  const page = await newPage(browser, errors);
+  await page.goto(url);
+  await page.getByLabel("Your name").fill(name);
+  await page.getByRole("button", { name: "Join the room" }).click();
+  await waitForText(page.getByTestId("members"), name);
+  return {
+    page,
+    name,
+    members: page.getByTestId("members"),
+    messages: page.getByTestId("messages"),
+    activity: page.getByTestId("activity"),
+    async say(text) {
+      await page.getByLabel("Message").fill(text);
+      await page.getByLabel("Message").press("Enter");
+    },
+    messageTexts: () => page.locator("[data-testid=messages] li .text").allTextContents(),
+    close: () => page.context().close(),
+  };
+}
+
 /** Polls `fn` until it returns a truthy value; fails with `message` after `timeout` ms. */
 export async function until(fn, message, timeout = 5_000) {
   const deadline = Date.now() + timeout;

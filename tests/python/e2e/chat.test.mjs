@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { launchBrowser, newPage, startPython, until, waitForText } from "./support.mjs";
+import { joinChat, launchBrowser, startPython, until, waitForText } from "./support.mjs";
 
 let server;
 let browser;
@@ -23,25 +23,7 @@ after(async () => {
   assert.deepEqual(errors, [], "no page errors");
 });
 
-async function join(name) {
-  const page = await newPage(browser, errors);
-  await page.goto(server.url);
-  await page.getByLabel("Your name").fill(name);
-  await page.getByRole("button", { name: "Join the room" }).click();
-  await waitForText(page.getByTestId("members"), name);
-  return {
-    page,
-    members: page.getByTestId("members"),
-    messages: page.getByTestId("messages"),
-    activity: page.getByTestId("activity"),
-    async say(text) {
-      await page.getByLabel("Message").fill(text);
-      await page.getByLabel("Message").press("Enter");
-    },
-    messageTexts: () => page.locator("[data-testid=messages] li .text").allTextContents(),
-    close: () => page.context().close(),
-  };
-}
+const join = (name) => joinChat(browser, errors, server.url, name);
 
 test("members see each other's messages, joins and leaves", async () => {
   const ada = await join("Ada");

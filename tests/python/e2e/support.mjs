@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ROOT } from "../../e2e/support.mjs";
 
-export { launchBrowser, newPage, until, waitForText } from "../../e2e/support.mjs";
+export { joinChat, launchBrowser, newPage, until, waitForText } from "../../e2e/support.mjs";
 
 const PYTHON = process.env.PULSEC_PYTHON ?? resolve(ROOT, "build/python-venv/bin/python");
 
